@@ -1,0 +1,1 @@
+"""Play a video on the layer-0 attention maps of GPT-2."""

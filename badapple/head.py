@@ -1,0 +1,215 @@
+"""The GPT-2 head: its few weights, read straight from a safetensors checkpoint, and its forward.
+
+Only layer 0 matters, and of it only the queries and keys of the chosen heads, so the whole
+model is never built: we read `wpe`, `h.0.ln_1` and the head's columns of `h.0.attn.c_attn`
+(a Conv1D, used as x @ W + b with W [d, 3d] laid out as [Q | K | V]) and run
+
+    H = LayerNorm_ln1(X + wpe[:T]);  Q = H Wq + bq;  K = H Wk + bk;  S = Q Kᵀ / sqrt(head_dim)
+
+which is exactly the score GPT-2 feeds its causal softmax.
+"""
+
+import json
+import math
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+
+from badapple.errors import UserError
+
+# Checkpoints saved from GPT2LMHeadModel prefix every name with "transformer."; GPT2Model's don't.
+_NAME_PREFIXES = ("", "transformer.")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A GPT-2 checkpoint on disk: its config and which safetensors file holds each tensor."""
+
+    name: str  # as the user gave it: a hub id or a local directory
+    config: dict
+    tensor_files: dict[str, tuple[Path, str]]  # plain name -> (file, name stored in the file)
+
+    @property
+    def n_embd(self) -> int:
+        return int(self.config["n_embd"])
+
+    @property
+    def n_head(self) -> int:
+        return int(self.config["n_head"])
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.config.get("n_positions", self.config.get("n_ctx", 1024)))
+
+
+def open_checkpoint(model: str) -> Checkpoint:
+    """Find the config and safetensors files of a local directory or a hub id (downloading)."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        config_path = local / "config.json"
+        if not config_path.is_file():
+            raise UserError(f"{model} has no config.json; pass a directory written by "
+                            "save_pretrained (config.json + *.safetensors) or a hub id")
+        config = _gpt2_config(model, config_path)
+        files = sorted(local.glob("*.safetensors"))
+        if not files:
+            raise UserError(f"{model} has no *.safetensors file; save the model with "
+                            "save_pretrained(..., safe_serialization=True)")
+    elif local.exists():
+        raise UserError(f"--model {model} is a file; pass a checkpoint directory or a hub id")
+    else:
+        config_path, files = _download_from_hub(model)
+        config = _gpt2_config(model, config_path)
+    return Checkpoint(name=model, config=config, tensor_files=_index_tensors(files))
+
+
+def _gpt2_config(model: str, config_path: Path) -> dict:
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{config_path} is not valid JSON ({error})") from None
+    model_type = config.get("model_type")
+    if model_type != "gpt2" or not {"n_embd", "n_head"} <= config.keys():
+        raise UserError(f"{model} is a {model_type or 'unknown'} checkpoint, not GPT-2; pass a "
+                        "GPT-2 checkpoint such as openai-community/gpt2-xl")
+    return config
+
+
+def _download_from_hub(repo_id: str) -> tuple[Path, list[Path]]:
+    """Fetch config.json and the safetensors weights of a hub repository (cached by the hub)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import RemoteEntryNotFoundError
+
+    try:
+        config_path = Path(hf_hub_download(repo_id, "config.json"))
+        try:
+            return config_path, [Path(hf_hub_download(repo_id, "model.safetensors"))]
+        except RemoteEntryNotFoundError:  # not in the repo (offline is a different error)
+            index_path = Path(hf_hub_download(repo_id, "model.safetensors.index.json"))
+            shards = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
+            return config_path, [Path(hf_hub_download(repo_id, shard)) for shard in shards]
+    except RemoteEntryNotFoundError:
+        raise UserError(f"{repo_id} has no safetensors weights on the hub; pass a GPT-2 "
+                        "checkpoint saved as safetensors") from None
+    except Exception as error:  # network, unknown repo, offline mode: all mean "can't fetch"
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"cannot fetch {repo_id} from the Hugging Face hub ({reason}); check the "
+                        "id and the network, or pass a local checkpoint directory") from None
+
+
+def _index_tensors(files: list[Path]) -> dict[str, tuple[Path, str]]:
+    index = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            for stored_name in handle.keys():
+                plain = stored_name.removeprefix(_NAME_PREFIXES[1])
+                index.setdefault(plain, (file, stored_name))
+    return index
+
+
+def read_tensors(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Tensor]:
+    """Read the named tensors (plain GPT2Model names, e.g. 'wpe.weight') as float32."""
+    missing = [name for name in names if name not in checkpoint.tensor_files]
+    if missing:
+        raise UserError(f"{checkpoint.name} lacks {missing[0]}; it is not a complete GPT-2 "
+                        "checkpoint")
+    tensors = {}
+    for name in names:
+        file, stored_name = checkpoint.tensor_files[name]
+        with safe_open(str(file), framework="pt") as handle:
+            tensors[name] = handle.get_tensor(stored_name).to(torch.float32)
+    return tensors
+
+
+@dataclass(frozen=True)
+class HeadWeights:
+    """What layer 0 needs to turn input embeddings into the scores of some of its heads."""
+
+    heads: tuple[int, ...]  # which heads, in the order their maps come out
+    position: torch.Tensor  # [T, d] wpe rows 0..T-1
+    ln_weight: torch.Tensor  # [d] ln_1's gamma
+    ln_bias: torch.Tensor  # [d] ln_1's beta
+    # The heads' query columns of c_attn, head after head, then their key columns: [Wq | Wk].
+    query_key_weight: torch.Tensor  # [d, 2 * H * hd]
+    query_key_bias: torch.Tensor  # [2 * H * hd]
+    ln_eps: float
+    scale: float  # multiplies Q Kᵀ: 1 / sqrt(head_dim)
+
+    @property
+    def d_model(self) -> int:
+        return self.ln_weight.shape[0]
+
+    @property
+    def head_dim(self) -> int:
+        return self.query_key_weight.shape[1] // (2 * len(self.heads))
+
+    def to(self, device: torch.device | str) -> "HeadWeights":
+        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)
+                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        return replace(self, **moved)
+
+
+def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], size: int) -> HeadWeights:
+    """The layer-0 weights of `heads` for sequences of `size` tokens."""
+    d, n_head = checkpoint.n_embd, checkpoint.n_head
+    for head in heads:
+        if not 0 <= head < n_head:
+            raise UserError(f"head {head} is out of range: {checkpoint.name} has {n_head} heads "
+                            f"per layer; pick one of 0..{n_head - 1}")
+    if size > checkpoint.n_positions:
+        raise UserError(f"frames of {size} pixels need {size} positions but {checkpoint.name} "
+                        f"has {checkpoint.n_positions}; rerun download.py with a smaller --size")
+    tensors = read_tensors(checkpoint, ["wpe.weight", "h.0.ln_1.weight", "h.0.ln_1.bias",
+                                        "h.0.attn.c_attn.weight", "h.0.attn.c_attn.bias"])
+    qkv_weight, qkv_bias = tensors["h.0.attn.c_attn.weight"], tensors["h.0.attn.c_attn.bias"]
+    if qkv_weight.shape != (d, 3 * d):
+        raise UserError(f"{checkpoint.name}: c_attn is {tuple(qkv_weight.shape)}, expected "
+                        f"({d}, {3 * d}) for a GPT-2 layer; the checkpoint does not match its config")
+    head_dim = d // n_head
+    query_columns = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
+    columns = torch.cat([query_columns, query_columns + d])  # K follows Q in c_attn's output
+    scale = 1 / math.sqrt(head_dim) if checkpoint.config.get("scale_attn_weights", True) else 1.0
+    # scale_attn_by_inverse_layer_idx would divide by layer index + 1, which is 1 at layer 0.
+    return HeadWeights(
+        heads=tuple(heads),
+        position=tensors["wpe.weight"][:size].clone(),
+        ln_weight=tensors["h.0.ln_1.weight"],
+        ln_bias=tensors["h.0.ln_1.bias"],
+        query_key_weight=qkv_weight[:, columns].contiguous(),
+        query_key_bias=qkv_bias[columns].contiguous(),
+        ln_eps=float(checkpoint.config.get("layer_norm_epsilon", 1e-5)),
+        scale=scale,
+    )
+
+
+def layer_norm_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
+    """ln_1(X + wpe): [B, T, d] -> [B, T, d]."""
+    tokens = embeddings.shape[1]
+    return F.layer_norm(embeddings + weights.position[:tokens], (weights.d_model,),
+                        weights.ln_weight, weights.ln_bias, weights.ln_eps)
+
+
+def queries_keys(hidden: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-head queries and keys from ln_1's output: [B, T, d] -> 2 x [B, H, T, hd]."""
+    batch, tokens, _ = hidden.shape
+    # One matmul for queries and keys together: a skinny [d, 64] one runs far below peak.
+    projected = hidden @ weights.query_key_weight + weights.query_key_bias  # [B, T, 2*H*hd]
+    split = projected.view(batch, tokens, 2, len(weights.heads), weights.head_dim)
+    queries, keys = split.permute(2, 0, 3, 1, 4)  # 2 x [B, H, T, hd]
+    return queries, keys
+
+
+def attention_scores(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
+    """The pre-softmax scores S = Q Kᵀ / sqrt(hd) of each head: [B, T, d] -> [B, H, T, T]."""
+    queries, keys = queries_keys(layer_norm_input(embeddings, weights), weights)
+    return queries @ keys.transpose(-1, -2) * weights.scale
+
+
+def causal_attention(scores: torch.Tensor) -> torch.Tensor:
+    """GPT-2's attention weights from its scores: causal mask, then softmax over keys. [..., T, T]"""
+    tokens = scores.shape[-1]
+    future = torch.ones(tokens, tokens, dtype=torch.bool, device=scores.device).triu(1)
+    return scores.masked_fill(future, float("-inf")).softmax(dim=-1)

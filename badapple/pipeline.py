@@ -1,0 +1,331 @@
+"""The four stages as library functions; each script's main() parses its flags and calls one.
+
+    download  video -> frames/targets/*.png, frames/audio.m4a, frames/meta.json
+    optimize  targets -> embeddings -> attention maps -> frames/output/*.png + metrics.json
+    assemble  frames/output/*.png + audio -> the music video
+    (plot lives in figures.py)
+
+Keyword names are the scripts' flag names. Each stage skips work whose output is complete, and
+writes every file atomically, so rerunning a stopped stage finishes it.
+"""
+
+import shutil
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from badapple import video
+from badapple.errors import UserError
+from badapple.head import (
+    HeadWeights,
+    attention_scores,
+    causal_attention,
+    load_head,
+    open_checkpoint,
+)
+from badapple.metrics import mean_metrics, picture_metrics
+from badapple.render import attention_picture, colorize
+from badapple.solvers import SOLVERS, SolverSettings
+from badapple.storage import (
+    FRAME_PATTERN,
+    FramesDir,
+    frame_numbers,
+    read_embeddings,
+    read_gray_png,
+    read_json,
+    write_atomic,
+    write_embeddings,
+    write_json,
+    write_png,
+)
+from badapple.targets import target_logits
+from badapple.verify import TOLERANCE, one_layer_gpt2, transformers_attention
+
+BAD_APPLE_URL = "https://www.youtube.com/watch?v=FtutLA63Cp8"  # the original's video, 4:3, 30 fps
+DEFAULT_MODEL = "openai-community/gpt2-xl"
+# The settings that decide what a frame's outputs are; a resumed run must share all of them.
+RUN_IDENTITY = ("model", "head", "method", "steps", "lr", "lr_min", "init_scale", "seeds", "seed")
+STEP_REPORT_INTERVAL = 25  # steps between loss updates on the progress bar
+
+
+def download(*, url: str = BAD_APPLE_URL, input: str | None = None, frames_dir: str = "frames",
+             fps: float = 15, size: int = 256, fit: str = "stretch", start: float | None = None,
+             duration: float | None = None, force: bool = False) -> dict:
+    """Turn a video into target frames, its soundtrack and meta.json; returns the meta."""
+    folder = FramesDir(Path(frames_dir))
+    source = str(Path(input).expanduser().resolve()) if input else url
+    settings = {"source": source, "fps": fps, "size": size, "fit": fit, "start": start,
+                "duration": duration}
+    meta = read_json(folder.meta)
+    if not force and meta and {k: meta.get(k) for k in settings} == settings \
+            and len(frame_numbers(folder.targets)) == meta["frame_count"] \
+            and (folder.audio.exists() or not meta["audio"]):
+        print(f"{folder.targets} is up to date ({meta['frame_count']} frames); --force redoes it")
+        return meta
+
+    if input:
+        source_video = Path(source)
+        if not source_video.is_file():
+            raise UserError(f"--input {input} not found; pass the path of a video file")
+    else:
+        source_video = folder.root / "source.mp4"
+        if force or not source_video.exists():
+            print(f"downloading {url}")
+            folder.root.mkdir(parents=True, exist_ok=True)
+            source_video = video.download_video(url, folder.root)
+    info = video.probe(source_video)
+    print(f"{source_video}: {info.width}x{info.height}, {info.fps:g} fps, "
+          f"{info.duration_seconds:.1f} s; extracting frames at {fps:g} fps, {size}x{size} ({fit})")
+
+    # Frames go to a side folder that replaces the old one only once complete.
+    staging = folder.root / "targets.part"
+    shutil.rmtree(staging, ignore_errors=True)
+    frame_count = video.extract_frames(source_video, staging, fps=fps, size=size, fit=fit,
+                                       start_seconds=start, duration_seconds=duration)
+    shutil.rmtree(folder.targets, ignore_errors=True)
+    staging.rename(folder.targets)
+
+    has_audio = False
+    if info.audio_codec is None:
+        warnings.warn(f"{source_video} has no audio track; the video will be silent", stacklevel=2)
+        folder.audio.unlink(missing_ok=True)
+    else:
+        write_atomic(folder.audio, lambda temporary: video.extract_audio(
+            source_video, temporary, start_seconds=start, duration_seconds=duration))
+        has_audio = True
+
+    meta = {**settings, "frame_count": frame_count, "audio": has_audio,
+            "source_width": info.width, "source_height": info.height}
+    write_json(folder.meta, meta)
+    print(f"wrote {frame_count} frames to {folder.targets}"
+          + (f" and the audio to {folder.audio}" if has_audio else "")
+          + "; next: uv run python optimize.py")
+    return meta
+
+
+def pick_device(name: str) -> torch.device:
+    """The torch device for --device auto|cpu|cuda|mps; auto prefers CUDA, then MPS, then CPU."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise UserError("--device cuda, but torch sees no CUDA GPU; use --device cpu (or auto)")
+    if name == "mps" and not mps:
+        raise UserError("--device mps, but torch sees no Apple GPU; use --device cpu (or auto)")
+    if name == "cpu" and cuda:
+        warnings.warn("running on the CPU although a CUDA GPU is available", stacklevel=2)
+    return torch.device(name)
+
+
+def parse_frame_range(frames: str | None, frame_count: int) -> range:
+    """--frames START:END (1-based, both included) as a range; None means every frame."""
+    if frames is None:
+        return range(1, frame_count + 1)
+    start_text, _, end_text = frames.partition(":")
+    try:
+        start, end = int(start_text), int(end_text or start_text)
+    except ValueError:
+        raise UserError(f"--frames {frames}: expected START:END, e.g. 1:64") from None
+    if not 1 <= start <= end:
+        raise UserError(f"--frames {frames}: need 1 <= START <= END")
+    if end > frame_count:
+        raise UserError(f"--frames {frames}: the video has only {frame_count} frames")
+    return range(start, end + 1)
+
+
+def optimize(*, model: str = DEFAULT_MODEL, steps: int = 1500, lr: float = 0.1,
+             lr_min: float = 1e-4, init_scale: float = 0.1, head: int = 0, chunk_size: int = 64,
+             seeds: int = 3, method: str = "adam", device: str = "auto",
+             frames: str | None = None, frames_dir: str = "frames", seed: int = 0,
+             force: bool = False, verify: int = 0) -> dict:
+    """Fit every target frame, render its attention map, save it all; returns metrics.json."""
+    arguments = dict(locals())
+    folder = FramesDir(Path(frames_dir))
+    meta = read_json(folder.meta)
+    if meta is None:
+        raise UserError(f"{folder.meta} not found; run download.py first")
+    size, wanted = meta["size"], parse_frame_range(frames, meta["frame_count"])
+    missing_targets = [f for f in wanted if not folder.target_png(f).exists()]
+    if missing_targets:
+        raise UserError(f"{folder.targets} lacks {len(missing_targets)} target frames (first: "
+                        f"{missing_targets[0]}); rerun download.py --force")
+    if method not in SOLVERS:
+        raise UserError(f"--method {method} is unknown; pick one of {', '.join(SOLVERS)}")
+
+    torch_device = pick_device(device)
+    checkpoint = open_checkpoint(model)
+    weights = load_head(checkpoint, (head,), size).to(torch_device)
+    settings = SolverSettings(steps=steps, lr=lr, lr_min=lr_min, init_scale=init_scale,
+                              seeds=seeds, seed=seed)
+
+    metrics = _resumable_metrics(folder, arguments, force)
+    records = {record["frame"]: record for record in metrics["frames"]}
+    if force:
+        records = {f: r for f, r in records.items() if f not in wanted}
+    todo = [f for f in wanted if f not in records or not folder.output_png(f).exists()]
+    print(f"{checkpoint.name}: d={checkpoint.n_embd}, head {head} of {checkpoint.n_head}; "
+          f"method {method}, {steps} steps, on {torch_device}")
+    print(f"frames {wanted.start}..{wanted.stop - 1}: {len(wanted) - len(todo)} done, "
+          f"{len(todo)} to do in chunks of {chunk_size}")
+
+    started = time.perf_counter()
+    metrics.update(args=arguments, device=str(torch_device), size=size, fps=meta["fps"])
+    with tqdm(total=len(todo), unit="frame", dynamic_ncols=True) as bar:
+        for first in range(0, len(todo), chunk_size):
+            chunk = todo[first:first + chunk_size]
+            records.update(_solve_chunk(folder, chunk, weights, method, settings, records, bar))
+            metrics["total_seconds"] = metrics.get("total_seconds", 0.0) + \
+                time.perf_counter() - started
+            started = time.perf_counter()
+            _write_metrics(folder, metrics, records)
+            bar.update(len(chunk))
+
+    if verify:
+        metrics["verify"] = _verify(folder, checkpoint, weights, records, wanted, verify)
+        _write_metrics(folder, metrics, records)
+    means = metrics["means"]
+    print("means: " + ", ".join(f"{name} {value:.4f}" for name, value in means.items()
+                                if value is not None))
+    print(f"attention maps in {folder.output}, embeddings in {folder.embeddings}; "
+          "next: uv run python assemble.py")
+    return metrics
+
+
+def _resumable_metrics(folder: FramesDir, arguments: dict, force: bool) -> dict:
+    """The metrics of an earlier run to resume, or a fresh start when there is none.
+
+    A run with other settings cannot be resumed (its frames would be mixed with ours): that is
+    an error, unless --force, which clears its outputs.
+    """
+    metrics = read_json(folder.metrics)
+    if metrics is None:
+        return {"frames": []}
+    previous = metrics.get("args", {})
+    changed = [name for name in RUN_IDENTITY if previous.get(name) != arguments[name]]
+    if not changed:
+        return metrics
+    if not force:
+        name = changed[0]
+        raise UserError(f"{folder.output} holds a run with --{name.replace('_', '-')} "
+                        f"{previous.get(name)}, not {arguments[name]}; rerun with --force to "
+                        "replace it, or use another --frames-dir")
+    shutil.rmtree(folder.output, ignore_errors=True)
+    shutil.rmtree(folder.embeddings, ignore_errors=True)
+    return {"frames": []}
+
+
+def _solve_chunk(folder: FramesDir, chunk: list[int], weights: HeadWeights, method: str,
+                 settings: SolverSettings, records: dict[int, dict], bar: tqdm) -> dict[int, dict]:
+    """Solve, save and render one chunk of frames; returns their metric records."""
+    size = weights.position.shape[0]
+    pictures = []
+    for frame in chunk:
+        target = read_gray_png(folder.target_png(frame))
+        if target.shape != (size, size):
+            raise UserError(f"{folder.target_png(frame)} is {target.shape[1]}x{target.shape[0]}, "
+                            f"but meta.json says {size}x{size}; rerun download.py --force")
+        pictures.append(target)
+    device = weights.position.device
+    frames_tensor = torch.from_numpy(np.stack(pictures)).to(device)  # [B, T, T]
+    targets = target_logits(frames_tensor)[:, None]  # [B, 1, T, T]
+
+    step_count = 0
+
+    def report(loss: float) -> None:
+        nonlocal step_count
+        step_count += 1
+        if step_count % STEP_REPORT_INTERVAL == 0:
+            bar.set_postfix(loss=f"{loss:.4f}")
+
+    started = time.perf_counter()
+    solution = SOLVERS[method](weights, targets, chunk, settings, report)
+    with torch.no_grad():
+        attention = causal_attention(attention_scores(solution.embeddings, weights))[:, 0]
+    seconds_per_frame = (time.perf_counter() - started) / len(chunk)
+
+    chunk_file = _chunk_path(folder, chunk, records)
+    write_embeddings(chunk_file, torch.tensor(chunk), solution.embeddings,
+                     metadata={"settings": str(asdict(settings)), "heads": str(weights.heads)})
+    new_records = {}
+    for index, frame in enumerate(chunk):
+        picture = attention_picture(attention[index].cpu().numpy())
+        write_png(folder.output_png(frame), colorize(picture))
+        new_records[frame] = {"frame": frame, "loss": float(solution.loss[index]),
+                              "seconds": seconds_per_frame,
+                              **picture_metrics(picture, pictures[index]),
+                              "embeddings": chunk_file.name}
+    return new_records
+
+
+def _chunk_path(folder: FramesDir, chunk: list[int], records: dict[int, dict]) -> Path:
+    """A file name for a chunk's embeddings that no other frame's record still points to."""
+    in_use = {r["embeddings"] for f, r in records.items() if f not in chunk}
+    name = f"frames_{chunk[0]:05d}-{chunk[-1]:05d}"
+    candidate, copy = folder.embeddings / f"{name}.safetensors", 1
+    while candidate.name in in_use:
+        copy += 1
+        candidate = folder.embeddings / f"{name}_{copy}.safetensors"
+    return candidate
+
+
+def _write_metrics(folder: FramesDir, metrics: dict, records: dict[int, dict]) -> None:
+    metrics["frames"] = [records[frame] for frame in sorted(records)]
+    metrics["frame_count"] = len(records)
+    metrics["means"] = mean_metrics(metrics["frames"])
+    write_json(folder.metrics, metrics)
+
+
+def _verify(folder: FramesDir, checkpoint, weights: HeadWeights, records: dict[int, dict],
+            wanted: range, count: int) -> dict:
+    """Check `count` saved embeddings through transformers' GPT2Model; raise on a mismatch."""
+    done = [f for f in wanted if f in records]
+    chosen = [done[i] for i in np.linspace(0, len(done) - 1, min(count, len(done))).round()
+              .astype(int)]
+    model = one_layer_gpt2(checkpoint)
+    cpu_weights = weights.to("cpu")
+    worst = 0.0
+    for frame in chosen:
+        frames, embeddings = read_embeddings(folder.embeddings / records[frame]["embeddings"])
+        embedding = embeddings[(frames == frame).nonzero()[0]]  # [1, T, d]
+        reference = transformers_attention(model, embedding, weights.heads)
+        with torch.no_grad():
+            ours = causal_attention(attention_scores(embedding, cpu_weights))
+        worst = max(worst, float((reference - ours).abs().max()))
+    print(f"verify: {len(chosen)} frames through transformers' GPT2Model, layer 0 head "
+          f"{weights.heads[0]}: max |attention difference| = {worst:.2e} (tolerance {TOLERANCE:g})")
+    if worst > TOLERANCE:
+        raise UserError(f"verification failed: transformers' attention differs by {worst:.2e} "
+                        f"> {TOLERANCE:g}; the saved embeddings do not reproduce the maps")
+    return {"frames": chosen, "max_abs_difference": worst, "tolerance": TOLERANCE}
+
+
+def assemble(*, frames_dir: str = "frames", output: str = "bad_apple_attention.mp4",
+             fps: float | None = None, scale: int = 4, side_by_side: bool = False) -> Path:
+    """Encode the attention maps (and the audio) into an H.264 mp4; returns its path."""
+    folder = FramesDir(Path(frames_dir))
+    meta = read_json(folder.meta)
+    if meta is None:
+        raise UserError(f"{folder.meta} not found; run download.py and optimize.py first")
+    frame_count = meta["frame_count"]
+    present = set(frame_numbers(folder.output))
+    if not present:
+        raise UserError(f"no attention maps in {folder.output}; run optimize.py first")
+    missing = [f for f in range(1, frame_count + 1) if f not in present]
+    if missing:
+        raise UserError(f"{folder.output} lacks {len(missing)} of {frame_count} frames (first: "
+                        f"{missing[0]}); run optimize.py to finish them (it resumes)")
+    if side_by_side and len(frame_numbers(folder.targets)) < frame_count:
+        raise UserError(f"{folder.targets} is incomplete; rerun download.py for --side-by-side")
+    out_path = Path(output)
+    audio = folder.audio if folder.audio.exists() else None
+    write_atomic(out_path, lambda temporary: video.encode_video(
+        folder.output / FRAME_PATTERN, temporary, fps=fps or meta["fps"], scale=scale,
+        audio=audio, side_by_side_pattern=folder.targets / FRAME_PATTERN if side_by_side else None))
+    print(f"wrote {out_path} ({frame_count} frames" + (", with audio)" if audio else ", silent)")
+          + "; next: uv run python plot.py")
+    return out_path

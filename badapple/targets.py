@@ -1,0 +1,51 @@
+"""Targets: a video frame as the attention map a causal head should produce, in logit space.
+
+A frame is a [T, T] picture in [0, 1]. Row i of a causal attention map may only look at keys
+0..i, and its weights sum to 1, so the target keeps the lower triangle of each row and
+normalises it. The loss then compares logits, not weights: on post-softmax weights its
+gradients were ~250x weaker (the original's finding). Softmax ignores a constant added to a
+row, so both sides are centred per row over the row's i+1 causal entries before comparing.
+"""
+
+import torch
+
+PIXEL_FLOOR = 1e-8  # keeps black pixels finite: log(1e-8) sits ~18 nats under white
+
+
+def causal_mask(tokens: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """True where row i may attend to column j (j <= i): [T, T] bool, lower triangle."""
+    return torch.ones(tokens, tokens, dtype=torch.bool, device=device).tril()
+
+
+def row_normalised_target(frames: torch.Tensor) -> torch.Tensor:
+    """Each row's causal prefix as a probability distribution: [..., T, T] -> same, 0 above."""
+    mask = causal_mask(frames.shape[-1], frames.device)
+    weights = (frames + PIXEL_FLOOR) * mask
+    return weights / weights.sum(dim=-1, keepdim=True)
+
+
+def centre_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Subtract each row's mean over its causal entries; entries above the diagonal become 0."""
+    tokens = logits.shape[-1]
+    mask = causal_mask(tokens, logits.device)
+    causal_count = torch.arange(1, tokens + 1, device=logits.device, dtype=logits.dtype)  # [T]
+    masked = logits.masked_fill(~mask, 0.0)
+    row_mean = masked.sum(dim=-1, keepdim=True) / causal_count[:, None]
+    return (masked - row_mean).masked_fill(~mask, 0.0)
+
+
+def target_logits(frames: torch.Tensor) -> torch.Tensor:
+    """The logits the head should produce for `frames` in [0, 1]: [..., T, T], row-centred."""
+    probabilities = row_normalised_target(frames)
+    return centre_rows(torch.log(probabilities + PIXEL_FLOOR))
+
+
+def logit_space_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean squared difference of row-centred logits over the lower triangle, per map.
+
+    scores: raw attention scores [..., T, T]; targets: from `target_logits`. Returns [...].
+    Divides by T(T+1)/2 (32,896 for T=256), the number of causal entries, like the original.
+    """
+    tokens = scores.shape[-1]
+    difference = centre_rows(scores) - targets  # 0 above the diagonal on both sides
+    return difference.square().sum(dim=(-2, -1)) / (tokens * (tokens + 1) / 2)

@@ -1,0 +1,51 @@
+"""Shared fixtures: small real GPT-2 checkpoints written with transformers' save_pretrained."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
+
+TINY = dict(n_layer=1, n_embd=64, n_head=4, n_positions=64, vocab_size=16, bos_token_id=0,
+            eos_token_id=0, query_key_gain=10.0)
+# GPT-2 XL's layer shapes (d=1600, 25 heads of 64), one layer, a token table of 16 rows.
+XL_SHAPED = dict(n_layer=1, n_embd=1600, n_head=25, n_positions=1024, vocab_size=16,
+                 bos_token_id=0, eos_token_id=0)
+
+
+def save_checkpoint(directory: Path, seed: int = 0, model_class=GPT2Model, dtype=None,
+                    query_key_gain: float = 1.0, **shape) -> Path:
+    """A random GPT-2 of the given shape saved as config.json + model.safetensors.
+
+    query_key_gain scales c_attn: transformers' init (std 0.02) gives a tiny model a head that
+    can barely move its attention, where real GPT-2 heads reach logit ranges of tens of nats.
+    """
+    torch.manual_seed(seed)
+    model = model_class(GPT2Config(**shape))
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if "ln_1" in name:  # default init leaves LayerNorm at 1/0; vary it so it matters
+                tensor.add_(torch.randn_like(tensor) * 0.1)
+            if "c_attn" in name:
+                tensor.mul_(query_key_gain)
+    if dtype is not None:
+        model = model.to(dtype)
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("tiny-gpt2"), **TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_checkpoint(tmp_path_factory) -> Path:
+    """Saved from GPT2LMHeadModel, so every tensor name starts with 'transformer.'."""
+    return save_checkpoint(tmp_path_factory.mktemp("tiny-gpt2-lm"), seed=1,
+                           model_class=GPT2LMHeadModel, **TINY)
+
+
+@pytest.fixture(scope="session")
+def xl_shaped_checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("xl-shaped-gpt2"), seed=2, **XL_SHAPED)

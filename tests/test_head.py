@@ -1,0 +1,79 @@
+import json
+
+import pytest
+import torch
+from transformers import BertConfig, BertModel
+
+from badapple.errors import UserError
+from badapple.head import attention_scores, causal_attention, load_head, open_checkpoint
+from badapple.verify import one_layer_gpt2, transformers_attention
+from tests.conftest import TINY, save_checkpoint
+
+
+@pytest.mark.parametrize("heads", [(0,), (1,), (3,), (2, 0)])
+def test_head_forward_equals_transformers_gpt2(tiny_checkpoint, heads):
+    checkpoint = open_checkpoint(str(tiny_checkpoint))
+    weights = load_head(checkpoint, heads, size=32)
+    embeddings = torch.randn(3, 32, checkpoint.n_embd)
+    ours = causal_attention(attention_scores(embeddings, weights))  # [3, H, 32, 32]
+    reference = transformers_attention(one_layer_gpt2(checkpoint), embeddings, heads)
+    assert ours.shape == (3, len(heads), 32, 32)
+    assert (ours - reference).abs().max() < 1e-6
+
+
+def test_lm_head_checkpoints_with_prefixed_names_load(tiny_lm_checkpoint):
+    checkpoint = open_checkpoint(str(tiny_lm_checkpoint))
+    weights = load_head(checkpoint, (1,), size=16)
+    embeddings = torch.randn(2, 16, checkpoint.n_embd)
+    reference = transformers_attention(one_layer_gpt2(checkpoint), embeddings, (1,))
+    assert (causal_attention(attention_scores(embeddings, weights)) - reference).abs().max() < 1e-6
+
+
+def test_half_precision_checkpoints_load_as_float32(tmp_path):
+    checkpoint = open_checkpoint(str(save_checkpoint(tmp_path, dtype=torch.float16, **TINY)))
+    weights = load_head(checkpoint, (0,), size=8)
+    assert weights.query_key_weight.dtype == torch.float32
+    assert weights.query_key_weight.shape == (64, 2 * 16)
+
+
+def test_only_the_heads_columns_are_kept(tiny_checkpoint):
+    checkpoint = open_checkpoint(str(tiny_checkpoint))
+    weights = load_head(checkpoint, (2,), size=8)
+    assert weights.heads == (2,) and weights.head_dim == 16 and weights.scale == 0.25
+    assert weights.position.shape == (8, 64)
+
+
+def test_a_head_out_of_range_names_the_range(tiny_checkpoint):
+    with pytest.raises(UserError, match=r"head 4 is out of range.*0\.\.3"):
+        load_head(open_checkpoint(str(tiny_checkpoint)), (4,), size=8)
+
+
+def test_frames_longer_than_the_context_are_refused(tiny_checkpoint):
+    with pytest.raises(UserError, match="smaller --size"):
+        load_head(open_checkpoint(str(tiny_checkpoint)), (0,), size=65)
+
+
+def test_a_bert_checkpoint_is_refused(tmp_path):
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, vocab_size=16)
+    BertModel(config).save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="bert checkpoint, not GPT-2"):
+        open_checkpoint(str(tmp_path))
+
+
+def test_an_empty_directory_is_refused(tmp_path):
+    with pytest.raises(UserError, match="no config.json"):
+        open_checkpoint(str(tmp_path))
+
+
+def test_a_config_without_weights_is_refused(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 8,
+                                                      "n_head": 2}))
+    with pytest.raises(UserError, match="no \\*.safetensors"):
+        open_checkpoint(str(tmp_path))
+
+
+def test_an_unreachable_hub_id_says_so(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never touch the network from a test
+    with pytest.raises(UserError, match="cannot fetch"):
+        open_checkpoint("no-such-user/no-such-gpt2-checkpoint")

@@ -1,0 +1,57 @@
+import math
+
+import torch
+
+from badapple.targets import (
+    PIXEL_FLOOR,
+    centre_rows,
+    logit_space_loss,
+    row_normalised_target,
+    target_logits,
+)
+
+
+def test_row_normalised_target_is_a_causal_distribution():
+    frames = torch.rand(2, 8, 8)
+    probabilities = row_normalised_target(frames)
+    assert torch.allclose(probabilities.sum(-1), torch.ones(2, 8))
+    assert (probabilities.triu(1) == 0).all()
+
+
+def test_a_row_with_one_white_pixel_puts_all_its_weight_there():
+    frame = torch.zeros(4, 4)
+    frame[3, 1] = 1.0
+    probabilities = row_normalised_target(frame)
+    assert probabilities[3, 1] > 1 - 1e-6
+    # a black pixel's weight is ~1e-8, and log(1e-8 + 1e-8) sits ~17.7 nats under white's log(1)
+    logits = target_logits(frame)
+    assert math.isclose(float(logits[3, 1] - logits[3, 0]), -math.log(2 * PIXEL_FLOOR), rel_tol=1e-4)
+
+
+def test_all_black_and_all_white_rows_are_both_uniform():
+    black, white = torch.zeros(6, 6), torch.ones(6, 6)
+    assert torch.allclose(row_normalised_target(black)[5], torch.full((6,), 1 / 6))
+    assert torch.allclose(target_logits(black), torch.zeros(6, 6), atol=1e-5)
+    assert torch.allclose(target_logits(white), torch.zeros(6, 6), atol=1e-5)
+
+
+def test_centre_rows_removes_each_rows_causal_mean():
+    logits = torch.tensor([[5.0, 9.0, 9.0], [1.0, 3.0, 9.0], [0.0, 3.0, 6.0]])
+    centred = centre_rows(logits)
+    expected = torch.tensor([[0.0, 0.0, 0.0], [-1.0, 1.0, 0.0], [-3.0, 0.0, 3.0]])
+    assert torch.allclose(centred, expected)
+
+
+def test_loss_ignores_row_offsets_and_the_upper_triangle():
+    targets = target_logits(torch.rand(3, 16, 16))
+    scores = targets + torch.randn(3, 16, 1) * 5 + torch.randn(3, 16, 16).triu(1) * 100
+    assert torch.allclose(logit_space_loss(scores, targets), torch.zeros(3), atol=1e-9)
+
+
+def test_loss_is_mean_square_over_the_causal_entries():
+    tokens = 4
+    targets = torch.zeros(tokens, tokens)
+    scores = torch.zeros(tokens, tokens)
+    scores[3, 0], scores[3, 1] = 2.0, -2.0  # row 3 keeps mean 0, so nothing is centred away
+    # (4 + 4) / (4 * 5 / 2) = 0.8
+    assert math.isclose(float(logit_space_loss(scores, targets)), 0.8, rel_tol=1e-6)
