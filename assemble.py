@@ -14,17 +14,30 @@ from badapple.pipeline import assemble
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--frames-dir", default="frames", metavar="DIR",
-                        help="folder shared by the four scripts")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--frames-dir", default="frames", metavar="DIR", help="folder shared by the four scripts"
+    )
     parser.add_argument("--output", default="bad_apple_attention.mp4", help="the video to write")
-    parser.add_argument("--fps", type=float, default=None,
-                        help="frame rate of the video (default: the one in meta.json)")
-    parser.add_argument("--scale", type=int, default=4,
-                        help="integer nearest-neighbour upscale, so video sites keep the pixels")
-    parser.add_argument("--side-by-side", action="store_true",
-                        help="show the target frame left of the attention map")
+    parser.add_argument(
+        "--fps",
+        type=float,
+        default=None,
+        help="frame rate of the video (default: the one in meta.json)",
+    )
+    parser.add_argument(
+        "--scale",
+        type=int,
+        default=4,
+        help="integer nearest-neighbour upscale, so video sites keep the pixels",
+    )
+    parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="show the target frame left of the attention map",
+    )
     args = parser.parse_args()
     if args.fps is not None and args.fps <= 0:
         parser.error("--fps must be positive")

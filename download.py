@@ -1,7 +1,7 @@
 """Stage 1: a video -> target frames, soundtrack and meta.json in the frames folder.
 
-    uv run python download.py                        # Bad Apple!! from YouTube (needs yt-dlp + network)
-    uv run python download.py --input clip.mp4       # any local video, no network
+    uv run python download.py                    # Bad Apple!! from YouTube (yt-dlp, network)
+    uv run python download.py --input clip.mp4   # any local video, no network
 
 Writes frames/targets/frame_00001.png ... (8-bit gray, --size x --size), frames/audio.m4a (when
 the video has sound) and frames/meta.json. Skips what is already complete; --force redoes it.
@@ -14,22 +14,43 @@ from badapple.pipeline import BAD_APPLE_URL, download
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--url", default=BAD_APPLE_URL, help="video to fetch with yt-dlp")
-    parser.add_argument("--input", default=None, metavar="PATH",
-                        help="use this local video file instead of downloading")
-    parser.add_argument("--frames-dir", default="frames", metavar="DIR",
-                        help="folder shared by the four scripts")
+    parser.add_argument(
+        "--input",
+        default=None,
+        metavar="PATH",
+        help="use this local video file instead of downloading",
+    )
+    parser.add_argument(
+        "--frames-dir", default="frames", metavar="DIR", help="folder shared by the four scripts"
+    )
     parser.add_argument("--fps", type=float, default=15, help="frames per second to extract")
-    parser.add_argument("--size", type=int, default=256,
-                        help="frame side in pixels = sequence length fed to GPT-2")
-    parser.add_argument("--fit", choices=["stretch", "crop", "pad"], default="stretch",
-                        help="how a non-square video becomes square")
-    parser.add_argument("--start", type=float, default=None, metavar="SECONDS",
-                        help="skip the video before this time")
-    parser.add_argument("--duration", type=float, default=None, metavar="SECONDS",
-                        help="keep only this much of the video")
+    parser.add_argument(
+        "--size", type=int, default=256, help="frame side in pixels = sequence length fed to GPT-2"
+    )
+    parser.add_argument(
+        "--fit",
+        choices=["stretch", "crop", "pad"],
+        default="stretch",
+        help="how a non-square video becomes square",
+    )
+    parser.add_argument(
+        "--start",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="skip the video before this time",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="keep only this much of the video",
+    )
     parser.add_argument("--force", action="store_true", help="redo steps whose output exists")
     args = parser.parse_args()
     if args.fps <= 0:

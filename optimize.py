@@ -17,33 +17,68 @@ from badapple.solvers import SOLVERS, SolverSettings
 
 def main() -> None:
     defaults = SolverSettings()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--model", default=DEFAULT_MODEL,
-                        help="hub id, or a local directory with config.json + *.safetensors")
-    parser.add_argument("--steps", type=int, default=defaults.steps,
-                        help="optimisation steps per frame")
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="hub id, or a local directory with config.json + *.safetensors",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=defaults.steps, help="optimisation steps per frame"
+    )
     parser.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
-    parser.add_argument("--lr-min", type=float, default=defaults.lr_min,
-                        help="learning rate at the end of each cosine cycle")
-    parser.add_argument("--init-scale", type=float, default=defaults.init_scale,
-                        help="std of the random starting embeddings")
+    parser.add_argument(
+        "--lr-min",
+        type=float,
+        default=defaults.lr_min,
+        help="learning rate at the end of each cosine cycle",
+    )
+    parser.add_argument(
+        "--init-scale",
+        type=float,
+        default=defaults.init_scale,
+        help="std of the random starting embeddings",
+    )
     parser.add_argument("--head", type=int, default=0, help="layer-0 attention head to play on")
     parser.add_argument("--chunk-size", type=int, default=64, help="frames solved at once")
-    parser.add_argument("--seeds", type=int, default=defaults.seeds,
-                        help="random starts per frame; the best is refined")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=defaults.seeds,
+        help="random starts per frame; the best is refined",
+    )
     parser.add_argument("--method", choices=list(SOLVERS), default="adam", help="solver")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto",
-                        help="auto picks CUDA, then MPS, then CPU")
-    parser.add_argument("--frames", default=None, metavar="START:END",
-                        help="only these frames, 1-based, both included (default: all)")
-    parser.add_argument("--frames-dir", default="frames", metavar="DIR",
-                        help="folder shared by the four scripts")
-    parser.add_argument("--seed", type=int, default=defaults.seed,
-                        help="random seed; runs are reproducible on one device")
+    parser.add_argument(
+        "--device",
+        choices=["auto", "cpu", "cuda", "mps"],
+        default="auto",
+        help="auto picks CUDA, then MPS, then CPU",
+    )
+    parser.add_argument(
+        "--frames",
+        default=None,
+        metavar="START:END",
+        help="only these frames, 1-based, both included (default: all)",
+    )
+    parser.add_argument(
+        "--frames-dir", default="frames", metavar="DIR", help="folder shared by the four scripts"
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=defaults.seed,
+        help="random seed; runs are reproducible on one device",
+    )
     parser.add_argument("--force", action="store_true", help="redo frames whose outputs exist")
-    parser.add_argument("--verify", type=int, default=0, metavar="N",
-                        help="check N saved embeddings through transformers' GPT2Model")
+    parser.add_argument(
+        "--verify",
+        type=int,
+        default=0,
+        metavar="N",
+        help="check N saved embeddings through transformers' GPT2Model",
+    )
     args = parser.parse_args()
     if args.steps < 1:
         parser.error("--steps must be at least 1")

@@ -23,14 +23,20 @@ def exit_on_error(script: str) -> Iterator[None]:
     except UserError as error:
         sys.exit(f"{script}: error: {error}")
     except KeyboardInterrupt:
-        print(f"\n{script}: interrupted; finished work is saved, run the same command to resume",
-              file=sys.stderr)
+        print(
+            f"\n{script}: interrupted; finished work is saved, run the same command to resume",
+            file=sys.stderr,
+        )
         sys.exit(130)
     except OSError as error:
         if error.errno == errno.ENOSPC:
-            sys.exit(f"{script}: error: the disk is full ({error.filename or 'while writing'}); "
-                     "free some space and run the same command again to resume")
+            sys.exit(
+                f"{script}: error: the disk is full ({error.filename or 'while writing'}); "
+                "free some space and run the same command again to resume"
+            )
         if error.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            sys.exit(f"{script}: error: cannot write {error.filename}: {error.strerror}; "
-                     "pick a writable location")
+            sys.exit(
+                f"{script}: error: cannot write {error.filename}: {error.strerror}; "
+                "pick a writable location"
+            )
         raise

@@ -51,13 +51,17 @@ def open_checkpoint(model: str) -> Checkpoint:
     if local.is_dir():
         config_path = local / "config.json"
         if not config_path.is_file():
-            raise UserError(f"{model} has no config.json; pass a directory written by "
-                            "save_pretrained (config.json + *.safetensors) or a hub id")
+            raise UserError(
+                f"{model} has no config.json; pass a directory written by "
+                "save_pretrained (config.json + *.safetensors) or a hub id"
+            )
         config = _gpt2_config(model, config_path)
         files = sorted(local.glob("*.safetensors"))
         if not files:
-            raise UserError(f"{model} has no *.safetensors file; save the model with "
-                            "save_pretrained(..., safe_serialization=True)")
+            raise UserError(
+                f"{model} has no *.safetensors file; save the model with "
+                "save_pretrained(..., safe_serialization=True)"
+            )
     elif local.exists():
         raise UserError(f"--model {model} is a file; pass a checkpoint directory or a hub id")
     else:
@@ -73,8 +77,10 @@ def _gpt2_config(model: str, config_path: Path) -> dict:
         raise UserError(f"{config_path} is not valid JSON ({error})") from None
     model_type = config.get("model_type")
     if model_type != "gpt2" or not {"n_embd", "n_head"} <= config.keys():
-        raise UserError(f"{model} is a {model_type or 'unknown'} checkpoint, not GPT-2; pass a "
-                        "GPT-2 checkpoint such as openai-community/gpt2-xl")
+        raise UserError(
+            f"{model} is a {model_type or 'unknown'} checkpoint, not GPT-2; pass a "
+            "GPT-2 checkpoint such as openai-community/gpt2-xl"
+        )
     return config
 
 
@@ -92,12 +98,16 @@ def _download_from_hub(repo_id: str) -> tuple[Path, list[Path]]:
             shards = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
             return config_path, [Path(hf_hub_download(repo_id, shard)) for shard in shards]
     except RemoteEntryNotFoundError:
-        raise UserError(f"{repo_id} has no safetensors weights on the hub; pass a GPT-2 "
-                        "checkpoint saved as safetensors") from None
+        raise UserError(
+            f"{repo_id} has no safetensors weights on the hub; pass a GPT-2 "
+            "checkpoint saved as safetensors"
+        ) from None
     except Exception as error:  # network, unknown repo, offline mode: all mean "can't fetch"
         reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(f"cannot fetch {repo_id} from the Hugging Face hub ({reason}); check the "
-                        "id and the network, or pass a local checkpoint directory") from None
+        raise UserError(
+            f"cannot fetch {repo_id} from the Hugging Face hub ({reason}); check the "
+            "id and the network, or pass a local checkpoint directory"
+        ) from None
 
 
 def _index_tensors(files: list[Path]) -> dict[str, tuple[Path, str]]:
@@ -114,8 +124,9 @@ def read_tensors(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Te
     """Read the named tensors (plain GPT2Model names, e.g. 'wpe.weight') as float32."""
     missing = [name for name in names if name not in checkpoint.tensor_files]
     if missing:
-        raise UserError(f"{checkpoint.name} lacks {missing[0]}; it is not a complete GPT-2 "
-                        "checkpoint")
+        raise UserError(
+            f"{checkpoint.name} lacks {missing[0]}; it is not a complete GPT-2 checkpoint"
+        )
     tensors = {}
     for name in names:
         file, stored_name = checkpoint.tensor_files[name]
@@ -147,8 +158,11 @@ class HeadWeights:
         return self.query_key_weight.shape[1] // (2 * len(self.heads))
 
     def to(self, device: torch.device | str) -> "HeadWeights":
-        moved = {f.name: getattr(self, f.name).to(device) for f in fields(self)
-                 if isinstance(getattr(self, f.name), torch.Tensor)}
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
         return replace(self, **moved)
 
 
@@ -157,17 +171,31 @@ def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], size: int) -> Head
     d, n_head = checkpoint.n_embd, checkpoint.n_head
     for head in heads:
         if not 0 <= head < n_head:
-            raise UserError(f"head {head} is out of range: {checkpoint.name} has {n_head} heads "
-                            f"per layer; pick one of 0..{n_head - 1}")
+            raise UserError(
+                f"head {head} is out of range: {checkpoint.name} has {n_head} heads "
+                f"per layer; pick one of 0..{n_head - 1}"
+            )
     if size > checkpoint.n_positions:
-        raise UserError(f"frames of {size} pixels need {size} positions but {checkpoint.name} "
-                        f"has {checkpoint.n_positions}; rerun download.py with a smaller --size")
-    tensors = read_tensors(checkpoint, ["wpe.weight", "h.0.ln_1.weight", "h.0.ln_1.bias",
-                                        "h.0.attn.c_attn.weight", "h.0.attn.c_attn.bias"])
+        raise UserError(
+            f"frames of {size} pixels need {size} positions but {checkpoint.name} "
+            f"has {checkpoint.n_positions}; rerun download.py with a smaller --size"
+        )
+    tensors = read_tensors(
+        checkpoint,
+        [
+            "wpe.weight",
+            "h.0.ln_1.weight",
+            "h.0.ln_1.bias",
+            "h.0.attn.c_attn.weight",
+            "h.0.attn.c_attn.bias",
+        ],
+    )
     qkv_weight, qkv_bias = tensors["h.0.attn.c_attn.weight"], tensors["h.0.attn.c_attn.bias"]
     if qkv_weight.shape != (d, 3 * d):
-        raise UserError(f"{checkpoint.name}: c_attn is {tuple(qkv_weight.shape)}, expected "
-                        f"({d}, {3 * d}) for a GPT-2 layer; the checkpoint does not match its config")
+        raise UserError(
+            f"{checkpoint.name}: c_attn is {tuple(qkv_weight.shape)}, expected "
+            f"({d}, {3 * d}) for a GPT-2 layer; the checkpoint does not match its config"
+        )
     head_dim = d // n_head
     query_columns = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
     columns = torch.cat([query_columns, query_columns + d])  # K follows Q in c_attn's output
@@ -188,8 +216,13 @@ def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], size: int) -> Head
 def layer_norm_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
     """ln_1(X + wpe): [B, T, d] -> [B, T, d]."""
     tokens = embeddings.shape[1]
-    return F.layer_norm(embeddings + weights.position[:tokens], (weights.d_model,),
-                        weights.ln_weight, weights.ln_bias, weights.ln_eps)
+    return F.layer_norm(
+        embeddings + weights.position[:tokens],
+        (weights.d_model,),
+        weights.ln_weight,
+        weights.ln_bias,
+        weights.ln_eps,
+    )
 
 
 def queries_keys(hidden: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tensor, torch.Tensor]:
@@ -209,7 +242,7 @@ def attention_scores(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Te
 
 
 def causal_attention(scores: torch.Tensor) -> torch.Tensor:
-    """GPT-2's attention weights from its scores: causal mask, then softmax over keys. [..., T, T]"""
+    """GPT-2's attention weights from its scores: causal mask, softmax over keys. [..., T, T]"""
     tokens = scores.shape[-1]
     future = torch.ones(tokens, tokens, dtype=torch.bool, device=scores.device).triu(1)
     return scores.masked_fill(future, float("-inf")).softmax(dim=-1)

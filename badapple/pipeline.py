@@ -53,18 +53,37 @@ RUN_IDENTITY = ("model", "head", "method", "steps", "lr", "lr_min", "init_scale"
 STEP_REPORT_INTERVAL = 25  # steps between loss updates on the progress bar
 
 
-def download(*, url: str = BAD_APPLE_URL, input: str | None = None, frames_dir: str = "frames",
-             fps: float = 15, size: int = 256, fit: str = "stretch", start: float | None = None,
-             duration: float | None = None, force: bool = False) -> dict:
+def download(
+    *,
+    url: str = BAD_APPLE_URL,
+    input: str | None = None,
+    frames_dir: str = "frames",
+    fps: float = 15,
+    size: int = 256,
+    fit: str = "stretch",
+    start: float | None = None,
+    duration: float | None = None,
+    force: bool = False,
+) -> dict:
     """Turn a video into target frames, its soundtrack and meta.json; returns the meta."""
     folder = FramesDir(Path(frames_dir))
     source = str(Path(input).expanduser().resolve()) if input else url
-    settings = {"source": source, "fps": fps, "size": size, "fit": fit, "start": start,
-                "duration": duration}
+    settings = {
+        "source": source,
+        "fps": fps,
+        "size": size,
+        "fit": fit,
+        "start": start,
+        "duration": duration,
+    }
     meta = read_json(folder.meta)
-    if not force and meta and {k: meta.get(k) for k in settings} == settings \
-            and len(frame_numbers(folder.targets)) == meta["frame_count"] \
-            and (folder.audio.exists() or not meta["audio"]):
+    if (
+        not force
+        and meta
+        and {k: meta.get(k) for k in settings} == settings
+        and len(frame_numbers(folder.targets)) == meta["frame_count"]
+        and (folder.audio.exists() or not meta["audio"])
+    ):
         print(f"{folder.targets} is up to date ({meta['frame_count']} frames); --force redoes it")
         return meta
 
@@ -79,14 +98,23 @@ def download(*, url: str = BAD_APPLE_URL, input: str | None = None, frames_dir: 
             folder.root.mkdir(parents=True, exist_ok=True)
             source_video = video.download_video(url, folder.root)
     info = video.probe(source_video)
-    print(f"{source_video}: {info.width}x{info.height}, {info.fps:g} fps, "
-          f"{info.duration_seconds:.1f} s; extracting frames at {fps:g} fps, {size}x{size} ({fit})")
+    print(
+        f"{source_video}: {info.width}x{info.height}, {info.fps:g} fps, "
+        f"{info.duration_seconds:.1f} s; extracting frames at {fps:g} fps, {size}x{size} ({fit})"
+    )
 
     # Frames go to a side folder that replaces the old one only once complete.
     staging = folder.root / "targets.part"
     shutil.rmtree(staging, ignore_errors=True)
-    frame_count = video.extract_frames(source_video, staging, fps=fps, size=size, fit=fit,
-                                       start_seconds=start, duration_seconds=duration)
+    frame_count = video.extract_frames(
+        source_video,
+        staging,
+        fps=fps,
+        size=size,
+        fit=fit,
+        start_seconds=start,
+        duration_seconds=duration,
+    )
     shutil.rmtree(folder.targets, ignore_errors=True)
     staging.rename(folder.targets)
 
@@ -95,16 +123,27 @@ def download(*, url: str = BAD_APPLE_URL, input: str | None = None, frames_dir: 
         warnings.warn(f"{source_video} has no audio track; the video will be silent", stacklevel=2)
         folder.audio.unlink(missing_ok=True)
     else:
-        write_atomic(folder.audio, lambda temporary: video.extract_audio(
-            source_video, temporary, start_seconds=start, duration_seconds=duration))
+        write_atomic(
+            folder.audio,
+            lambda temporary: video.extract_audio(
+                source_video, temporary, start_seconds=start, duration_seconds=duration
+            ),
+        )
         has_audio = True
 
-    meta = {**settings, "frame_count": frame_count, "audio": has_audio,
-            "source_width": info.width, "source_height": info.height}
+    meta = {
+        **settings,
+        "frame_count": frame_count,
+        "audio": has_audio,
+        "source_width": info.width,
+        "source_height": info.height,
+    }
     write_json(folder.meta, meta)
-    print(f"wrote {frame_count} frames to {folder.targets}"
-          + (f" and the audio to {folder.audio}" if has_audio else "")
-          + "; next: uv run python optimize.py")
+    print(
+        f"wrote {frame_count} frames to {folder.targets}"
+        + (f" and the audio to {folder.audio}" if has_audio else "")
+        + "; next: uv run python optimize.py"
+    )
     return meta
 
 
@@ -138,11 +177,24 @@ def parse_frame_range(frames: str | None, frame_count: int) -> range:
     return range(start, end + 1)
 
 
-def optimize(*, model: str = DEFAULT_MODEL, steps: int = 1500, lr: float = 0.1,
-             lr_min: float = 1e-4, init_scale: float = 0.1, head: int = 0, chunk_size: int = 64,
-             seeds: int = 3, method: str = "adam", device: str = "auto",
-             frames: str | None = None, frames_dir: str = "frames", seed: int = 0,
-             force: bool = False, verify: int = 0) -> dict:
+def optimize(
+    *,
+    model: str = DEFAULT_MODEL,
+    steps: int = 1500,
+    lr: float = 0.1,
+    lr_min: float = 1e-4,
+    init_scale: float = 0.1,
+    head: int = 0,
+    chunk_size: int = 64,
+    seeds: int = 3,
+    method: str = "adam",
+    device: str = "auto",
+    frames: str | None = None,
+    frames_dir: str = "frames",
+    seed: int = 0,
+    force: bool = False,
+    verify: int = 0,
+) -> dict:
     """Fit every target frame, render its attention map, save it all; returns metrics.json."""
     arguments = dict(locals())
     folder = FramesDir(Path(frames_dir))
@@ -152,35 +204,43 @@ def optimize(*, model: str = DEFAULT_MODEL, steps: int = 1500, lr: float = 0.1,
     size, wanted = meta["size"], parse_frame_range(frames, meta["frame_count"])
     missing_targets = [f for f in wanted if not folder.target_png(f).exists()]
     if missing_targets:
-        raise UserError(f"{folder.targets} lacks {len(missing_targets)} target frames (first: "
-                        f"{missing_targets[0]}); rerun download.py --force")
+        raise UserError(
+            f"{folder.targets} lacks {len(missing_targets)} target frames (first: "
+            f"{missing_targets[0]}); rerun download.py --force"
+        )
     if method not in SOLVERS:
         raise UserError(f"--method {method} is unknown; pick one of {', '.join(SOLVERS)}")
 
     torch_device = pick_device(device)
     checkpoint = open_checkpoint(model)
     weights = load_head(checkpoint, (head,), size).to(torch_device)
-    settings = SolverSettings(steps=steps, lr=lr, lr_min=lr_min, init_scale=init_scale,
-                              seeds=seeds, seed=seed)
+    settings = SolverSettings(
+        steps=steps, lr=lr, lr_min=lr_min, init_scale=init_scale, seeds=seeds, seed=seed
+    )
 
     metrics = _resumable_metrics(folder, arguments, force)
     records = {record["frame"]: record for record in metrics["frames"]}
     if force:
         records = {f: r for f, r in records.items() if f not in wanted}
     todo = [f for f in wanted if f not in records or not folder.output_png(f).exists()]
-    print(f"{checkpoint.name}: d={checkpoint.n_embd}, head {head} of {checkpoint.n_head}; "
-          f"method {method}, {steps} steps, on {torch_device}")
-    print(f"frames {wanted.start}..{wanted.stop - 1}: {len(wanted) - len(todo)} done, "
-          f"{len(todo)} to do in chunks of {chunk_size}")
+    print(
+        f"{checkpoint.name}: d={checkpoint.n_embd}, head {head} of {checkpoint.n_head}; "
+        f"method {method}, {steps} steps, on {torch_device}"
+    )
+    print(
+        f"frames {wanted.start}..{wanted.stop - 1}: {len(wanted) - len(todo)} done, "
+        f"{len(todo)} to do in chunks of {chunk_size}"
+    )
 
     started = time.perf_counter()
     metrics.update(args=arguments, device=str(torch_device), size=size, fps=meta["fps"])
     with tqdm(total=len(todo), unit="frame", dynamic_ncols=True) as bar:
         for first in range(0, len(todo), chunk_size):
-            chunk = todo[first:first + chunk_size]
+            chunk = todo[first : first + chunk_size]
             records.update(_solve_chunk(folder, chunk, weights, method, settings, records, bar))
-            metrics["total_seconds"] = metrics.get("total_seconds", 0.0) + \
-                time.perf_counter() - started
+            metrics["total_seconds"] = (
+                metrics.get("total_seconds", 0.0) + time.perf_counter() - started
+            )
             started = time.perf_counter()
             _write_metrics(folder, metrics, records)
             bar.update(len(chunk))
@@ -189,10 +249,14 @@ def optimize(*, model: str = DEFAULT_MODEL, steps: int = 1500, lr: float = 0.1,
         metrics["verify"] = _verify(folder, checkpoint, weights, records, wanted, verify)
         _write_metrics(folder, metrics, records)
     means = metrics["means"]
-    print("means: " + ", ".join(f"{name} {value:.4f}" for name, value in means.items()
-                                if value is not None))
-    print(f"attention maps in {folder.output}, embeddings in {folder.embeddings}; "
-          "next: uv run python assemble.py")
+    print(
+        "means: "
+        + ", ".join(f"{name} {value:.4f}" for name, value in means.items() if value is not None)
+    )
+    print(
+        f"attention maps in {folder.output}, embeddings in {folder.embeddings}; "
+        "next: uv run python assemble.py"
+    )
     return metrics
 
 
@@ -211,24 +275,35 @@ def _resumable_metrics(folder: FramesDir, arguments: dict, force: bool) -> dict:
         return metrics
     if not force:
         name = changed[0]
-        raise UserError(f"{folder.output} holds a run with --{name.replace('_', '-')} "
-                        f"{previous.get(name)}, not {arguments[name]}; rerun with --force to "
-                        "replace it, or use another --frames-dir")
+        raise UserError(
+            f"{folder.output} holds a run with --{name.replace('_', '-')} "
+            f"{previous.get(name)}, not {arguments[name]}; rerun with --force to "
+            "replace it, or use another --frames-dir"
+        )
     shutil.rmtree(folder.output, ignore_errors=True)
     shutil.rmtree(folder.embeddings, ignore_errors=True)
     return {"frames": []}
 
 
-def _solve_chunk(folder: FramesDir, chunk: list[int], weights: HeadWeights, method: str,
-                 settings: SolverSettings, records: dict[int, dict], bar: tqdm) -> dict[int, dict]:
+def _solve_chunk(
+    folder: FramesDir,
+    chunk: list[int],
+    weights: HeadWeights,
+    method: str,
+    settings: SolverSettings,
+    records: dict[int, dict],
+    bar: tqdm,
+) -> dict[int, dict]:
     """Solve, save and render one chunk of frames; returns their metric records."""
     size = weights.position.shape[0]
     pictures = []
     for frame in chunk:
         target = read_gray_png(folder.target_png(frame))
         if target.shape != (size, size):
-            raise UserError(f"{folder.target_png(frame)} is {target.shape[1]}x{target.shape[0]}, "
-                            f"but meta.json says {size}x{size}; rerun download.py --force")
+            raise UserError(
+                f"{folder.target_png(frame)} is {target.shape[1]}x{target.shape[0]}, "
+                f"but meta.json says {size}x{size}; rerun download.py --force"
+            )
         pictures.append(target)
     device = weights.position.device
     frames_tensor = torch.from_numpy(np.stack(pictures)).to(device)  # [B, T, T]
@@ -249,16 +324,23 @@ def _solve_chunk(folder: FramesDir, chunk: list[int], weights: HeadWeights, meth
     seconds_per_frame = (time.perf_counter() - started) / len(chunk)
 
     chunk_file = _chunk_path(folder, chunk, records)
-    write_embeddings(chunk_file, torch.tensor(chunk), solution.embeddings,
-                     metadata={"settings": str(asdict(settings)), "heads": str(weights.heads)})
+    write_embeddings(
+        chunk_file,
+        torch.tensor(chunk),
+        solution.embeddings,
+        metadata={"settings": str(asdict(settings)), "heads": str(weights.heads)},
+    )
     new_records = {}
     for index, frame in enumerate(chunk):
         picture = attention_picture(attention[index].cpu().numpy())
         write_png(folder.output_png(frame), colorize(picture))
-        new_records[frame] = {"frame": frame, "loss": float(solution.loss[index]),
-                              "seconds": seconds_per_frame,
-                              **picture_metrics(picture, pictures[index]),
-                              "embeddings": chunk_file.name}
+        new_records[frame] = {
+            "frame": frame,
+            "loss": float(solution.loss[index]),
+            "seconds": seconds_per_frame,
+            **picture_metrics(picture, pictures[index]),
+            "embeddings": chunk_file.name,
+        }
     return new_records
 
 
@@ -280,12 +362,19 @@ def _write_metrics(folder: FramesDir, metrics: dict, records: dict[int, dict]) -
     write_json(folder.metrics, metrics)
 
 
-def _verify(folder: FramesDir, checkpoint, weights: HeadWeights, records: dict[int, dict],
-            wanted: range, count: int) -> dict:
+def _verify(
+    folder: FramesDir,
+    checkpoint,
+    weights: HeadWeights,
+    records: dict[int, dict],
+    wanted: range,
+    count: int,
+) -> dict:
     """Check `count` saved embeddings through transformers' GPT2Model; raise on a mismatch."""
     done = [f for f in wanted if f in records]
-    chosen = [done[i] for i in np.linspace(0, len(done) - 1, min(count, len(done))).round()
-              .astype(int)]
+    chosen = [
+        done[i] for i in np.linspace(0, len(done) - 1, min(count, len(done))).round().astype(int)
+    ]
     model = one_layer_gpt2(checkpoint)
     cpu_weights = weights.to("cpu")
     worst = 0.0
@@ -296,16 +385,26 @@ def _verify(folder: FramesDir, checkpoint, weights: HeadWeights, records: dict[i
         with torch.no_grad():
             ours = causal_attention(attention_scores(embedding, cpu_weights))
         worst = max(worst, float((reference - ours).abs().max()))
-    print(f"verify: {len(chosen)} frames through transformers' GPT2Model, layer 0 head "
-          f"{weights.heads[0]}: max |attention difference| = {worst:.2e} (tolerance {TOLERANCE:g})")
+    print(
+        f"verify: {len(chosen)} frames through transformers' GPT2Model, layer 0 head "
+        f"{weights.heads[0]}: max |attention difference| = {worst:.2e} (tolerance {TOLERANCE:g})"
+    )
     if worst > TOLERANCE:
-        raise UserError(f"verification failed: transformers' attention differs by {worst:.2e} "
-                        f"> {TOLERANCE:g}; the saved embeddings do not reproduce the maps")
+        raise UserError(
+            f"verification failed: transformers' attention differs by {worst:.2e} "
+            f"> {TOLERANCE:g}; the saved embeddings do not reproduce the maps"
+        )
     return {"frames": chosen, "max_abs_difference": worst, "tolerance": TOLERANCE}
 
 
-def assemble(*, frames_dir: str = "frames", output: str = "bad_apple_attention.mp4",
-             fps: float | None = None, scale: int = 4, side_by_side: bool = False) -> Path:
+def assemble(
+    *,
+    frames_dir: str = "frames",
+    output: str = "bad_apple_attention.mp4",
+    fps: float | None = None,
+    scale: int = 4,
+    side_by_side: bool = False,
+) -> Path:
     """Encode the attention maps (and the audio) into an H.264 mp4; returns its path."""
     folder = FramesDir(Path(frames_dir))
     meta = read_json(folder.meta)
@@ -317,15 +416,28 @@ def assemble(*, frames_dir: str = "frames", output: str = "bad_apple_attention.m
         raise UserError(f"no attention maps in {folder.output}; run optimize.py first")
     missing = [f for f in range(1, frame_count + 1) if f not in present]
     if missing:
-        raise UserError(f"{folder.output} lacks {len(missing)} of {frame_count} frames (first: "
-                        f"{missing[0]}); run optimize.py to finish them (it resumes)")
+        raise UserError(
+            f"{folder.output} lacks {len(missing)} of {frame_count} frames (first: "
+            f"{missing[0]}); run optimize.py to finish them (it resumes)"
+        )
     if side_by_side and len(frame_numbers(folder.targets)) < frame_count:
         raise UserError(f"{folder.targets} is incomplete; rerun download.py for --side-by-side")
     out_path = Path(output)
     audio = folder.audio if folder.audio.exists() else None
-    write_atomic(out_path, lambda temporary: video.encode_video(
-        folder.output / FRAME_PATTERN, temporary, fps=fps or meta["fps"], scale=scale,
-        audio=audio, side_by_side_pattern=folder.targets / FRAME_PATTERN if side_by_side else None))
-    print(f"wrote {out_path} ({frame_count} frames" + (", with audio)" if audio else ", silent)")
-          + "; next: uv run python plot.py")
+    write_atomic(
+        out_path,
+        lambda temporary: video.encode_video(
+            folder.output / FRAME_PATTERN,
+            temporary,
+            fps=fps or meta["fps"],
+            scale=scale,
+            audio=audio,
+            side_by_side_pattern=folder.targets / FRAME_PATTERN if side_by_side else None,
+        ),
+    )
+    print(
+        f"wrote {out_path} ({frame_count} frames"
+        + (", with audio)" if audio else ", silent)")
+        + "; next: uv run python plot.py"
+    )
     return out_path

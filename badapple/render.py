@@ -22,8 +22,9 @@ def attention_picture(attention: np.ndarray) -> np.ndarray:
     causal_count = np.arange(1, tokens + 1)[:, None]  # [T, 1]
     weights = np.where(lower, attention.astype(np.float64), 0.0)
     row_mean = weights.sum(axis=1, keepdims=True) / causal_count
-    row_std = np.sqrt(np.where(lower, (weights - row_mean) ** 2, 0.0).sum(axis=1, keepdims=True)
-                      / causal_count)
+    row_std = np.sqrt(
+        np.where(lower, (weights - row_mean) ** 2, 0.0).sum(axis=1, keepdims=True) / causal_count
+    )
     flat = row_std <= FLAT_ROW_STD  # row 0 (one entry) is always flat
     z_scores = np.where(lower & ~flat, (weights - row_mean) / np.where(flat, 1.0, row_std), 0.0)
 

@@ -60,14 +60,21 @@ def cosine_restarts_lr(step: int, total_steps: int, lr: float, lr_min: float) ->
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * progress)) / 2
 
 
-def _frame_losses(embeddings: torch.Tensor, weights: HeadWeights,
-                  targets: torch.Tensor) -> torch.Tensor:
+def _frame_losses(
+    embeddings: torch.Tensor, weights: HeadWeights, targets: torch.Tensor
+) -> torch.Tensor:
     """Loss per frame, averaged over heads: [B, T, d] -> [B]."""
     return logit_space_loss(attention_scores(embeddings, weights), targets).mean(dim=-1)
 
 
-def _adam_phase(start: torch.Tensor, weights: HeadWeights, targets: torch.Tensor,
-                steps: int, settings: SolverSettings, on_step: StepCallback) -> torch.Tensor:
+def _adam_phase(
+    start: torch.Tensor,
+    weights: HeadWeights,
+    targets: torch.Tensor,
+    steps: int,
+    settings: SolverSettings,
+    on_step: StepCallback,
+) -> torch.Tensor:
     """Adam on the embeddings themselves for `steps`, with the cosine schedule: [N, T, d]."""
     embeddings = start.clone().requires_grad_(True)
     optimiser = torch.optim.Adam([embeddings], lr=settings.lr)
@@ -83,8 +90,13 @@ def _adam_phase(start: torch.Tensor, weights: HeadWeights, targets: torch.Tensor
     return embeddings.detach()
 
 
-def solve_adam(weights: HeadWeights, targets: torch.Tensor, frames: list[int],
-               settings: SolverSettings, on_step: StepCallback) -> Solution:
+def solve_adam(
+    weights: HeadWeights,
+    targets: torch.Tensor,
+    frames: list[int],
+    settings: SolverSettings,
+    on_step: StepCallback,
+) -> Solution:
     """The original's method: Adam on the full [T, d] embedding of each frame.
 
     `seeds` random starts per frame run a quarter of the steps; each frame keeps its own best
@@ -92,24 +104,40 @@ def solve_adam(weights: HeadWeights, targets: torch.Tensor, frames: list[int],
     """
     batch, tokens, d_model = len(frames), targets.shape[-1], weights.d_model
     device = targets.device
-    starts = torch.stack([
-        torch.randn(settings.seeds, tokens, d_model, generator=frame_generator(settings.seed, f))
-        for f in frames
-    ], dim=1).to(device) * settings.init_scale  # [seeds, B, T, d]
+    starts = (
+        torch.stack(
+            [
+                torch.randn(
+                    settings.seeds, tokens, d_model, generator=frame_generator(settings.seed, f)
+                )
+                for f in frames
+            ],
+            dim=1,
+        ).to(device)
+        * settings.init_scale
+    )  # [seeds, B, T, d]
 
     explore_steps = settings.steps // 4 if settings.seeds > 1 else 0
     if explore_steps:
-        explored = _adam_phase(starts.flatten(0, 1), weights, targets.repeat(settings.seeds, 1, 1, 1),
-                               explore_steps, settings, on_step)  # [seeds * B, T, d]
+        explored = _adam_phase(
+            starts.flatten(0, 1),
+            weights,
+            targets.repeat(settings.seeds, 1, 1, 1),
+            explore_steps,
+            settings,
+            on_step,
+        )  # [seeds * B, T, d]
         with torch.no_grad():
             losses = _frame_losses(explored, weights, targets.repeat(settings.seeds, 1, 1, 1))
         best_start = losses.view(settings.seeds, batch).argmin(dim=0)  # [B]
-        chosen = explored.view(settings.seeds, batch, tokens, d_model)[best_start,
-                                                                        torch.arange(batch)]
+        chosen = explored.view(settings.seeds, batch, tokens, d_model)[
+            best_start, torch.arange(batch)
+        ]
     else:
         chosen = starts[0]
-    embeddings = _adam_phase(chosen, weights, targets, settings.steps - explore_steps, settings,
-                             on_step)
+    embeddings = _adam_phase(
+        chosen, weights, targets, settings.steps - explore_steps, settings, on_step
+    )
     with torch.no_grad():
         loss = _frame_losses(embeddings, weights, targets)
     return Solution(embeddings=embeddings, loss=loss)

@@ -118,7 +118,9 @@ def read_gray_png(path: Path) -> np.ndarray:
     except FileNotFoundError:
         raise UserError(f"{path} is missing; rerun download.py") from None
     except OSError as error:
-        raise UserError(f"{path} is not a readable PNG ({error}); rerun download.py --force") from None
+        raise UserError(
+            f"{path} is not a readable PNG ({error}); rerun download.py --force"
+        ) from None
     return pixels / 255.0
 
 
@@ -132,8 +134,9 @@ def read_rgb_png(path: Path) -> np.ndarray:
 # would otherwise wait seconds for a torch import it never uses.
 
 
-def write_embeddings(path: Path, frames: "torch.Tensor", embeddings: "torch.Tensor",
-                     metadata: dict[str, str]) -> None:
+def write_embeddings(
+    path: Path, frames: "torch.Tensor", embeddings: "torch.Tensor", metadata: dict[str, str]
+) -> None:
     """Save one chunk: `frames` int64 [n] (1-based) and `embeddings` float32 [n, T, d]."""
     import torch
     from safetensors.torch import save_file

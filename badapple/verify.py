@@ -23,21 +23,34 @@ def one_layer_gpt2(checkpoint: Checkpoint) -> "GPT2Model":
     from transformers import GPT2Config, GPT2Model
 
     # inputs_embeds replace the token embedding, so the token table shrinks to one row.
-    config = GPT2Config.from_dict({**checkpoint.config, "n_layer": 1, "vocab_size": 1,
-                                   "bos_token_id": None, "eos_token_id": None})
+    config = GPT2Config.from_dict(
+        {
+            **checkpoint.config,
+            "n_layer": 1,
+            "vocab_size": 1,
+            "bos_token_id": None,
+            "eos_token_id": None,
+        }
+    )
     config._attn_implementation = "eager"  # the reference implementation, with attention out
     model = GPT2Model(config).eval()
     names = [name for name in model.state_dict() if name.startswith(("h.0.", "wpe.", "ln_f."))]
-    required = {"wpe.weight", "h.0.ln_1.weight", "h.0.ln_1.bias", "h.0.attn.c_attn.weight",
-                "h.0.attn.c_attn.bias"}  # the rest of layer 0 does not change its attention
+    required = {
+        "wpe.weight",
+        "h.0.ln_1.weight",
+        "h.0.ln_1.bias",
+        "h.0.attn.c_attn.weight",
+        "h.0.attn.c_attn.bias",
+    }  # the rest of layer 0 does not change its attention
     stored = [name for name in names if name in required or name in checkpoint.tensor_files]
     model.load_state_dict(read_tensors(checkpoint, stored), strict=False)
     return model
 
 
 @torch.no_grad()
-def transformers_attention(model: "GPT2Model", embeddings: torch.Tensor,
-                           heads: tuple[int, ...]) -> torch.Tensor:
+def transformers_attention(
+    model: "GPT2Model", embeddings: torch.Tensor, heads: tuple[int, ...]
+) -> torch.Tensor:
     """Layer-0 attention weights of `heads`: [B, T, d] -> [B, H, T, T]."""
     outputs = model(inputs_embeds=embeddings, output_attentions=True)
     return outputs.attentions[0][:, list(heads)]

@@ -6,15 +6,36 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
-TINY = dict(n_layer=1, n_embd=64, n_head=4, n_positions=64, vocab_size=16, bos_token_id=0,
-            eos_token_id=0, query_key_gain=10.0)
+TINY = dict(
+    n_layer=1,
+    n_embd=64,
+    n_head=4,
+    n_positions=64,
+    vocab_size=16,
+    bos_token_id=0,
+    eos_token_id=0,
+    query_key_gain=10.0,
+)
 # GPT-2 XL's layer shapes (d=1600, 25 heads of 64), one layer, a token table of 16 rows.
-XL_SHAPED = dict(n_layer=1, n_embd=1600, n_head=25, n_positions=1024, vocab_size=16,
-                 bos_token_id=0, eos_token_id=0)
+XL_SHAPED = dict(
+    n_layer=1,
+    n_embd=1600,
+    n_head=25,
+    n_positions=1024,
+    vocab_size=16,
+    bos_token_id=0,
+    eos_token_id=0,
+)
 
 
-def save_checkpoint(directory: Path, seed: int = 0, model_class=GPT2Model, dtype=None,
-                    query_key_gain: float = 1.0, **shape) -> Path:
+def save_checkpoint(
+    directory: Path,
+    seed: int = 0,
+    model_class=GPT2Model,
+    dtype=None,
+    query_key_gain: float = 1.0,
+    **shape,
+) -> Path:
     """A random GPT-2 of the given shape saved as config.json + model.safetensors.
 
     query_key_gain scales c_attn: transformers' init (std 0.02) gives a tiny model a head that
@@ -42,8 +63,9 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lm_checkpoint(tmp_path_factory) -> Path:
     """Saved from GPT2LMHeadModel, so every tensor name starts with 'transformer.'."""
-    return save_checkpoint(tmp_path_factory.mktemp("tiny-gpt2-lm"), seed=1,
-                           model_class=GPT2LMHeadModel, **TINY)
+    return save_checkpoint(
+        tmp_path_factory.mktemp("tiny-gpt2-lm"), seed=1, model_class=GPT2LMHeadModel, **TINY
+    )
 
 
 @pytest.fixture(scope="session")

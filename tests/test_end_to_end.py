@@ -24,8 +24,14 @@ pytestmark = pytest.mark.slow
 
 def run(script: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # no test may reach the network
-    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(REPO / script), *map(str, args)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def assert_ok(result: subprocess.CompletedProcess) -> None:
@@ -51,13 +57,34 @@ def pipeline_run(tmp_path_factory, clip, tiny_checkpoint) -> Path:
     """download -> optimize -> assemble -> plot, once; the tests below inspect what it left."""
     work = tmp_path_factory.mktemp("run")
     frames = work / "frames"
-    assert_ok(run("download.py", "--input", clip, "--frames-dir", frames, "--size", SIZE,
-                  "--fps", FPS))
-    assert_ok(run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", frames, *FAST,
-                  "--verify", "3"))
+    assert_ok(
+        run("download.py", "--input", clip, "--frames-dir", frames, "--size", SIZE, "--fps", FPS)
+    )
+    assert_ok(
+        run(
+            "optimize.py",
+            "--model",
+            tiny_checkpoint,
+            "--frames-dir",
+            frames,
+            *FAST,
+            "--verify",
+            "3",
+        )
+    )
     assert_ok(run("assemble.py", "--frames-dir", frames, "--output", work / "video.mp4"))
-    assert_ok(run("assemble.py", "--frames-dir", frames, "--output", work / "both.mp4",
-                  "--side-by-side", "--scale", "2"))
+    assert_ok(
+        run(
+            "assemble.py",
+            "--frames-dir",
+            frames,
+            "--output",
+            work / "both.mp4",
+            "--side-by-side",
+            "--scale",
+            "2",
+        )
+    )
     assert_ok(run("plot.py", "--frames-dir", frames, "--out-dir", work / "plots"))
     return work
 
@@ -109,14 +136,27 @@ def test_plot_writes_the_figures(pipeline_run):
 
 def test_a_stopped_run_resumes_where_it_left_off(tmp_path, clip, tiny_checkpoint):
     frames = tmp_path / "frames"
-    assert_ok(run("download.py", "--input", clip, "--frames-dir", frames, "--size", SIZE,
-                  "--fps", FPS))
+    assert_ok(
+        run("download.py", "--input", clip, "--frames-dir", frames, "--size", SIZE, "--fps", FPS)
+    )
     folder = FramesDir(frames)
-    command = [sys.executable, str(REPO / "optimize.py"), "--model", str(tiny_checkpoint),
-               "--frames-dir", str(frames), "--steps", "400", "--chunk-size", "4",
-               "--device", "cpu"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    command = [
+        sys.executable,
+        str(REPO / "optimize.py"),
+        "--model",
+        str(tiny_checkpoint),
+        "--frames-dir",
+        str(frames),
+        "--steps",
+        "400",
+        "--chunk-size",
+        "4",
+        "--device",
+        "cpu",
+    ]
+    process = subprocess.Popen(
+        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     deadline = time.monotonic() + 240
     while not folder.metrics.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -127,8 +167,19 @@ def test_a_stopped_run_resumes_where_it_left_off(tmp_path, clip, tiny_checkpoint
     finished = len(json.loads(folder.metrics.read_text())["frames"])
     assert 4 <= finished < 20
 
-    resumed = run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", frames,
-                  "--steps", "400", "--chunk-size", "4", "--device", "cpu")
+    resumed = run(
+        "optimize.py",
+        "--model",
+        tiny_checkpoint,
+        "--frames-dir",
+        frames,
+        "--steps",
+        "400",
+        "--chunk-size",
+        "4",
+        "--device",
+        "cpu",
+    )
     assert_ok(resumed)
     assert f"{finished} done, {20 - finished} to do" in resumed.stdout
     metrics = json.loads(folder.metrics.read_text())
@@ -139,39 +190,71 @@ def test_a_stopped_run_resumes_where_it_left_off(tmp_path, clip, tiny_checkpoint
 @pytest.fixture(scope="module")
 def downloaded(tmp_path_factory, clip) -> Path:
     frames = tmp_path_factory.mktemp("downloaded") / "frames"
-    assert_ok(run("download.py", "--input", clip, "--frames-dir", frames, "--size", SIZE,
-                  "--fps", FPS, "--duration", "0.5"))
+    assert_ok(
+        run(
+            "download.py",
+            "--input",
+            clip,
+            "--frames-dir",
+            frames,
+            "--size",
+            SIZE,
+            "--fps",
+            FPS,
+            "--duration",
+            "0.5",
+        )
+    )
     return frames
 
 
 def test_download_errors(tmp_path):
-    assert_user_error(run("download.py", "--input", tmp_path / "missing.mp4",
-                          "--frames-dir", tmp_path / "f"), "not found")
+    assert_user_error(
+        run("download.py", "--input", tmp_path / "missing.mp4", "--frames-dir", tmp_path / "f"),
+        "not found",
+    )
     text = make_text_file(tmp_path / "notes.mp4")
-    assert_user_error(run("download.py", "--input", text, "--frames-dir", tmp_path / "f"),
-                      "not a video")
+    assert_user_error(
+        run("download.py", "--input", text, "--frames-dir", tmp_path / "f"), "not a video"
+    )
 
 
 def test_optimize_and_assemble_before_download(tmp_path, tiny_checkpoint):
-    assert_user_error(run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", tmp_path),
-                      "run download.py first")
+    assert_user_error(
+        run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", tmp_path),
+        "run download.py first",
+    )
     assert_user_error(run("assemble.py", "--frames-dir", tmp_path), "run download.py")
 
 
 def test_bad_models_and_heads(tmp_path, downloaded, tiny_checkpoint):
-    assert_user_error(run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", downloaded,
-                          "--head", "4"), "head 4 is out of range")
-    assert_user_error(run("optimize.py", "--model", tmp_path, "--frames-dir", downloaded),
-                      "no config.json")
+    assert_user_error(
+        run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", downloaded, "--head", "4"),
+        "head 4 is out of range",
+    )
+    assert_user_error(
+        run("optimize.py", "--model", tmp_path, "--frames-dir", downloaded), "no config.json"
+    )
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    assert_user_error(run("optimize.py", "--model", tmp_path, "--frames-dir", downloaded),
-                      "not GPT-2")
+    assert_user_error(
+        run("optimize.py", "--model", tmp_path, "--frames-dir", downloaded), "not GPT-2"
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_requested_without_cuda(downloaded, tiny_checkpoint):
-    assert_user_error(run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", downloaded,
-                          "--device", "cuda"), "no CUDA GPU")
+    assert_user_error(
+        run(
+            "optimize.py",
+            "--model",
+            tiny_checkpoint,
+            "--frames-dir",
+            downloaded,
+            "--device",
+            "cuda",
+        ),
+        "no CUDA GPU",
+    )
 
 
 def test_bad_frame_ranges_and_flags(downloaded, tiny_checkpoint):
@@ -195,8 +278,12 @@ def test_targets_of_another_size_and_missing_targets(tmp_path, downloaded, tiny_
     from PIL import Image
 
     Image.new("L", (16, 16)).save(folder.target_png(2))
-    assert_user_error(run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", frames,
-                          *FAST), "is 16x16, but meta.json says 32x32")
+    assert_user_error(
+        run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", frames, *FAST),
+        "is 16x16, but meta.json says 32x32",
+    )
     folder.target_png(3).unlink()
-    assert_user_error(run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", frames,
-                          *FAST), "lacks 1 target frames (first: 3)")
+    assert_user_error(
+        run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", frames, *FAST),
+        "lacks 1 target frames (first: 3)",
+    )

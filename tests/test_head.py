@@ -54,8 +54,13 @@ def test_frames_longer_than_the_context_are_refused(tiny_checkpoint):
 
 
 def test_a_bert_checkpoint_is_refused(tmp_path):
-    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=64, vocab_size=16)
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=16,
+    )
     BertModel(config).save_pretrained(tmp_path)
     with pytest.raises(UserError, match="bert checkpoint, not GPT-2"):
         open_checkpoint(str(tmp_path))
@@ -67,8 +72,9 @@ def test_an_empty_directory_is_refused(tmp_path):
 
 
 def test_a_config_without_weights_is_refused(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_embd": 8,
-                                                      "n_head": 2}))
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "n_embd": 8, "n_head": 2})
+    )
     with pytest.raises(UserError, match="no \\*.safetensors"):
         open_checkpoint(str(tmp_path))
 

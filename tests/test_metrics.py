@@ -6,7 +6,7 @@ from badapple.metrics import mean_metrics, picture_metrics
 
 def lower_square(size: int = 16) -> np.ndarray:
     target = np.zeros((size, size), dtype=np.float32)
-    target[size // 2:, : size // 4] = 1.0
+    target[size // 2 :, : size // 4] = 1.0
     return target
 
 
@@ -41,6 +41,10 @@ def test_corr_is_undefined_on_a_black_frame_and_means_skip_it():
     black = np.zeros((8, 8), dtype=np.float32)
     metrics = picture_metrics(black + 0.1, black)
     assert metrics["corr"] is None and metrics["iou"] == 1.0
-    means = mean_metrics([{"loss": 1.0, "mae": 0.1, "iou": 1.0, "corr": None},
-                          {"loss": 3.0, "mae": 0.3, "iou": 0.0, "corr": 0.5}])
+    means = mean_metrics(
+        [
+            {"loss": 1.0, "mae": 0.1, "iou": 1.0, "corr": None},
+            {"loss": 3.0, "mae": 0.3, "iou": 0.0, "corr": 0.5},
+        ]
+    )
     assert means == {"loss": 2.0, "mae": pytest.approx(0.2), "iou": 0.5, "corr": 0.5}

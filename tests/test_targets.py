@@ -25,7 +25,9 @@ def test_a_row_with_one_white_pixel_puts_all_its_weight_there():
     assert probabilities[3, 1] > 1 - 1e-6
     # a black pixel's weight is ~1e-8, and log(1e-8 + 1e-8) sits ~17.7 nats under white's log(1)
     logits = target_logits(frame)
-    assert math.isclose(float(logits[3, 1] - logits[3, 0]), -math.log(2 * PIXEL_FLOOR), rel_tol=1e-4)
+    assert math.isclose(
+        float(logits[3, 1] - logits[3, 0]), -math.log(2 * PIXEL_FLOOR), rel_tol=1e-4
+    )
 
 
 def test_all_black_and_all_white_rows_are_both_uniform():
