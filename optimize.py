@@ -12,13 +12,28 @@ import argparse
 
 from badapple.errors import exit_on_error
 from badapple.pipeline import DEFAULT_MODEL, optimize
-from badapple.solvers import SOLVERS, SolverSettings
+from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solver_settings
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except None ones: those settings say their per-method defaults."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _per_method(name: str) -> str:
+    """The defaults of one setting, method by method, for --help."""
+    return ", ".join(
+        f"{getattr(settings, name):g} for {method}" for method, settings in METHOD_DEFAULTS.items()
+    )
 
 
 def main() -> None:
-    defaults = SolverSettings()
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.splitlines()[0], formatter_class=_HelpFormatter
     )
     parser.add_argument(
         "--model",
@@ -26,30 +41,41 @@ def main() -> None:
         help="hub id, or a local directory with config.json + *.safetensors",
     )
     parser.add_argument(
-        "--steps", type=int, default=defaults.steps, help="optimisation steps per frame"
+        "--method",
+        choices=list(SOLVERS),
+        default="reduced",
+        help="solver: reduced (fast, on each row's queries and keys) or adam (the original's)",
     )
-    parser.add_argument("--lr", type=float, default=defaults.lr, help="learning rate")
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"optimisation steps per frame started at random ({_per_method('steps')}); "
+        f"a frame started from its predecessor takes {_per_method('warm_steps')}",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=None, help=f"learning rate ({_per_method('lr')})"
+    )
     parser.add_argument(
         "--lr-min",
         type=float,
-        default=defaults.lr_min,
-        help="learning rate at the end of each cosine cycle",
+        default=None,
+        help=f"learning rate at the end of each cosine cycle ({_per_method('lr_min')})",
     )
     parser.add_argument(
         "--init-scale",
         type=float,
-        default=defaults.init_scale,
-        help="std of the random starting embeddings",
+        default=None,
+        help=f"std of the random starts ({_per_method('init_scale')})",
     )
     parser.add_argument("--head", type=int, default=0, help="layer-0 attention head to play on")
     parser.add_argument("--chunk-size", type=int, default=64, help="frames solved at once")
     parser.add_argument(
         "--seeds",
         type=int,
-        default=defaults.seeds,
-        help="random starts per frame; the best is refined",
+        default=None,
+        help=f"random starts per frame; the best is refined ({_per_method('seeds')})",
     )
-    parser.add_argument("--method", choices=list(SOLVERS), default="adam", help="solver")
     parser.add_argument(
         "--device",
         choices=["auto", "cpu", "cuda", "mps"],
@@ -68,7 +94,7 @@ def main() -> None:
     parser.add_argument(
         "--seed",
         type=int,
-        default=defaults.seed,
+        default=0,
         help="random seed; runs are reproducible on one device",
     )
     parser.add_argument("--force", action="store_true", help="redo frames whose outputs exist")
@@ -80,15 +106,24 @@ def main() -> None:
         help="check N saved embeddings through transformers' GPT2Model",
     )
     args = parser.parse_args()
-    if args.steps < 1:
+    # checked as they will run: a flag left out takes its method's default
+    settings = solver_settings(
+        args.method,
+        steps=args.steps,
+        lr=args.lr,
+        lr_min=args.lr_min,
+        init_scale=args.init_scale,
+        seeds=args.seeds,
+    )
+    if settings.steps < 1:
         parser.error("--steps must be at least 1")
     if args.chunk_size < 1:
         parser.error("--chunk-size must be at least 1")
-    if args.seeds < 1:
+    if settings.seeds < 1:
         parser.error("--seeds must be at least 1")
-    if args.lr <= 0 or args.lr_min < 0 or args.lr_min > args.lr:
+    if settings.lr <= 0 or settings.lr_min < 0 or settings.lr_min > settings.lr:
         parser.error("need 0 <= --lr-min <= --lr and --lr > 0")
-    if args.init_scale <= 0:
+    if settings.init_scale <= 0:
         parser.error("--init-scale must be positive")
     if args.head < 0:
         parser.error("--head must be >= 0")

@@ -30,7 +30,7 @@ from badapple.head import (
 )
 from badapple.metrics import mean_metrics, picture_metrics
 from badapple.render import attention_picture, colorize
-from badapple.solvers import SOLVERS, SolverSettings
+from badapple.solvers import SOLVERS, SolverSettings, solver_settings
 from badapple.storage import (
     FRAME_PATTERN,
     FramesDir,
@@ -43,13 +43,23 @@ from badapple.storage import (
     write_json,
     write_png,
 )
-from badapple.targets import target_logits
 from badapple.verify import TOLERANCE, one_layer_gpt2, transformers_attention
 
 BAD_APPLE_URL = "https://www.youtube.com/watch?v=FtutLA63Cp8"  # the original's video, 4:3, 30 fps
 DEFAULT_MODEL = "openai-community/gpt2-xl"
 # The settings that decide what a frame's outputs are; a resumed run must share all of them.
-RUN_IDENTITY = ("model", "head", "method", "steps", "lr", "lr_min", "init_scale", "seeds", "seed")
+RUN_IDENTITY = (
+    "model",
+    "head",
+    "method",
+    "steps",
+    "lr",
+    "lr_min",
+    "init_scale",
+    "seeds",
+    "seed",
+    "warm_steps",
+)
 STEP_REPORT_INTERVAL = 25  # steps between loss updates on the progress bar
 
 
@@ -180,14 +190,14 @@ def parse_frame_range(frames: str | None, frame_count: int) -> range:
 def optimize(
     *,
     model: str = DEFAULT_MODEL,
-    steps: int = 1500,
-    lr: float = 0.1,
-    lr_min: float = 1e-4,
-    init_scale: float = 0.1,
+    steps: int | None = None,
+    lr: float | None = None,
+    lr_min: float | None = None,
+    init_scale: float | None = None,
     head: int = 0,
     chunk_size: int = 64,
-    seeds: int = 3,
-    method: str = "adam",
+    seeds: int | None = None,
+    method: str = "reduced",
     device: str = "auto",
     frames: str | None = None,
     frames_dir: str = "frames",
@@ -195,8 +205,18 @@ def optimize(
     force: bool = False,
     verify: int = 0,
 ) -> dict:
-    """Fit every target frame, render its attention map, save it all; returns metrics.json."""
-    arguments = dict(locals())
+    """Fit every target frame, render its attention map, save it all; returns metrics.json.
+
+    Solver settings left as None take the method's defaults (`solvers.METHOD_DEFAULTS`).
+    """
+    call = dict(locals())
+    if method not in SOLVERS:
+        raise UserError(f"--method {method} is unknown; pick one of {', '.join(SOLVERS)}")
+    settings = solver_settings(
+        method, steps=steps, lr=lr, lr_min=lr_min, init_scale=init_scale, seeds=seeds, seed=seed
+    )
+    # metrics.json records the settings that ran, defaults resolved
+    arguments = {**call, **asdict(settings)}
     folder = FramesDir(Path(frames_dir))
     meta = read_json(folder.meta)
     if meta is None:
@@ -208,15 +228,10 @@ def optimize(
             f"{folder.targets} lacks {len(missing_targets)} target frames (first: "
             f"{missing_targets[0]}); rerun download.py --force"
         )
-    if method not in SOLVERS:
-        raise UserError(f"--method {method} is unknown; pick one of {', '.join(SOLVERS)}")
 
     torch_device = pick_device(device)
     checkpoint = open_checkpoint(model)
     weights = load_head(checkpoint, (head,), size).to(torch_device)
-    settings = SolverSettings(
-        steps=steps, lr=lr, lr_min=lr_min, init_scale=init_scale, seeds=seeds, seed=seed
-    )
 
     metrics = _resumable_metrics(folder, arguments, force)
     records = {record["frame"]: record for record in metrics["frames"]}
@@ -225,7 +240,9 @@ def optimize(
     todo = [f for f in wanted if f not in records or not folder.output_png(f).exists()]
     print(
         f"{checkpoint.name}: d={checkpoint.n_embd}, head {head} of {checkpoint.n_head}; "
-        f"method {method}, {steps} steps, on {torch_device}"
+        f"method {method}, {settings.steps} steps"
+        + (f" ({settings.warm_steps} from the previous frame)" if settings.warm_steps else "")
+        + f", on {torch_device}"
     )
     print(
         f"frames {wanted.start}..{wanted.stop - 1}: {len(wanted) - len(todo)} done, "
@@ -234,10 +251,14 @@ def optimize(
 
     started = time.perf_counter()
     metrics.update(args=arguments, device=str(torch_device), size=size, fps=meta["fps"])
+    solved: dict[int, torch.Tensor] = {}  # the last chunk's embeddings, warm starts of the next
     with tqdm(total=len(todo), unit="frame", dynamic_ncols=True) as bar:
-        for first in range(0, len(todo), chunk_size):
-            chunk = todo[first : first + chunk_size]
-            records.update(_solve_chunk(folder, chunk, weights, method, settings, records, bar))
+        for chunk in solve_order(todo, chunk_size, warm=settings.warm_steps > 0):
+            starts = _warm_starts(folder, chunk, solved, records) if settings.warm_steps else {}
+            new_records, solved = _solve_chunk(
+                folder, chunk, weights, method, settings, records, starts, bar
+            )
+            records.update(new_records)
             metrics["total_seconds"] = (
                 metrics.get("total_seconds", 0.0) + time.perf_counter() - started
             )
@@ -285,6 +306,42 @@ def _resumable_metrics(folder: FramesDir, arguments: dict, force: bool) -> dict:
     return {"frames": []}
 
 
+def solve_order(todo: list[int], chunk_size: int, *, warm: bool) -> list[list[int]]:
+    """The frames to solve together, batch after batch.
+
+    Without warm starts: consecutive chunks of `todo`. With them, a frame should start from its
+    predecessor's solution, so `todo` is cut into `chunk_size` runs of consecutive frames and
+    batch k holds the k-th frame of every run: frames from distant parts of the video, each
+    following its own predecessor, which the batch before solved.
+    """
+    if not warm:
+        return [todo[first : first + chunk_size] for first in range(0, len(todo), chunk_size)]
+    run_length = -(-len(todo) // chunk_size) if todo else 0  # ceil
+    runs = [todo[first : first + run_length] for first in range(0, len(todo), run_length or 1)]
+    return [[run[k] for run in runs if k < len(run)] for k in range(run_length)]
+
+
+def _warm_starts(
+    folder: FramesDir, chunk: list[int], solved: dict[int, torch.Tensor], records: dict[int, dict]
+) -> dict[int, torch.Tensor]:
+    """Each frame's predecessor's embeddings [T, d], where there is one: from the last chunk, or
+    from a chunk file an earlier run saved (a resumed run continues where it stopped)."""
+    starts, files = {}, {}
+    for frame in chunk:
+        previous = frame - 1
+        if previous in solved:
+            starts[frame] = solved[previous]
+        elif previous in records:
+            files.setdefault(records[previous]["embeddings"], []).append(frame)
+    for name, frames in files.items():
+        saved_frames, embeddings = read_embeddings(folder.embeddings / name)
+        index = {int(saved): row for row, saved in enumerate(saved_frames)}
+        for frame in frames:
+            if frame - 1 in index:
+                starts[frame] = embeddings[index[frame - 1]]
+    return starts
+
+
 def _solve_chunk(
     folder: FramesDir,
     chunk: list[int],
@@ -292,9 +349,13 @@ def _solve_chunk(
     method: str,
     settings: SolverSettings,
     records: dict[int, dict],
+    starts: dict[int, torch.Tensor],
     bar: tqdm,
-) -> dict[int, dict]:
-    """Solve, save and render one chunk of frames; returns their metric records."""
+) -> tuple[dict[int, dict], dict[int, torch.Tensor]]:
+    """Solve, save and render one chunk of frames, those in `starts` from their start.
+
+    Returns the frames' metric records and their embeddings ({frame: [T, d]}).
+    """
     size = weights.position.shape[0]
     pictures = []
     for frame in chunk:
@@ -306,8 +367,7 @@ def _solve_chunk(
             )
         pictures.append(target)
     device = weights.position.device
-    frames_tensor = torch.from_numpy(np.stack(pictures)).to(device)  # [B, T, T]
-    targets = target_logits(frames_tensor)[:, None]  # [B, 1, T, T]
+    targets = torch.from_numpy(np.stack(pictures)).to(device)[:, None]  # [B, 1, T, T]
 
     step_count = 0
 
@@ -318,16 +378,34 @@ def _solve_chunk(
             bar.set_postfix(loss=f"{loss:.4f}")
 
     started = time.perf_counter()
-    solution = SOLVERS[method](weights, targets, chunk, settings, report)
+    embeddings = torch.empty(len(chunk), size, weights.d_model, device=device)  # [B, T, d]
+    loss = torch.empty(len(chunk), device=device)  # [B]
+    warm = [index for index, frame in enumerate(chunk) if frame in starts]
+    cold = [index for index, frame in enumerate(chunk) if frame not in starts]
+    for group in (warm, cold):
+        if not group:
+            continue
+        group_starts = None
+        if group is warm:
+            group_starts = torch.stack([starts[chunk[index]] for index in group]).to(device)
+        solution = SOLVERS[method](
+            weights,
+            targets[group],
+            [chunk[index] for index in group],
+            settings,
+            report,
+            group_starts,
+        )
+        embeddings[group], loss[group] = solution.embeddings, solution.loss
     with torch.no_grad():
-        attention = causal_attention(attention_scores(solution.embeddings, weights))[:, 0]
+        attention = causal_attention(attention_scores(embeddings, weights))[:, 0]
     seconds_per_frame = (time.perf_counter() - started) / len(chunk)
 
     chunk_file = _chunk_path(folder, chunk, records)
     write_embeddings(
         chunk_file,
         torch.tensor(chunk),
-        solution.embeddings,
+        embeddings,
         metadata={"settings": str(asdict(settings)), "heads": str(weights.heads)},
     )
     new_records = {}
@@ -336,12 +414,12 @@ def _solve_chunk(
         write_png(folder.output_png(frame), colorize(picture))
         new_records[frame] = {
             "frame": frame,
-            "loss": float(solution.loss[index]),
+            "loss": float(loss[index]),
             "seconds": seconds_per_frame,
             **picture_metrics(picture, pictures[index]),
             "embeddings": chunk_file.name,
         }
-    return new_records
+    return new_records, dict(zip(chunk, embeddings, strict=True))
 
 
 def _chunk_path(folder: FramesDir, chunk: list[int], records: dict[int, dict]) -> Path:

@@ -16,6 +16,8 @@ TINY = dict(
     eos_token_id=0,
     query_key_gain=10.0,
 )
+# Eight heads of 8: several heads' queries and keys (2·H·8 columns) stay independent in d=64.
+TINY_EIGHT_HEADS = {**TINY, "n_head": 8}
 # GPT-2 XL's layer shapes (d=1600, 25 heads of 64), one layer, a token table of 16 rows.
 XL_SHAPED = dict(
     n_layer=1,
@@ -58,6 +60,11 @@ def save_checkpoint(
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("tiny-gpt2"), **TINY)
+
+
+@pytest.fixture(scope="session")
+def tiny_eight_heads_checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("tiny-gpt2-8"), seed=3, **TINY_EIGHT_HEADS)
 
 
 @pytest.fixture(scope="session")

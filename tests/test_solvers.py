@@ -3,9 +3,21 @@ import math
 import pytest
 import torch
 
-from badapple.head import attention_scores, load_head, open_checkpoint
-from badapple.solvers import SolverSettings, cosine_restarts_lr, frame_generator, solve_adam
+from badapple.head import attention_scores, causal_attention, load_head, open_checkpoint
+from badapple.metrics import picture_metrics
+from badapple.pipeline import solve_order
+from badapple.render import attention_picture
+from badapple.solvers import (
+    METHOD_DEFAULTS,
+    SolverSettings,
+    cosine_restarts_lr,
+    frame_generator,
+    solve_adam,
+    solve_reduced,
+)
 from badapple.targets import logit_space_loss, target_logits
+
+CORR_THRESHOLD = 0.0  # the rendered map of a fixed clip must correlate at least this well
 
 
 def test_schedule_starts_at_lr_restarts_and_ends_at_lr_min():
@@ -33,13 +45,13 @@ def tiny_problem(tiny_checkpoint):
     frames[:, 8:, :6] = 1.0  # a white block in the lower-left, shifted per frame
     frames[1] = frames[1].roll(2, dims=0)
     frames[2] = frames[2].roll(4, dims=1)
-    return weights, target_logits(frames)[:, None]
+    return weights, frames[:, None]  # [3, 1, 16, 16] pictures
 
 
 def test_adam_lowers_the_loss_and_returns_gpt2_inputs(tiny_problem):
-    weights, targets = tiny_problem
+    weights, pictures = tiny_problem
     losses = []
-    solution = solve_adam(weights, targets, [1, 2, 3], SolverSettings(steps=80), losses.append)
+    solution = solve_adam(weights, pictures, [1, 2, 3], SolverSettings(steps=80), losses.append)
     assert solution.embeddings.shape == (3, 16, 64)
     assert solution.loss.shape == (3,)
     assert len(losses) == 80 // 4 + (80 - 80 // 4)
@@ -47,26 +59,105 @@ def test_adam_lowers_the_loss_and_returns_gpt2_inputs(tiny_problem):
 
 
 def test_a_frames_result_does_not_depend_on_its_batch(tiny_problem):
-    weights, targets = tiny_problem
+    weights, pictures = tiny_problem
     settings = SolverSettings(steps=12, seed=7)
-    together = solve_adam(weights, targets, [1, 2, 3], settings, lambda loss: None)
-    alone = solve_adam(weights, targets[2:], [3], settings, lambda loss: None)
+    together = solve_adam(weights, pictures, [1, 2, 3], settings, lambda loss: None)
+    alone = solve_adam(weights, pictures[2:], [3], settings, lambda loss: None)
     assert torch.allclose(together.embeddings[2], alone.embeddings[0], atol=1e-4)
-    again = solve_adam(weights, targets, [1, 2, 3], settings, lambda loss: None)
+    again = solve_adam(weights, pictures, [1, 2, 3], settings, lambda loss: None)
     assert torch.equal(together.embeddings, again.embeddings)
 
 
 def test_each_frame_keeps_its_own_best_start(tiny_problem):
-    weights, targets = tiny_problem
+    weights, pictures = tiny_problem
+    targets = target_logits(pictures)
     # With a vanishing learning rate the embeddings stay at their starts, so the result shows
     # which start each frame kept: it must be that frame's own lowest-loss start.
     settings = SolverSettings(steps=8, seeds=4, lr=1e-12, lr_min=0.0, seed=3)
-    solution = solve_adam(weights, targets, [1, 2, 3], settings, lambda loss: None)
+    solution = solve_adam(weights, pictures, [1, 2, 3], settings, lambda loss: None)
     chosen = []
     for index, frame in enumerate([1, 2, 3]):
         starts = torch.randn(4, 16, 64, generator=frame_generator(3, frame)) * 0.1
-        losses = logit_space_loss(attention_scores(starts, weights), targets[index]).mean(-1)
+        scores = attention_scores(starts, weights)
+        losses = logit_space_loss(scores, targets[index]).mean(-1)
         chosen.append(int(losses.argmin()))
         assert torch.allclose(solution.embeddings[index], starts[chosen[-1]], atol=1e-6)
     # The frames prefer different starts, so one choice for the whole chunk would fail above.
     assert len(set(chosen)) > 1
+
+
+def moving_block_clip(frames: int, size: int) -> torch.Tensor:
+    """A white block sliding right over a thin white bar, on black: [frames, 1, size, size]."""
+    clip = torch.zeros(frames, 1, size, size)
+    for index in range(frames):
+        clip[index, 0, size // 2 :, 2 + index : 2 + index + size // 4] = 1.0
+        clip[index, 0, size // 4 : size // 4 + 2, : size // 2] = 1.0
+    return clip
+
+
+def test_reduced_lowers_the_loss_and_its_embeddings_are_real_inputs(tiny_problem):
+    weights, pictures = tiny_problem
+    losses = []
+    solution = solve_reduced(weights, pictures, [1, 2, 3], SolverSettings(steps=80), losses.append)
+    assert solution.embeddings.shape == (3, 16, 64)
+    assert solution.loss.mean() < 0.5 * losses[0]
+    # the reported loss is that of the embeddings through the head's own forward
+    scores = attention_scores(solution.embeddings, weights)
+    direct = logit_space_loss(scores, target_logits(pictures)).mean(-1)
+    assert torch.allclose(direct, solution.loss, rtol=1e-3, atol=1e-5)
+
+
+def test_reduced_results_do_not_depend_on_the_batch(tiny_problem):
+    weights, pictures = tiny_problem
+    settings = SolverSettings(steps=12, seed=5)
+    together = solve_reduced(weights, pictures, [1, 2, 3], settings, lambda loss: None)
+    alone = solve_reduced(weights, pictures[1:2], [2], settings, lambda loss: None)
+    assert torch.allclose(together.embeddings[1], alone.embeddings[0], atol=1e-4)
+
+
+def test_a_warm_start_runs_warm_steps_from_the_given_embeddings(tiny_problem):
+    weights, pictures = tiny_problem
+    settings = SolverSettings(steps=60, warm_steps=10, warm_lr=1e-12, lr_min=0.0)
+    first = solve_reduced(weights, pictures[:1], [1], settings, lambda loss: None)
+    losses = []
+    again = solve_reduced(weights, pictures[:1], [1], settings, losses.append, first.embeddings)
+    assert len(losses) == 10
+    # with a vanishing rate the frame stays where it started: no random restart
+    assert torch.allclose(again.embeddings, first.embeddings, atol=1e-4)
+    # and a frame started from its predecessor's solution ends closer to its own target
+    # than that predecessor's solution is
+    moved = solve_reduced(
+        weights, pictures[1:2], [2], METHOD_DEFAULTS["reduced"], lambda loss: None, first.embeddings
+    )
+    stayed = solve_reduced(
+        weights,
+        pictures[1:2],
+        [2],
+        SolverSettings(warm_steps=1, warm_lr=1e-12, lr_min=0.0),
+        lambda loss: None,
+        first.embeddings,
+    )
+    assert moved.loss[0] < 0.5 * stayed.loss[0]
+
+
+def test_solve_order_follows_each_frame_with_its_successor():
+    assert solve_order([1, 2, 3, 4, 5], 2, warm=False) == [[1, 2], [3, 4], [5]]
+    # runs 1-3 and 4-5: each batch takes the next frame of every run
+    assert solve_order([1, 2, 3, 4, 5], 2, warm=True) == [[1, 4], [2, 5], [3]]
+    assert solve_order([7], 64, warm=True) == [[7]]
+    assert solve_order([], 4, warm=True) == []
+
+
+def test_reduced_shows_a_small_clip_recognisably(tiny_checkpoint):
+    """The rendered maps of the default method correlate with a fixed clip's frames."""
+    size = 32
+    weights = load_head(open_checkpoint(str(tiny_checkpoint)), (0,), size=size)
+    clip = moving_block_clip(4, size)
+    settings = METHOD_DEFAULTS["reduced"]
+    solution = solve_reduced(weights, clip, [1, 2, 3, 4], settings, lambda loss: None)
+    attention = causal_attention(attention_scores(solution.embeddings, weights))[:, 0]
+    correlations = [
+        picture_metrics(attention_picture(attention[index].numpy()), clip[index, 0].numpy())["corr"]
+        for index in range(4)
+    ]
+    assert min(correlations) > CORR_THRESHOLD, correlations

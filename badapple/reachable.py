@@ -1,0 +1,133 @@
+"""The queries and keys layer 0 can reach, in whitened coordinates, and the lift back to inputs.
+
+Row i of ln_1's output is γ⊙zᵢ + β, where zᵢ = (xᵢ - mean) / sqrt(var + ε) has zero mean and
+‖zᵢ‖² = d·var/(var + ε) < d. The heads' queries and keys of that row are then
+
+    qkᵢ = zᵢ A + c,   A = diag(γ) [Wq | Wk]  [d, 2·H·hd],   c = β [Wq | Wk] + [bq | bk]
+
+and since zᵢ is centred only the row-centred Ac = A - mean_rows(A) matters. With G = AcᵀAc = L Lᵀ
+(Cholesky), the reachable qkᵢ are exactly c + √d·uᵢ Lᵀ for uᵢ in the open unit ball: a solid
+ellipsoid. Solvers work on u (whitened: every direction equally easy), and `lift_embeddings` turns
+u back into real GPT-2 inputs:
+
+    zᵢ = √d·uᵢ L⁻¹ Acᵀ   the minimum-norm centred z with z Ac = √d·uᵢ Lᵀ; ‖zᵢ‖² = d‖uᵢ‖²
+    ẑᵢ = zᵢ + sᵢ n       n: a unit vector ⟂ 1 and ⟂ Ac's columns, sᵢ chosen so that
+                         ‖ẑᵢ‖² = d(1 - ε), i.e. var(ẑᵢ) = 1 - ε
+    xᵢ = ẑᵢ - wpeᵢ       ln_1 then normalises xᵢ + wpeᵢ = ẑᵢ to ẑᵢ / sqrt(1 - ε + ε) = ẑᵢ
+
+so the lifted embeddings reproduce the queries and keys exactly (to float precision), with inputs
+of unit scale rather than the tiny ones a plain rescaling would need.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from badapple.errors import UserError
+from badapple.head import HeadWeights, layer_norm_input
+
+# Keep ‖u‖² below 1 - ε (with this margin) so the null-space term of the lift stays real.
+BALL_MARGIN = 1e-4
+
+
+@dataclass(frozen=True)
+class ReachableSpace:
+    """Whitened coordinates of layer 0's queries and keys, for the heads of a `HeadWeights`."""
+
+    offset: torch.Tensor  # [2·H·hd] c: the queries and keys of a row whose z is 0
+    basis: torch.Tensor  # [2·H·hd, 2·H·hd] √d·Lᵀ: qk = offset + u @ basis
+    lift: torch.Tensor  # [2·H·hd, d] √d·L⁻¹Acᵀ: z = u @ lift
+    null_direction: torch.Tensor  # [d] unit, centred, orthogonal to Ac's columns
+    radius: float  # largest ‖u‖ a solver may use
+
+    @property
+    def dims(self) -> int:
+        return self.basis.shape[0]
+
+
+def reachable_space(weights: HeadWeights) -> ReachableSpace:
+    """The ellipsoid of `weights`' queries and keys; computed in float64, stored in float32."""
+    d_model = weights.d_model
+    weight = weights.query_key_weight.double()  # [d, 2·H·hd]
+    scaled = weights.ln_weight.double()[:, None] * weight  # A = diag(γ) W
+    centred = scaled - scaled.mean(dim=0, keepdim=True)  # Ac: z is centred, so only this acts
+    offset = weights.ln_bias.double() @ weight + weights.query_key_bias.double()
+    gram = centred.T @ centred  # G [2·H·hd, 2·H·hd]
+    cholesky, info = torch.linalg.cholesky_ex(gram)
+    if info != 0 or centred.shape[1] >= d_model - 1:
+        raise UserError(
+            f"the queries and keys of heads {weights.heads} are not independent in this "
+            f"checkpoint (d={d_model}); pick fewer heads or a larger model"
+        )
+    root_d = math.sqrt(d_model)
+    # L⁻¹ Acᵀ by a triangular solve, not an explicit inverse.
+    lift = root_d * torch.linalg.solve_triangular(cholesky, centred.T, upper=False)
+
+    # A direction no head sees: project a fixed vector off 1 and off Ac's columns (the rows of
+    # `lift` are orthogonal with norm √d, so this projection is exact).
+    generator = torch.Generator().manual_seed(0)
+    direction = torch.randn(d_model, generator=generator, dtype=torch.float64)
+    direction -= direction.mean()
+    direction -= (lift @ direction) @ lift / d_model
+    direction /= direction.norm()
+    return ReachableSpace(
+        offset=offset.float().to(weights.position.device),
+        basis=(root_d * cholesky.T).float().to(weights.position.device),
+        lift=lift.float().to(weights.position.device),
+        null_direction=direction.float().to(weights.position.device),
+        radius=math.sqrt(1 - weights.ln_eps) * (1 - BALL_MARGIN),
+    )
+
+
+def queries_keys_from_whitened(
+    whitened: torch.Tensor, space: ReachableSpace, heads: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-head queries and keys of whitened rows: [B, T, 2·H·hd] -> 2 x [B, H, T, hd]."""
+    batch, tokens, _ = whitened.shape
+    projected = whitened @ space.basis + space.offset  # [B, T, 2·H·hd], laid out as [Q | K]
+    split = projected.view(batch, tokens, 2, heads, -1)
+    queries, keys = split.permute(2, 0, 3, 1, 4)
+    return queries, keys
+
+
+def scores_from_whitened(
+    whitened: torch.Tensor, space: ReachableSpace, weights: HeadWeights
+) -> torch.Tensor:
+    """The heads' scores Q Kᵀ/sqrt(hd) of whitened rows: [B, T, 2·H·hd] -> [B, H, T, T]."""
+    queries, keys = queries_keys_from_whitened(whitened, space, len(weights.heads))
+    return queries @ keys.transpose(-1, -2) * weights.scale
+
+
+def project_to_ball(whitened: torch.Tensor, radius: float) -> torch.Tensor:
+    """Scale every row longer than `radius` back onto the sphere: [..., D] -> same."""
+    norms = whitened.norm(dim=-1, keepdim=True)
+    return whitened * (radius / norms.clamp(min=radius))
+
+
+def lift_embeddings(
+    whitened: torch.Tensor, space: ReachableSpace, weights: HeadWeights
+) -> torch.Tensor:
+    """GPT-2 inputs_embeds whose layer-0 queries and keys are those of `whitened`.
+
+    [B, T, 2·H·hd] -> [B, T, d]. Rows must lie inside the ball of `space.radius`.
+    """
+    d_model, tokens = weights.d_model, whitened.shape[1]
+    whitened = whitened.double()
+    centred = whitened @ space.lift.double()  # z [B, T, d], ‖z‖² = d‖u‖²
+    slack = d_model * (1 - weights.ln_eps) - centred.square().sum(dim=-1, keepdim=True)
+    normalised = centred + slack.clamp(min=0).sqrt() * space.null_direction.double()  # ẑ
+    return (normalised - weights.position[:tokens].double()).float()
+
+
+def whiten_embeddings(
+    embeddings: torch.Tensor, space: ReachableSpace, weights: HeadWeights
+) -> torch.Tensor:
+    """The whitened coordinates of existing inputs_embeds (e.g. a saved frame's), the inverse of
+    `lift_embeddings` on what the heads see: [B, T, d] -> [B, T, 2·H·hd]."""
+    hidden = layer_norm_input(embeddings, weights)  # [B, T, d]
+    projected = hidden @ weights.query_key_weight + weights.query_key_bias  # qk [B, T, 2·H·hd]
+    # u @ basis = qk - offset, with basis upper triangular
+    return torch.linalg.solve_triangular(
+        space.basis, projected - space.offset, upper=True, left=False
+    )
