@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from badapple.head import attention_scores, load_head, open_checkpoint
+from badapple.checkpoint import open_checkpoint
+from badapple.head import attention_scores, load_head
 from badapple.solvers import SolverSettings, cosine_restarts_lr, frame_generator, solve_adam
 from badapple.targets import logit_space_loss, target_logits
 
