@@ -298,7 +298,6 @@ def fetch_tensors(
         total=total,
         unit="B",
         unit_scale=True,
-        unit_divisor=1024,
         desc=f"{label}: layer 0, {total / 1e6:.1f} of {whole / 1e6:,.0f} MB",
     ) as bar:
         for path in sorted({span.path for span in spans.values()}):
