@@ -412,7 +412,7 @@ def _write_cache(
         "sha256": _tensors_digest(tensors),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".part")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.part")  # two runs may fetch at once
     save_file(tensors, str(partial), metadata=metadata)
     partial.replace(path)
 

@@ -176,6 +176,18 @@ def test_a_hub_id_is_fetched_once_then_read_from_the_cache(
         assert torch.equal(cached.query_key_weight, direct.query_key_weight)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_the_hub_is_cached_as_stored(tmp_path, fake_hub, dtype):
+    directory = save_tiny(tmp_path / "checkpoint", dtype, max_shard_size="20KB")
+    fake_hub(directory)
+    checkpoint = open_checkpoint(REPO)
+    cache_file = checkpoint.tensor_files["wpe.weight"][0]
+    with safe_open(str(cache_file), framework="pt") as handle:
+        assert handle.get_tensor("wpe.weight").dtype == dtype
+    assert load_head(checkpoint, (1,), size=8).query_key_weight.dtype == torch.float32
+    assert open_checkpoint(REPO).revision == REVISION  # its SHA-256 checks out
+
+
 def test_verify_reads_the_cached_layer(tiny_checkpoint, fake_hub):
     fake_hub(tiny_checkpoint)
     embeddings = torch.randn(2, 16, TINY["n_embd"])
