@@ -1,7 +1,7 @@
-"""The GPT-2 head: its few weights, read straight from a safetensors checkpoint, and its forward.
+"""The GPT-2 head: its few weights, taken from a checkpoint (see checkpoint.py), and its forward.
 
 Only layer 0 matters, and of it only the queries and keys of the chosen heads, so the whole
-model is never built: we read `wpe`, `h.0.ln_1` and the head's columns of `h.0.attn.c_attn`
+model is never built: we read `wpe`, `h.0.ln_1` and keep the head's columns of `h.0.attn.c_attn`
 (a Conv1D, used as x @ W + b with W [d, 3d] laid out as [Q | K | V]) and run
 
     H = LayerNorm_ln1(X + wpe[:T]);  Q = H Wq + bq;  K = H Wk + bk;  S = Q Kᵀ / sqrt(head_dim)
@@ -9,130 +9,14 @@ model is never built: we read `wpe`, `h.0.ln_1` and the head's columns of `h.0.a
 which is exactly the score GPT-2 feeds its causal softmax.
 """
 
-import json
 import math
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 
+from badapple.checkpoint import ATTENTION_TENSORS, Checkpoint, read_tensors
 from badapple.errors import UserError
-
-# Checkpoints saved from GPT2LMHeadModel prefix every name with "transformer."; GPT2Model's don't.
-_NAME_PREFIXES = ("", "transformer.")
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """A GPT-2 checkpoint on disk: its config and which safetensors file holds each tensor."""
-
-    name: str  # as the user gave it: a hub id or a local directory
-    config: dict
-    tensor_files: dict[str, tuple[Path, str]]  # plain name -> (file, name stored in the file)
-
-    @property
-    def n_embd(self) -> int:
-        return int(self.config["n_embd"])
-
-    @property
-    def n_head(self) -> int:
-        return int(self.config["n_head"])
-
-    @property
-    def n_positions(self) -> int:
-        return int(self.config.get("n_positions", self.config.get("n_ctx", 1024)))
-
-
-def open_checkpoint(model: str) -> Checkpoint:
-    """Find the config and safetensors files of a local directory or a hub id (downloading)."""
-    local = Path(model).expanduser()
-    if local.is_dir():
-        config_path = local / "config.json"
-        if not config_path.is_file():
-            raise UserError(
-                f"{model} has no config.json; pass a directory written by "
-                "save_pretrained (config.json + *.safetensors) or a hub id"
-            )
-        config = _gpt2_config(model, config_path)
-        files = sorted(local.glob("*.safetensors"))
-        if not files:
-            raise UserError(
-                f"{model} has no *.safetensors file; save the model with "
-                "save_pretrained(..., safe_serialization=True)"
-            )
-    elif local.exists():
-        raise UserError(f"--model {model} is a file; pass a checkpoint directory or a hub id")
-    else:
-        config_path, files = _download_from_hub(model)
-        config = _gpt2_config(model, config_path)
-    return Checkpoint(name=model, config=config, tensor_files=_index_tensors(files))
-
-
-def _gpt2_config(model: str, config_path: Path) -> dict:
-    try:
-        config = json.loads(config_path.read_text())
-    except json.JSONDecodeError as error:
-        raise UserError(f"{config_path} is not valid JSON ({error})") from None
-    model_type = config.get("model_type")
-    if model_type != "gpt2" or not {"n_embd", "n_head"} <= config.keys():
-        raise UserError(
-            f"{model} is a {model_type or 'unknown'} checkpoint, not GPT-2; pass a "
-            "GPT-2 checkpoint such as openai-community/gpt2-xl"
-        )
-    return config
-
-
-def _download_from_hub(repo_id: str) -> tuple[Path, list[Path]]:
-    """Fetch config.json and the safetensors weights of a hub repository (cached by the hub)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import RemoteEntryNotFoundError
-
-    try:
-        config_path = Path(hf_hub_download(repo_id, "config.json"))
-        try:
-            return config_path, [Path(hf_hub_download(repo_id, "model.safetensors"))]
-        except RemoteEntryNotFoundError:  # not in the repo (offline is a different error)
-            index_path = Path(hf_hub_download(repo_id, "model.safetensors.index.json"))
-            shards = sorted(set(json.loads(index_path.read_text())["weight_map"].values()))
-            return config_path, [Path(hf_hub_download(repo_id, shard)) for shard in shards]
-    except RemoteEntryNotFoundError:
-        raise UserError(
-            f"{repo_id} has no safetensors weights on the hub; pass a GPT-2 "
-            "checkpoint saved as safetensors"
-        ) from None
-    except Exception as error:  # network, unknown repo, offline mode: all mean "can't fetch"
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise UserError(
-            f"cannot fetch {repo_id} from the Hugging Face hub ({reason}); check the "
-            "id and the network, or pass a local checkpoint directory"
-        ) from None
-
-
-def _index_tensors(files: list[Path]) -> dict[str, tuple[Path, str]]:
-    index = {}
-    for file in files:
-        with safe_open(str(file), framework="pt") as handle:
-            for stored_name in handle.keys():
-                plain = stored_name.removeprefix(_NAME_PREFIXES[1])
-                index.setdefault(plain, (file, stored_name))
-    return index
-
-
-def read_tensors(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Tensor]:
-    """Read the named tensors (plain GPT2Model names, e.g. 'wpe.weight') as float32."""
-    missing = [name for name in names if name not in checkpoint.tensor_files]
-    if missing:
-        raise UserError(
-            f"{checkpoint.name} lacks {missing[0]}; it is not a complete GPT-2 checkpoint"
-        )
-    tensors = {}
-    for name in names:
-        file, stored_name = checkpoint.tensor_files[name]
-        with safe_open(str(file), framework="pt") as handle:
-            tensors[name] = handle.get_tensor(stored_name).to(torch.float32)
-    return tensors
 
 
 @dataclass(frozen=True)
@@ -180,16 +64,7 @@ def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], size: int) -> Head
             f"frames of {size} pixels need {size} positions but {checkpoint.name} "
             f"has {checkpoint.n_positions}; rerun download.py with a smaller --size"
         )
-    tensors = read_tensors(
-        checkpoint,
-        [
-            "wpe.weight",
-            "h.0.ln_1.weight",
-            "h.0.ln_1.bias",
-            "h.0.attn.c_attn.weight",
-            "h.0.attn.c_attn.bias",
-        ],
-    )
+    tensors = read_tensors(checkpoint, list(ATTENTION_TENSORS))
     qkv_weight, qkv_bias = tensors["h.0.attn.c_attn.weight"], tensors["h.0.attn.c_attn.bias"]
     if qkv_weight.shape != (d, 3 * d):
         raise UserError(

@@ -20,14 +20,9 @@ import torch
 from tqdm import tqdm
 
 from badapple import video
+from badapple.checkpoint import open_checkpoint
 from badapple.errors import UserError
-from badapple.head import (
-    HeadWeights,
-    attention_scores,
-    causal_attention,
-    load_head,
-    open_checkpoint,
-)
+from badapple.head import HeadWeights, attention_scores, causal_attention, load_head
 from badapple.metrics import mean_metrics, picture_metrics
 from badapple.render import attention_picture, colorize
 from badapple.solvers import SOLVERS, SolverSettings, solver_settings

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from badapple.head import Checkpoint, read_tensors
+from badapple.checkpoint import ATTENTION_TENSORS, Checkpoint, read_tensors
 
 if TYPE_CHECKING:
     from transformers import GPT2Model
@@ -35,13 +35,8 @@ def one_layer_gpt2(checkpoint: Checkpoint) -> "GPT2Model":
     config._attn_implementation = "eager"  # the reference implementation, with attention out
     model = GPT2Model(config).eval()
     names = [name for name in model.state_dict() if name.startswith(("h.0.", "wpe.", "ln_f."))]
-    required = {
-        "wpe.weight",
-        "h.0.ln_1.weight",
-        "h.0.ln_1.bias",
-        "h.0.attn.c_attn.weight",
-        "h.0.attn.c_attn.bias",
-    }  # the rest of layer 0 does not change its attention
+    # The rest of layer 0 does not change its attention: a hub checkpoint's cache holds only these.
+    required = set(ATTENTION_TENSORS)
     stored = [name for name in names if name in required or name in checkpoint.tensor_files]
     model.load_state_dict(read_tensors(checkpoint, stored), strict=False)
     return model

@@ -30,12 +30,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from badapple.head import (  # noqa: E402
-    attention_scores,
-    causal_attention,
-    load_head,
-    open_checkpoint,  # noqa: E402
-)
+from badapple.checkpoint import open_checkpoint  # noqa: E402
+from badapple.head import attention_scores, causal_attention, load_head  # noqa: E402
 from badapple.metrics import mean_metrics, picture_metrics  # noqa: E402
 from badapple.render import attention_picture  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS  # noqa: E402

@@ -1,11 +1,9 @@
-import json
-
 import pytest
 import torch
-from transformers import BertConfig, BertModel
 
+from badapple.checkpoint import open_checkpoint
 from badapple.errors import UserError
-from badapple.head import attention_scores, causal_attention, load_head, open_checkpoint
+from badapple.head import attention_scores, causal_attention, load_head
 from badapple.verify import one_layer_gpt2, transformers_attention
 from tests.conftest import TINY, save_checkpoint
 
@@ -51,35 +49,3 @@ def test_a_head_out_of_range_names_the_range(tiny_checkpoint):
 def test_frames_longer_than_the_context_are_refused(tiny_checkpoint):
     with pytest.raises(UserError, match="smaller --size"):
         load_head(open_checkpoint(str(tiny_checkpoint)), (0,), size=65)
-
-
-def test_a_bert_checkpoint_is_refused(tmp_path):
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=16,
-    )
-    BertModel(config).save_pretrained(tmp_path)
-    with pytest.raises(UserError, match="bert checkpoint, not GPT-2"):
-        open_checkpoint(str(tmp_path))
-
-
-def test_an_empty_directory_is_refused(tmp_path):
-    with pytest.raises(UserError, match="no config.json"):
-        open_checkpoint(str(tmp_path))
-
-
-def test_a_config_without_weights_is_refused(tmp_path):
-    (tmp_path / "config.json").write_text(
-        json.dumps({"model_type": "gpt2", "n_embd": 8, "n_head": 2})
-    )
-    with pytest.raises(UserError, match="no \\*.safetensors"):
-        open_checkpoint(str(tmp_path))
-
-
-def test_an_unreachable_hub_id_says_so(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never touch the network from a test
-    with pytest.raises(UserError, match="cannot fetch"):
-        open_checkpoint("no-such-user/no-such-gpt2-checkpoint")

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from badapple.head import load_head, open_checkpoint
+from badapple.checkpoint import open_checkpoint
+from badapple.head import load_head
 from badapple.reachable import (
     lift_embeddings,
     project_to_ball,

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from badapple.head import attention_scores, causal_attention, load_head, open_checkpoint
+from badapple.checkpoint import open_checkpoint
+from badapple.head import attention_scores, causal_attention, load_head
 from badapple.metrics import picture_metrics
 from badapple.pipeline import solve_order
 from badapple.render import attention_picture

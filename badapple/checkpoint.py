@@ -1,0 +1,465 @@
+"""Reading a GPT-2 checkpoint: a local directory in place, a hub repository by byte ranges.
+
+The head needs ~37 MB of GPT-2 XL's 6.4 GB: `wpe`, `h.0.ln_1` and `h.0.attn.c_attn`, all that
+layer 0's attention depends on. A safetensors file says where each tensor lies before any data:
+
+    [8 bytes: header length N, little-endian u64][N bytes: JSON header][data]
+    header = {"h.0.ln_1.bias": {"dtype": "F32", "shape": [1600], "data_offsets": [b, e]}, ...}
+
+with offsets counted from the data's start (https://github.com/huggingface/safetensors), so we
+read the header, then just those ranges. A sharded checkpoint adds model.safetensors.index.json,
+which names the shard that holds each tensor.
+
+- A local directory is read in place through `safe_open`; nothing is copied.
+- A hub id is pinned to the repository's current commit. Its layer-0 tensors are fetched by
+  ranged reads (`HfFileSystem`) and cached, as stored, in one small safetensors file
+  `<HF hub cache>/badapple-layer0/models--<org>--<name>/<commit>.safetensors`, with the config
+  and a SHA-256 of the tensors in its metadata. The cache is keyed by repository and commit,
+  not by head: it holds all of c_attn (~31 MB for XL; a head's columns are not contiguous, so
+  a range read fetches whole rows anyway), so every head, and --verify, reads from one entry.
+  Later runs, and HF_HUB_OFFLINE=1 runs, use the entry without the network.
+
+No pickle is ever loaded: weights are read only as safetensors.
+"""
+
+import hashlib
+import json
+import math
+import os
+import struct
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, NoReturn
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from badapple.errors import UserError
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
+
+# All that layer 0's attention depends on (the head's weights, and what --verify loads).
+ATTENTION_TENSORS = (
+    "wpe.weight",  # [n_positions, d]
+    "h.0.ln_1.weight",  # [d]
+    "h.0.ln_1.bias",  # [d]
+    "h.0.attn.c_attn.weight",  # [d, 3d], a Conv1D laid out [Q | K | V]
+    "h.0.attn.c_attn.bias",  # [3d]
+)
+# Checkpoints saved from GPT2LMHeadModel prefix every name with "transformer."; GPT2Model's don't.
+_NAME_PREFIXES = ("", "transformer.")
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"  # {"weight_map": {tensor name: shard file}}
+HEADER_LENGTH_BYTES = 8  # the little-endian u64 before the JSON header
+MAX_HEADER_BYTES = 100 * 2**20  # safetensors refuses longer headers too
+FETCH_CHUNK_BYTES = 4 * 2**20  # one ranged read; the progress bar moves once per chunk
+DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "F64": torch.float64}
+CACHE_FOLDER = "badapple-layer0"  # inside the Hugging Face hub cache
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A GPT-2 checkpoint: its config and which local safetensors file holds each tensor.
+
+    For a hub id the files are our cache of its layer 0, so only ATTENTION_TENSORS are there.
+    """
+
+    name: str  # as the user gave it: a hub id or a local directory
+    config: dict
+    tensor_files: dict[str, tuple[Path, str]]  # plain name -> (file, name stored in the file)
+    revision: str | None = None  # the hub commit the tensors come from; None for a directory
+
+    @property
+    def n_embd(self) -> int:
+        return int(self.config["n_embd"])
+
+    @property
+    def n_head(self) -> int:
+        return int(self.config["n_head"])
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.config.get("n_positions", self.config.get("n_ctx", 1024)))
+
+
+def open_checkpoint(model: str) -> Checkpoint:
+    """A local directory as it is, or a hub id's layer 0 (fetched by ranges once, then cached)."""
+    local = Path(model).expanduser()
+    if local.is_dir():
+        return _open_directory(model, local)
+    if local.exists():
+        raise UserError(f"--model {model} is a file; pass a checkpoint directory or a hub id")
+    return _open_hub(model)
+
+
+def read_tensors(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Tensor]:
+    """Read the named tensors (plain GPT2Model names, e.g. 'wpe.weight') as float32."""
+    missing = [name for name in names if name not in checkpoint.tensor_files]
+    if missing:
+        raise UserError(
+            f"{checkpoint.name} lacks {missing[0]}; it is not a complete GPT-2 checkpoint"
+        )
+    tensors = {}
+    for name in names:
+        file, stored_name = checkpoint.tensor_files[name]
+        with safe_open(str(file), framework="pt") as handle:
+            tensors[name] = handle.get_tensor(stored_name).to(torch.float32)
+    return tensors
+
+
+def _open_directory(model: str, local: Path) -> Checkpoint:
+    config_path = local / "config.json"
+    if not config_path.is_file():
+        raise UserError(
+            f"{model} has no config.json; pass a directory written by "
+            "save_pretrained (config.json + *.safetensors) or a hub id"
+        )
+    config = _gpt2_config(model, config_path.read_bytes(), str(config_path))
+    files = sorted(local.glob("*.safetensors"))
+    if not files:
+        raise UserError(
+            f"{model} has no *.safetensors file; save the model with "
+            "save_pretrained(..., safe_serialization=True)"
+        )
+    tensor_files = {}
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:  # reads the header only
+            for stored_name in handle.keys():
+                plain = stored_name.removeprefix(_NAME_PREFIXES[1])
+                tensor_files.setdefault(plain, (file, stored_name))
+    return Checkpoint(name=model, config=config, tensor_files=tensor_files)
+
+
+def _gpt2_config(model: str, text: bytes | str, where: str) -> dict:
+    try:
+        config = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise UserError(f"{where} is not valid JSON ({error})") from None
+    model_type = config.get("model_type") if isinstance(config, dict) else None
+    if model_type != "gpt2" or not {"n_embd", "n_head"} <= config.keys():
+        raise UserError(
+            f"{model} is a {model_type or 'unknown'} checkpoint, not GPT-2; pass a "
+            "GPT-2 checkpoint such as openai-community/gpt2-xl"
+        )
+    return config
+
+
+# --- the hub: pin, fetch by ranges, cache ------------------------------------------------------
+
+
+def _open_hub(repo_id: str) -> Checkpoint:
+    """The layer 0 of a hub repository at its current commit, from the cache or fetched."""
+    from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise UserError(
+            f"--model {repo_id} is neither a local directory nor a hub id; check the path"
+        ) from None
+    if _hub_offline():
+        return _from_newest_cache(repo_id, "HF_HUB_OFFLINE is set", degraded=False)
+    try:
+        filesystem, root, revision = _locate_on_hub(repo_id)
+    except RepositoryNotFoundError:  # also a gated or private repository we may not see
+        raise UserError(
+            f"cannot fetch {repo_id}: the Hugging Face hub has no such model (or it is gated "
+            "or private); check the id, log in with `hf auth login`, or pass a local directory"
+        ) from None
+    except Exception as error:  # no network, a proxy, a timeout: all mean "the hub is away"
+        why = f"the hub cannot be reached ({_first_line(error)})"
+        return _from_newest_cache(repo_id, why, degraded=True)
+
+    cache_file = _cache_path(repo_id, revision)
+    config = _checked_cache(cache_file)
+    if config is None:
+        try:
+            config_text = filesystem.cat_file(f"{root}/config.json")
+        except FileNotFoundError:
+            raise UserError(
+                f"cannot fetch {repo_id}: it has no config.json; pass a GPT-2 checkpoint "
+                "such as openai-community/gpt2-xl"
+            ) from None
+        except Exception as error:  # the connection dropped or the hub refused the read
+            raise _fetch_failed(repo_id, error) from None
+        config = _gpt2_config(repo_id, config_text, f"{repo_id}/config.json")
+        try:
+            tensors = fetch_tensors(filesystem, root, ATTENTION_TENSORS, label=repo_id)
+        except UserError:
+            raise
+        except Exception as error:
+            raise _fetch_failed(repo_id, error) from None
+        _write_cache(cache_file, tensors, repo_id, revision, config)
+    return _cached_checkpoint(repo_id, revision, cache_file, config)
+
+
+def _locate_on_hub(repo_id: str) -> tuple["AbstractFileSystem", str, str]:
+    """(filesystem, root path pinned to the current commit, that commit); the only lookup."""
+    from huggingface_hub import HfApi, HfFileSystem
+
+    revision = HfApi().model_info(repo_id).sha
+    return HfFileSystem(), f"{repo_id}@{revision}", revision
+
+
+def _fetch_failed(repo_id: str, error: Exception) -> UserError:
+    return UserError(
+        f"fetching {repo_id} failed ({_first_line(error)}); check the network and run the "
+        "same command again"
+    )
+
+
+def _hub_offline() -> bool:
+    # Read at call time: huggingface_hub reads HF_HUB_OFFLINE once, when it is imported.
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+    return flag or constants.HF_HUB_OFFLINE
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
+class _Span(NamedTuple):
+    """Where one tensor's bytes lie in a checkpoint file."""
+
+    path: str
+    stored_name: str
+    dtype: torch.dtype
+    shape: list[int]
+    start: int  # from the start of the file
+    count: int  # bytes
+
+
+def fetch_tensors(
+    filesystem: "AbstractFileSystem",
+    root: str,
+    names: tuple[str, ...] | list[str],
+    label: str = "checkpoint",
+) -> dict[str, torch.Tensor]:
+    """Read `names` (plain names) from the safetensors checkpoint under `root`, by byte ranges.
+
+    `filesystem` is any fsspec filesystem (HfFileSystem, a local one in the tests); only the
+    headers and the named tensors' bytes are read. Tensors keep their stored dtype.
+    """
+    headers = {}  # file -> (its header entries, where its data starts)
+
+    def header(path: str) -> tuple[dict, int]:
+        if path not in headers:
+            headers[path] = _read_header(filesystem, path)
+        return headers[path]
+
+    # One listing, whose errors are raised (exists() would answer False to a server error).
+    sizes = {  # file name -> bytes
+        entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry.get("size") or 0
+        for entry in filesystem.ls(root, detail=True)
+    }
+    single, index = f"{root}/{SINGLE_FILE}", f"{root}/{INDEX_FILE}"
+    if SINGLE_FILE in sizes:
+        file_of = dict.fromkeys(header(single)[0], single)  # stored name -> file
+    elif INDEX_FILE in sizes:
+        try:
+            weight_map = json.loads(filesystem.cat_file(index))["weight_map"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+            raise UserError(
+                f"{index} is damaged ({_first_line(error)}); pass a checkpoint saved with "
+                "save_pretrained(safe_serialization=True)"
+            ) from None
+        file_of = {stored: f"{root}/{shard}" for stored, shard in weight_map.items()}
+    else:
+        raise UserError(
+            f"{label} has no {SINGLE_FILE} or {INDEX_FILE}; pass a GPT-2 checkpoint saved "
+            "as safetensors"
+        )
+
+    spans = {}  # plain name -> _Span
+    for name in names:
+        stored = next((p + name for p in _NAME_PREFIXES if p + name in file_of), None)
+        if stored is None:
+            raise UserError(f"{label} lacks {name}; it is not a complete GPT-2 checkpoint")
+        path = file_of[stored]
+        entries, data_start = header(path)
+        if stored not in entries:
+            raise UserError(
+                f"{path} lacks {stored} although {INDEX_FILE} names it; the checkpoint is damaged"
+            )
+        dtype, shape, begin, count = _entry(path, stored, entries[stored])
+        spans[name] = _Span(path, stored, dtype, shape, data_start + begin, count)
+
+    whole = sum(sizes.get(path.rsplit("/", 1)[-1], 0) for path in set(file_of.values()))
+    total = sum(span.count for span in spans.values())
+    tensors = {}
+    with tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        desc=f"{label}: layer 0, {total / 1e6:.1f} of {whole / 1e6:,.0f} MB",
+    ) as bar:
+        for path in sorted({span.path for span in spans.values()}):
+            # cache_type="none": each read is exactly one ranged request, no read-ahead.
+            with filesystem.open(path, "rb", cache_type="none") as file:
+                in_file = [(name, span) for name, span in spans.items() if span.path == path]
+                for name, span in sorted(in_file, key=lambda item: item[1].start):
+                    data = _read_range(file, span, bar)
+                    tensors[name] = torch.frombuffer(data, dtype=span.dtype).reshape(span.shape)
+    return {name: tensors[name] for name in names}
+
+
+def _read_header(filesystem: "AbstractFileSystem", path: str) -> tuple[dict, int]:
+    """A safetensors file's tensor entries and the offset of its first data byte."""
+    with filesystem.open(path, "rb", cache_type="none") as file:
+        prefix = file.read(HEADER_LENGTH_BYTES)
+        if len(prefix) < HEADER_LENGTH_BYTES:
+            _damaged(path, "shorter than a header")
+        (length,) = struct.unpack("<Q", prefix)
+        if length > MAX_HEADER_BYTES:
+            _damaged(path, f"a header of {length} bytes")
+        text = file.read(length)
+    if len(text) < length:
+        _damaged(path, "the header is cut short")
+    try:
+        entries = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        _damaged(path, f"its header is not JSON: {error}")
+    if not isinstance(entries, dict):
+        _damaged(path, "its header is not a JSON object")
+    entries.pop("__metadata__", None)
+    return entries, HEADER_LENGTH_BYTES + length
+
+
+def _entry(path: str, stored: str, entry) -> tuple[torch.dtype, list[int], int, int]:
+    """(dtype, shape, first byte after the header, byte count) of one header entry."""
+    try:
+        dtype_name, shape = entry["dtype"], [int(size) for size in entry["shape"]]
+        begin, end = (int(offset) for offset in entry["data_offsets"])
+    except (KeyError, TypeError, ValueError):
+        _damaged(path, f"the entry of {stored} is malformed")
+    if dtype_name not in DTYPES:
+        raise UserError(
+            f"{path} stores {stored} as {dtype_name}; only "
+            f"{', '.join(DTYPES)} weights can be read, save the model in float32"
+        )
+    dtype = DTYPES[dtype_name]
+    if not 0 <= begin <= end or end - begin != math.prod(shape) * dtype.itemsize:
+        _damaged(path, f"{stored}'s offsets {begin}..{end} do not fit its shape {shape}")
+    return dtype, shape, begin, end - begin
+
+
+def _read_range(file, span: _Span, bar: tqdm) -> bytearray:
+    """One tensor's bytes, read in chunks of FETCH_CHUNK_BYTES (one ranged request each)."""
+    data = bytearray(span.count)
+    file.seek(span.start)
+    done = 0
+    while done < span.count:
+        chunk = file.read(min(FETCH_CHUNK_BYTES, span.count - done))
+        if not chunk:
+            _damaged(f"{span.path} ({span.stored_name})", "the file ends inside this tensor")
+        data[done : done + len(chunk)] = chunk
+        done += len(chunk)
+        bar.update(len(chunk))
+    return data
+
+
+def _damaged(path: str, why: str) -> NoReturn:
+    raise UserError(
+        f"{path} is not a valid safetensors file ({why}); pass a checkpoint saved with "
+        "save_pretrained(safe_serialization=True)"
+    )
+
+
+def cache_root() -> Path:
+    """Where fetched layers live: a folder of the Hugging Face hub cache."""
+    # HF_HUB_CACHE, else HF_HOME/hub, as huggingface_hub does, but read now, not at its import.
+    from huggingface_hub import constants
+
+    if os.environ.get("HF_HUB_CACHE"):
+        hub = Path(os.environ["HF_HUB_CACHE"])
+    elif os.environ.get("HF_HOME"):
+        hub = Path(os.environ["HF_HOME"]) / "hub"
+    else:
+        hub = Path(constants.HF_HUB_CACHE)
+    return hub.expanduser() / CACHE_FOLDER
+
+
+def _cache_folder(repo_id: str) -> Path:
+    return cache_root() / ("models--" + repo_id.replace("/", "--"))
+
+
+def _cache_path(repo_id: str, revision: str) -> Path:
+    return _cache_folder(repo_id) / f"{revision}.safetensors"
+
+
+def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        digest.update(name.encode())
+        digest.update(tensors[name].contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def _write_cache(
+    path: Path, tensors: dict[str, torch.Tensor], repo_id: str, revision: str, config: dict
+) -> None:
+    metadata = {
+        "repo": repo_id,
+        "revision": revision,
+        "config": json.dumps(config),
+        "sha256": _tensors_digest(tensors),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.name}.{os.getpid()}.part")  # two runs may fetch at once
+    save_file(tensors, str(partial), metadata=metadata)
+    partial.replace(path)
+
+
+def _checked_cache(path: Path) -> dict | None:
+    """The config of a cache entry whose tensors match their SHA-256; None if absent or bad."""
+    if not path.is_file():
+        return None
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+        config = json.loads(metadata["config"])
+        intact = metadata.get("sha256") == _tensors_digest(tensors)
+    except Exception:  # a truncated or foreign file: the Rust reader's errors have no base class
+        intact = False
+    if intact and set(ATTENTION_TENSORS) <= tensors.keys():
+        return config
+    warnings.warn(f"{path} was damaged and is deleted; it is fetched again online", stacklevel=3)
+    path.unlink(missing_ok=True)
+    return None
+
+
+def _from_newest_cache(repo_id: str, why: str, degraded: bool) -> Checkpoint:
+    """The most recently fetched revision of `repo_id`, for when the hub cannot be asked.
+
+    `degraded`: the hub was wanted but is away, so the cached commit may be out of date (warn).
+    """
+    folder = _cache_folder(repo_id)
+    entries = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for cache_file in entries:
+        config = _checked_cache(cache_file)
+        if config is not None:
+            revision = cache_file.stem
+            message = f"{why}: using {repo_id} at commit {revision[:12]}, cached in {cache_file}"
+            if degraded:
+                warnings.warn(message, stacklevel=3)
+            else:
+                print(message)
+            return _cached_checkpoint(repo_id, revision, cache_file, config)
+    raise UserError(
+        f"cannot fetch {repo_id}: {why} and {folder} holds no copy of its layer 0; run once "
+        "with the network (HF_HUB_OFFLINE unset), or pass a local checkpoint directory"
+    )
+
+
+def _cached_checkpoint(repo_id: str, revision: str, cache_file: Path, config: dict) -> Checkpoint:
+    config = _gpt2_config(repo_id, json.dumps(config), str(cache_file))
+    tensor_files = {name: (cache_file, name) for name in ATTENTION_TENSORS}
+    return Checkpoint(name=repo_id, config=config, tensor_files=tensor_files, revision=revision)

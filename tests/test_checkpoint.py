@@ -1,0 +1,357 @@
+"""Reading checkpoints in place and by byte ranges, and the hub cache; nothing reaches the network.
+
+A hub id is served from a checkpoint the test writes: `_locate_on_hub` (the one lookup that
+needs the hub) is replaced by a local fsspec filesystem that counts the bytes it hands out.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fsspec.implementations.local import LocalFileSystem
+from huggingface_hub.errors import RepositoryNotFoundError
+from safetensors import safe_open
+from transformers import BertConfig, BertModel, GPT2Config, GPT2Model
+from transformers.initialization import no_init_weights
+
+import badapple.checkpoint as checkpoint_module
+from badapple.checkpoint import ATTENTION_TENSORS, fetch_tensors, open_checkpoint, read_tensors
+from badapple.errors import UserError
+from badapple.head import load_head
+from badapple.verify import one_layer_gpt2, transformers_attention
+from tests.conftest import TINY, save_checkpoint
+
+REPO = "someone/gpt2-test"
+REVISION = "0123456789abcdef0123456789abcdef01234567"  # a made-up commit sha
+# GPT-2 XL's layer shapes and full token table; 14 of its 48 layers make a 2.05 GB file.
+XL_FULL_VOCAB = dict(n_layer=14, n_embd=1600, n_head=25, n_positions=1024, vocab_size=50257)
+PEAK_MEMORY_LIMIT = 2**30  # bytes, of the process that loads; the checkpoint is twice that
+LOAD_MEMORY_LIMIT = 200 * 2**20  # bytes the load may add to a process that imported torch
+
+
+class CountingFileSystem(LocalFileSystem):
+    """The local filesystem, counting the bytes its open files hand out."""
+
+    cachable = False  # fsspec would otherwise hand every test one shared instance (and count)
+
+    def __init__(self):
+        super().__init__()
+        self.bytes_read = 0
+
+    def _open(self, path, mode="rb", **kwargs):
+        file = super()._open(path, mode, **kwargs)
+        read = file.read
+
+        def counted_read(*args, **read_kwargs):
+            data = read(*args, **read_kwargs)
+            self.bytes_read += len(data)
+            return data
+
+        file.read = counted_read
+        return file
+
+
+@pytest.fixture(autouse=True)
+def offline_with_own_cache(monkeypatch, tmp_path):
+    """Every test runs offline unless it fakes the hub, with a hub cache of its own."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+
+
+@pytest.fixture
+def fake_hub(monkeypatch):
+    """serve(directory): hub ids resolve to `directory` at REVISION, read by counted ranges."""
+    filesystem = CountingFileSystem()
+
+    def serve(directory: Path) -> CountingFileSystem:
+        monkeypatch.delenv("HF_HUB_OFFLINE")
+        monkeypatch.setattr(
+            checkpoint_module,
+            "_locate_on_hub",
+            lambda repo_id: (filesystem, str(directory), REVISION),
+        )
+        return filesystem
+
+    return serve
+
+
+@pytest.fixture(scope="session")
+def xl_full_vocab_checkpoint(tmp_path_factory):
+    """A 2.05 GB save_pretrained GPT-2 XL-shaped checkpoint; deleted after the session."""
+    directory = tmp_path_factory.mktemp("xl-full-vocab")
+    torch.manual_seed(3)
+    with no_init_weights():  # random init of 0.5 B weights is slow; only layer 0's are read
+        model = GPT2Model(GPT2Config(**XL_FULL_VOCAB))
+    with torch.no_grad():
+        for name in ATTENTION_TENSORS:
+            model.get_parameter(name).normal_()
+    model.save_pretrained(directory)
+    del model
+    yield directory
+    shutil.rmtree(directory)
+
+
+def stored_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    """ATTENTION_TENSORS as safe_open reads them, in their stored dtype."""
+    checkpoint = open_checkpoint(str(directory))
+    tensors = {}
+    for name in ATTENTION_TENSORS:
+        file, stored_name = checkpoint.tensor_files[name]
+        with safe_open(str(file), framework="pt") as handle:
+            tensors[name] = handle.get_tensor(stored_name)
+    return tensors
+
+
+def test_ranged_reads_of_a_2gb_checkpoint_fetch_only_layer_0(xl_full_vocab_checkpoint):
+    filesystem = CountingFileSystem()
+    fetched = fetch_tensors(filesystem, str(xl_full_vocab_checkpoint), ATTENTION_TENSORS)
+    expected = stored_tensors(xl_full_vocab_checkpoint)
+    for name in ATTENTION_TENSORS:
+        assert torch.equal(fetched[name], expected[name])
+    file_size = (xl_full_vocab_checkpoint / "model.safetensors").stat().st_size
+    tensor_bytes = sum(t.numel() * t.element_size() for t in fetched.values())
+    print(
+        f"read {filesystem.bytes_read:,} of {file_size:,} bytes "
+        f"({filesystem.bytes_read / file_size:.2%}); the tensors are {tensor_bytes:,}"
+    )
+    assert filesystem.bytes_read < 0.05 * file_size
+    assert filesystem.bytes_read < tensor_bytes + 100_000  # the tensors and the header only
+
+
+def save_tiny(directory: Path, dtype: torch.dtype, max_shard_size: str | None) -> Path:
+    """TINY saved in `dtype`, in shards of at most `max_shard_size` when given."""
+    if max_shard_size is None:
+        return save_checkpoint(directory, dtype=dtype, **TINY)
+    torch.manual_seed(0)
+    shape = {key: value for key, value in TINY.items() if key != "query_key_gain"}
+    GPT2Model(GPT2Config(**shape)).to(dtype).save_pretrained(
+        directory, max_shard_size=max_shard_size
+    )
+    assert (directory / checkpoint_module.INDEX_FILE).is_file()
+    return directory
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("max_shard_size", [None, "20KB"])
+def test_ranged_reads_equal_safe_open(tmp_path, dtype, max_shard_size):
+    directory = save_tiny(tmp_path, dtype, max_shard_size)
+    fetched = fetch_tensors(CountingFileSystem(), str(directory), ATTENTION_TENSORS)
+    for name, expected in stored_tensors(directory).items():
+        assert fetched[name].dtype == dtype and torch.equal(fetched[name], expected)
+
+
+def test_ranged_reads_find_prefixed_names(tiny_lm_checkpoint):
+    fetched = fetch_tensors(CountingFileSystem(), str(tiny_lm_checkpoint), ATTENTION_TENSORS)
+    for name, expected in stored_tensors(tiny_lm_checkpoint).items():
+        assert torch.equal(fetched[name], expected)
+
+
+def test_a_hub_id_is_fetched_once_then_read_from_the_cache(
+    tiny_lm_checkpoint, fake_hub, monkeypatch, tmp_path
+):
+    filesystem = fake_hub(tiny_lm_checkpoint)
+    first = open_checkpoint(REPO)
+    fetched = filesystem.bytes_read
+    cache_file = first.tensor_files["wpe.weight"][0]
+    assert first.revision == REVISION and cache_file.is_relative_to(tmp_path / "hub-cache")
+    assert fetched > 0
+    local = open_checkpoint(str(tiny_lm_checkpoint))
+    ours, theirs = read_tensors(first, ATTENTION_TENSORS), read_tensors(local, ATTENTION_TENSORS)
+    assert all(torch.equal(ours[name], theirs[name]) for name in ATTENTION_TENSORS)
+
+    open_checkpoint(REPO)  # the same commit again: the cache, and not one byte fetched
+    assert filesystem.bytes_read == fetched
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(checkpoint_module, "_locate_on_hub", pytest.fail)
+    offline = open_checkpoint(REPO)
+    assert filesystem.bytes_read == fetched and offline.revision == REVISION
+    for heads in [(0,), (3, 1)]:  # the cache holds every head
+        cached, direct = load_head(offline, heads, size=16), load_head(local, heads, size=16)
+        assert torch.equal(cached.query_key_weight, direct.query_key_weight)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_on_the_hub_is_cached_as_stored(tmp_path, fake_hub, dtype):
+    directory = save_tiny(tmp_path / "checkpoint", dtype, max_shard_size="20KB")
+    fake_hub(directory)
+    checkpoint = open_checkpoint(REPO)
+    cache_file = checkpoint.tensor_files["wpe.weight"][0]
+    with safe_open(str(cache_file), framework="pt") as handle:
+        assert handle.get_tensor("wpe.weight").dtype == dtype
+    assert load_head(checkpoint, (1,), size=8).query_key_weight.dtype == torch.float32
+    assert open_checkpoint(REPO).revision == REVISION  # its SHA-256 checks out
+
+
+def test_verify_reads_the_cached_layer(tiny_checkpoint, fake_hub):
+    fake_hub(tiny_checkpoint)
+    embeddings = torch.randn(2, 16, TINY["n_embd"])
+    from_hub = transformers_attention(one_layer_gpt2(open_checkpoint(REPO)), embeddings, (0, 2))
+    local = one_layer_gpt2(open_checkpoint(str(tiny_checkpoint)))
+    assert (from_hub - transformers_attention(local, embeddings, (0, 2))).abs().max() < 1e-6
+
+
+def test_a_damaged_cache_entry_is_fetched_again(tiny_checkpoint, fake_hub):
+    filesystem = fake_hub(tiny_checkpoint)
+    cache_file = open_checkpoint(REPO).tensor_files["wpe.weight"][0]
+    fetched = filesystem.bytes_read
+    with cache_file.open("r+b") as file:
+        file.seek(-100, os.SEEK_END)
+        file.write(bytes(100))
+    with pytest.warns(UserWarning, match="damaged"):
+        again = open_checkpoint(REPO)
+    assert filesystem.bytes_read > fetched
+    expected = read_tensors(open_checkpoint(str(tiny_checkpoint)), ["wpe.weight"])["wpe.weight"]
+    assert torch.equal(read_tensors(again, ["wpe.weight"])["wpe.weight"], expected)
+
+
+def test_an_unreachable_hub_falls_back_to_the_cache(tiny_checkpoint, fake_hub, monkeypatch):
+    fake_hub(tiny_checkpoint)
+    open_checkpoint(REPO)
+
+    def no_network(repo_id):
+        raise ConnectionError("Failed to resolve 'huggingface.co'")
+
+    monkeypatch.setattr(checkpoint_module, "_locate_on_hub", no_network)
+    with pytest.warns(UserWarning, match="cannot be reached.*cached"):
+        assert open_checkpoint(REPO).revision == REVISION
+
+
+def test_an_unreachable_hub_id_says_so():
+    with pytest.raises(UserError, match="cannot fetch .*HF_HUB_OFFLINE is set"):
+        open_checkpoint("no-such-user/no-such-gpt2-checkpoint")
+
+
+def test_an_unknown_repo_says_so(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+
+    def not_found(repo_id):
+        # The real error wants an HTTP response; the message is all we need of it.
+        error = RepositoryNotFoundError.__new__(RepositoryNotFoundError)
+        Exception.__init__(error, "404 Client Error")
+        raise error
+
+    monkeypatch.setattr(checkpoint_module, "_locate_on_hub", not_found)
+    with pytest.raises(UserError, match="has no such model"):
+        open_checkpoint(REPO)
+
+
+def test_a_path_that_is_no_directory_is_not_sent_to_the_hub():
+    with pytest.raises(UserError, match="neither a local directory nor a hub id"):
+        open_checkpoint("./no/such/checkpoint")
+
+
+def save_bert(directory: Path) -> Path:
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=16,
+    )
+    BertModel(config).save_pretrained(directory)
+    return directory
+
+
+def test_a_bert_checkpoint_is_refused(tmp_path):
+    with pytest.raises(UserError, match="bert checkpoint, not GPT-2"):
+        open_checkpoint(str(save_bert(tmp_path)))
+
+
+def test_a_bert_on_the_hub_is_refused_before_any_weight_is_fetched(tmp_path, fake_hub):
+    filesystem = fake_hub(save_bert(tmp_path / "bert"))
+    with pytest.raises(UserError, match="bert checkpoint, not GPT-2"):
+        open_checkpoint(REPO)
+    assert filesystem.bytes_read == (tmp_path / "bert" / "config.json").stat().st_size
+
+
+def test_an_empty_directory_is_refused(tmp_path):
+    with pytest.raises(UserError, match="no config.json"):
+        open_checkpoint(str(tmp_path))
+
+
+def test_a_config_without_weights_is_refused(tmp_path, fake_hub):
+    (tmp_path / "config.json").write_text(
+        json.dumps({"model_type": "gpt2", "n_embd": 8, "n_head": 2})
+    )
+    with pytest.raises(UserError, match="no \\*.safetensors"):
+        open_checkpoint(str(tmp_path))
+    fake_hub(tmp_path)
+    with pytest.raises(UserError, match="has no model.safetensors or"):
+        open_checkpoint(REPO)
+
+
+def cut_inside_wpe(data: bytes) -> bytes:
+    header_length = int.from_bytes(data[:8], "little")
+    begin, _ = json.loads(data[8 : 8 + header_length])["wpe.weight"]["data_offsets"]
+    return data[: 8 + header_length + begin + 10]
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda data: data[:5], "shorter than a header"),
+        (lambda data: (10**9).to_bytes(8, "little") + data[8:], "a header of 1000000000 bytes"),
+        (lambda data: data[:8] + b"[" + data[9:], "not JSON"),
+        (cut_inside_wpe, "the file ends inside this tensor"),
+    ],
+)
+def test_a_damaged_file_is_named(tmp_path, damage, message):
+    file = save_checkpoint(tmp_path, **TINY) / "model.safetensors"
+    file.write_bytes(damage(file.read_bytes()))
+    with pytest.raises(UserError, match=f"model.safetensors.* is not a valid .*{message}"):
+        fetch_tensors(CountingFileSystem(), str(tmp_path), ATTENTION_TENSORS)
+
+
+def test_a_missing_tensor_is_named(tiny_checkpoint):
+    with pytest.raises(UserError, match="lacks h.1.ln_1.weight"):
+        fetch_tensors(CountingFileSystem(), str(tiny_checkpoint), ["h.1.ln_1.weight"])
+
+
+# Run in a fresh interpreter, whose peak RSS is the load's. VmHWM, not getrusage's ru_maxrss:
+# a child's ru_maxrss starts at the RSS of the process that forked it (pytest's, here ~1 GB).
+PEAK_MEMORY_CHILD = """
+import re, sys
+import badapple.checkpoint as checkpoint
+from badapple.head import load_head
+
+directory, way = sys.argv[1:]
+if way == "hub":  # ranged reads of the local file, as a hub id, into the cache
+    from fsspec.implementations.local import LocalFileSystem
+
+    root = directory
+    checkpoint._locate_on_hub = lambda repo_id: (LocalFileSystem(), root, "0" * 40)
+    directory = "someone/gpt2-xl-shaped"
+if way != "import":
+    load_head(checkpoint.open_checkpoint(directory), (0,), size=1024)
+status = open("/proc/self/status").read()
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's VmHWM")
+def test_a_2gb_checkpoint_loads_in_well_under_1gb(xl_full_vocab_checkpoint, tmp_path):
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub-cache")}
+    env.pop("HF_HUB_OFFLINE")
+    peaks = {}
+    for way in ("import", "local", "hub"):
+        result = subprocess.run(
+            [sys.executable, "-c", PEAK_MEMORY_CHILD, str(xl_full_vocab_checkpoint), way],
+            env=env,
+            cwd=Path(__file__).parents[1],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        peaks[way] = int(result.stdout.split()[-1])
+    print("peak RSS, MB: " + ", ".join(f"{way} {peak / 1e6:.0f}" for way, peak in peaks.items()))
+    for way in ("local", "hub"):
+        assert peaks[way] < PEAK_MEMORY_LIMIT
+        # Importing torch is most of it (~0.6 GB); the load adds its 37 MB of tensors and copies.
+        assert peaks[way] - peaks["import"] < LOAD_MEMORY_LIMIT
