@@ -208,7 +208,8 @@ def parse_frame_range(frames: str | None, frame_count: int) -> range:
 
 def _holding_frames_lock(function: Callable[..., dict]) -> Callable[..., dict]:
     """Run `function` holding the lock of its `frames_dir`, so that two runs never write the
-    same files; a second run is refused with a message naming the first one's PID."""
+    same files; a second run is refused with a message naming the first one's PID. With the
+    lock held, any temporary file there was left by a run that died: it is deleted."""
     default_dir = inspect.signature(function).parameters["frames_dir"].default
 
     @functools.wraps(function)
@@ -217,6 +218,8 @@ def _holding_frames_lock(function: Callable[..., dict]) -> Callable[..., dict]:
         if not root.is_dir():  # nothing to guard: the run stops at the missing meta.json
             return function(**kwargs)
         with frames_lock(root):
+            for stale in (*root.glob("output/*.part"), *root.glob("embeddings/*.part")):
+                stale.unlink()
             return function(**kwargs)
 
     return locked

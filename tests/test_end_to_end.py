@@ -183,6 +183,7 @@ def test_a_stopped_run_resumes_to_the_same_result(tmp_path, pipeline_run, tiny_c
     finished = len(json.loads(folder.metrics.read_text())["frames"])
     assert 4 <= finished < COUNT
 
+    (folder.output / "frame_00099.png.part").write_bytes(b"half")  # as a kill mid-write leaves
     resumed = run("optimize.py", *flags)  # a killed run's lock does not stop it
     assert_ok(resumed)
     assert f"{finished} done, {COUNT - finished} to do" in resumed.stdout
