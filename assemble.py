@@ -10,7 +10,7 @@ Reads frames/meta.json, frames/output/frame_*.png, frames/audio.m4a (if any) and
 import argparse
 
 from badapple.errors import exit_on_error
-from badapple.pipeline import assemble
+from badapple.pipeline import OUTPUT_NAME, assemble
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     parser.add_argument(
         "--frames-dir", default="frames", metavar="DIR", help="folder shared by the four scripts"
     )
-    parser.add_argument("--output", default="bad_apple_attention.mp4", help="the video to write")
+    parser.add_argument("--output", default=OUTPUT_NAME, help="the video to write")
     parser.add_argument(
         "--fps",
         type=float,

@@ -5,7 +5,9 @@
 
 Reads frames/meta.json and frames/targets/*.png. Writes frames/output/frame_00001.png ... (RGB,
 magma), frames/output/metrics.json and frames/embeddings/*.safetensors (the inputs_embeds).
-Resumes: frames whose outputs exist are skipped; --force redoes them.
+Resumes: frames whose outputs exist are skipped (damaged ones are redone); --force redoes them.
+Ctrl-C or kill stops it with exit code 130 and keeps every finished chunk. One run per folder:
+frames/.lock refuses a second.
 """
 
 import argparse

@@ -9,9 +9,13 @@ Keyword names are the scripts' flag names. Each stage skips work whose output is
 writes every file atomically, so rerunning a stopped stage finishes it.
 """
 
+import functools
+import inspect
+import os
 import shutil
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -21,7 +25,7 @@ from tqdm import tqdm
 
 from badapple import video
 from badapple.checkpoint import open_checkpoint
-from badapple.errors import UserError
+from badapple.errors import DamagedFileError, UserError
 from badapple.head import HeadWeights, attention_scores, causal_attention, load_head
 from badapple.metrics import mean_metrics, picture_metrics
 from badapple.render import attention_picture, colorize
@@ -29,7 +33,10 @@ from badapple.solvers import SOLVERS, SolverSettings, solver_settings
 from badapple.storage import (
     FRAME_PATTERN,
     FramesDir,
+    chunk_frames,
     frame_numbers,
+    frames_lock,
+    png_problem,
     read_embeddings,
     read_gray_png,
     read_json,
@@ -42,6 +49,7 @@ from badapple.verify import TOLERANCE, one_layer_gpt2, transformers_attention
 
 BAD_APPLE_URL = "https://www.youtube.com/watch?v=FtutLA63Cp8"  # the original's video, 4:3, 30 fps
 DEFAULT_MODEL = "openai-community/gpt2-xl"
+OUTPUT_NAME = "bad_apple_attention.mp4"  # assemble.py's video
 # The settings that decide what a frame's outputs are; a resumed run must share all of them.
 RUN_IDENTITY = (
     "model",
@@ -81,13 +89,18 @@ def download(
         "start": start,
         "duration": duration,
     }
-    meta = read_json(folder.meta)
+    try:
+        meta = read_json(folder.meta)
+    except DamagedFileError as error:
+        warnings.warn(f"{error.path} is damaged; redoing the frames", stacklevel=2)
+        meta = None
     if (
         not force
         and meta
         and {k: meta.get(k) for k in settings} == settings
         and len(frame_numbers(folder.targets)) == meta["frame_count"]
         and (folder.audio.exists() or not meta["audio"])
+        and _targets_are_whole(folder, meta["frame_count"], size)
     ):
         print(f"{folder.targets} is up to date ({meta['frame_count']} frames); --force redoes it")
         return meta
@@ -152,6 +165,18 @@ def download(
     return meta
 
 
+def _targets_are_whole(folder: FramesDir, frame_count: int, size: int) -> bool:
+    """Whether every target PNG decodes at size x size; the first that does not is reported."""
+    for frame in range(1, frame_count + 1):
+        problem = png_problem(folder.target_png(frame), size)
+        if problem is not None:
+            warnings.warn(
+                f"{folder.target_png(frame)} is {problem}; redoing the frames", stacklevel=2
+            )
+            return False
+    return True
+
+
 def pick_device(name: str) -> torch.device:
     """The torch device for --device auto|cpu|cuda|mps; auto prefers CUDA, then MPS, then CPU."""
     cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
@@ -175,13 +200,37 @@ def parse_frame_range(frames: str | None, frame_count: int) -> range:
         start, end = int(start_text), int(end_text or start_text)
     except ValueError:
         raise UserError(f"--frames {frames}: expected START:END, e.g. 1:64") from None
-    if not 1 <= start <= end:
-        raise UserError(f"--frames {frames}: need 1 <= START <= END")
+    if start < 1:
+        raise UserError(f"--frames {frames}: frames are numbered from 1, e.g. --frames 1:{end}")
+    if start > end:
+        raise UserError(
+            f"--frames {frames}: START is after END; did you mean --frames {end}:{start}?"
+        )
     if end > frame_count:
         raise UserError(f"--frames {frames}: the video has only {frame_count} frames")
     return range(start, end + 1)
 
 
+def _holding_frames_lock(function: Callable[..., dict]) -> Callable[..., dict]:
+    """Run `function` holding the lock of its `frames_dir`, so that two runs never write the
+    same files; a second run is refused with a message naming the first one's PID. With the
+    lock held, any temporary file there was left by a run that died: it is deleted."""
+    default_dir = inspect.signature(function).parameters["frames_dir"].default
+
+    @functools.wraps(function)
+    def locked(**kwargs) -> dict:
+        root = Path(kwargs.get("frames_dir", default_dir))
+        if not root.is_dir():  # nothing to guard: the run stops at the missing meta.json
+            return function(**kwargs)
+        with frames_lock(root):
+            for stale in (*root.glob("output/*.part"), *root.glob("embeddings/*.part")):
+                stale.unlink()
+            return function(**kwargs)
+
+    return locked
+
+
+@_holding_frames_lock
 def optimize(
     *,
     model: str = DEFAULT_MODEL,
@@ -217,12 +266,7 @@ def optimize(
     if meta is None:
         raise UserError(f"{folder.meta} not found; run download.py first")
     size, wanted = meta["size"], parse_frame_range(frames, meta["frame_count"])
-    missing_targets = [f for f in wanted if not folder.target_png(f).exists()]
-    if missing_targets:
-        raise UserError(
-            f"{folder.targets} lacks {len(missing_targets)} target frames (first: "
-            f"{missing_targets[0]}); rerun download.py --force"
-        )
+    _check_targets(folder, wanted, size)
 
     torch_device = pick_device(device)
     checkpoint = open_checkpoint(model)
@@ -232,7 +276,8 @@ def optimize(
     records = {record["frame"]: record for record in metrics["frames"]}
     if force:
         records = {f: r for f, r in records.items() if f not in wanted}
-    todo = [f for f in wanted if f not in records or not folder.output_png(f).exists()]
+    todo = _frames_to_do(folder, wanted, records, size)
+    records = {f: r for f, r in records.items() if f not in set(todo)}  # stale or damaged
     print(
         f"{checkpoint.name}: d={checkpoint.n_embd}, head {head} of {checkpoint.n_head}; "
         f"method {method}, {settings.steps} steps"
@@ -276,13 +321,78 @@ def optimize(
     return metrics
 
 
+def _check_targets(folder: FramesDir, wanted: range, size: int) -> None:
+    """Refuse to start unless every wanted target frame is there, whole and size x size."""
+    for frame in wanted:
+        path = folder.target_png(frame)
+        problem = png_problem(path, size)
+        if problem == "missing":
+            missing = [f for f in wanted if not folder.target_png(f).exists()]
+            raise UserError(
+                f"{folder.targets} lacks {len(missing)} of the {len(wanted)} target frames "
+                f"wanted (first: {path.name}); rerun download.py --force"
+            )
+        if problem is not None:
+            if not problem.startswith("damaged"):
+                problem += " (meta.json's size)"
+            raise UserError(f"{path} is {problem}; rerun download.py --force")
+
+
+def _frames_to_do(
+    folder: FramesDir, wanted: range, records: dict[int, dict], size: int
+) -> list[int]:
+    """The wanted frames that lack a whole result: a record in metrics.json, an output PNG that
+    decodes, and a chunk file that holds the frame's embedding. Damaged files are reported;
+    a damaged chunk file is deleted, and every frame it held is recomputed."""
+    held: dict[Path, set[int] | None] = {}  # chunk file -> its frames; None if unreadable
+    todo = []
+    for frame in wanted:
+        record = records.get(frame)
+        if record is None:
+            todo.append(frame)
+            continue
+        chunk_file = folder.embeddings / record.get("embeddings", "?")
+        if chunk_file not in held:
+            held[chunk_file] = _readable_chunk(chunk_file)
+        png = folder.output_png(frame)
+        png_state = png_problem(png, size)
+        if png_state is not None:
+            warnings.warn(f"{png} is {png_state}; recomputing frame {frame}", stacklevel=2)
+        elif held[chunk_file] is not None and frame not in held[chunk_file]:
+            warnings.warn(f"{chunk_file} lacks frame {frame}; recomputing it", stacklevel=2)
+        if png_state is not None or frame not in (held[chunk_file] or ()):
+            todo.append(frame)
+    return todo
+
+
+def _readable_chunk(path: Path) -> set[int] | None:
+    """The frames a chunk file holds; None (reported, and a damaged file deleted) if none."""
+    frames = chunk_frames(path)
+    if frames is None and path.is_file():
+        path.unlink()
+        warnings.warn(f"{path} is damaged; deleted it, its frames are recomputed", stacklevel=3)
+    elif frames is None:
+        warnings.warn(f"{path} is missing; its frames are recomputed", stacklevel=3)
+    return frames
+
+
 def _resumable_metrics(folder: FramesDir, arguments: dict, force: bool) -> dict:
     """The metrics of an earlier run to resume, or a fresh start when there is none.
 
     A run with other settings cannot be resumed (its frames would be mixed with ours): that is
-    an error, unless --force, which clears its outputs.
+    an error, unless --force, which clears its outputs. A damaged metrics.json is moved aside
+    and its frames recomputed.
     """
-    metrics = read_json(folder.metrics)
+    try:
+        metrics = read_json(folder.metrics)
+    except DamagedFileError as error:
+        aside = error.path.with_name(error.path.name + ".damaged")
+        os.replace(error.path, aside)
+        warnings.warn(
+            f"{error.path} is damaged; moved it to {aside.name}, its frames are recomputed",
+            stacklevel=2,
+        )
+        return {"frames": []}
     if metrics is None:
         return {"frames": []}
     previous = metrics.get("args", {})
@@ -473,7 +583,7 @@ def _verify(
 def assemble(
     *,
     frames_dir: str = "frames",
-    output: str = "bad_apple_attention.mp4",
+    output: str = OUTPUT_NAME,
     fps: float | None = None,
     scale: int = 4,
     side_by_side: bool = False,
@@ -483,6 +593,11 @@ def assemble(
     meta = read_json(folder.meta)
     if meta is None:
         raise UserError(f"{folder.meta} not found; run download.py and optimize.py first")
+    out_path = Path(output)
+    if out_path.is_dir():
+        raise UserError(
+            f"--output {output} is a folder; name the video file, e.g. {out_path / OUTPUT_NAME}"
+        )
     frame_count = meta["frame_count"]
     present = set(frame_numbers(folder.output))
     if not present:
@@ -493,9 +608,14 @@ def assemble(
             f"{folder.output} lacks {len(missing)} of {frame_count} frames (first: "
             f"{missing[0]}); run optimize.py to finish them (it resumes)"
         )
+    for frame in range(1, frame_count + 1):
+        problem = png_problem(folder.output_png(frame))
+        if problem is not None:
+            raise UserError(
+                f"{folder.output_png(frame)} is {problem}; run optimize.py, which recomputes it"
+            )
     if side_by_side and len(frame_numbers(folder.targets)) < frame_count:
         raise UserError(f"{folder.targets} is incomplete; rerun download.py for --side-by-side")
-    out_path = Path(output)
     audio = folder.audio if folder.audio.exists() else None
     write_atomic(
         out_path,

@@ -8,23 +8,26 @@
       output/metrics.json            run settings and per-frame figures        (optimize.py)
       embeddings/frames_00001-00064.safetensors
                                      `frames` int64 [n], `embeddings` float32 [n, size, d]
+      .lock                          PID of the optimize.py working here       (optimize.py)
 
 Every file is written under a temporary name and renamed into place, so a crash never leaves a
-half-written file that a later run would trust.
+half-written file that a later run would trust; and what a rerun finds is checked before it is
+trusted (`png_problem`, `chunk_frames`), since a disk or a user can still damage it.
 """
 
 import json
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from badapple.errors import UserError
+from badapple.errors import DamagedFileError, UserError
 
 if TYPE_CHECKING:
     import torch
@@ -79,14 +82,29 @@ def frame_numbers(folder: Path) -> list[int]:
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(temporary_path)`, then rename the result onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Call `write(temporary_path)`, then rename the result onto `path`.
+
+    A failure (a full disk, a crash, Ctrl-C) leaves `path` as it was: the old file or none,
+    never half of one. An OSError names `path`, the file the user asked for.
+    """
     temporary = path.with_name(path.name + ".part")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         write(temporary)
         os.replace(temporary, path)
+    except OSError as error:
+        # write() on a full disk names no file; mkdir names the folder, rename the temporary
+        about_us = error.filename is None or Path(error.filename) in (
+            temporary,
+            path,
+            *path.parents,
+        )
+        if error.errno is None or not about_us:
+            raise
+        raise OSError(error.errno, error.strerror, str(path)) from error
     finally:
-        temporary.unlink(missing_ok=True)
+        if temporary.parent.is_dir():
+            temporary.unlink(missing_ok=True)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -101,7 +119,9 @@ def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise UserError(f"{path} is damaged ({error}); delete it or rerun with --force") from None
+        raise DamagedFileError(
+            f"{path} is damaged ({error}); delete it and rerun the script that wrote it", path
+        ) from None
 
 
 def write_png(path: Path, pixels: np.ndarray) -> None:
@@ -124,6 +144,26 @@ def read_gray_png(path: Path) -> np.ndarray:
     return pixels / 255.0
 
 
+def png_problem(path: Path, size: int | None = None) -> str | None:
+    """What is wrong with a PNG we wrote: "missing", "damaged (...)", "16x16, not 32x32";
+    None when it decodes whole (and is size x size, when `size` is given)."""
+    try:
+        with Image.open(path) as image:
+            shape = image.size
+            # Checks every chunk's CRC up to IEND: catches a truncated file, and the flipped or
+            # zeroed bytes that decoding alone can let through as wrong pixels.
+            image.verify()
+    except FileNotFoundError:
+        return "missing"
+    except UnidentifiedImageError:
+        return "damaged (not an image)"
+    except (OSError, SyntaxError, ValueError) as error:  # PIL's ways of saying "broken PNG"
+        return f"damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    if size is not None and shape != (size, size):
+        return f"{shape[0]}x{shape[1]}, not {size}x{size}"
+    return None
+
+
 def read_rgb_png(path: Path) -> np.ndarray:
     """A PNG as uint8 RGB, [H, W, 3]."""
     with Image.open(path) as image:
@@ -139,13 +179,16 @@ def write_embeddings(
 ) -> None:
     """Save one chunk: `frames` int64 [n] (1-based) and `embeddings` float32 [n, T, d]."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {
         "frames": frames.to(torch.int64).contiguous().cpu(),
         "embeddings": embeddings.to(torch.float32).contiguous().cpu(),
     }
-    write_atomic(path, lambda temporary: save_file(tensors, str(temporary), metadata=metadata))
+    # Serialised here and written by Python, so a full disk raises OSError(ENOSPC) like every
+    # other write (safetensors' own save_file reports I/O errors as its own exception type).
+    data = save(tensors, metadata=metadata)
+    write_atomic(path, lambda temporary: temporary.write_bytes(data))
 
 
 def read_embeddings(path: Path) -> tuple["torch.Tensor", "torch.Tensor"]:
@@ -154,3 +197,53 @@ def read_embeddings(path: Path) -> tuple["torch.Tensor", "torch.Tensor"]:
 
     with safe_open(str(path), framework="pt") as chunk:
         return chunk.get_tensor("frames"), chunk.get_tensor("embeddings")
+
+
+def chunk_frames(path: Path) -> set[int] | None:
+    """The frame numbers a chunk file holds embeddings for; None when it is missing or damaged.
+
+    Reads the header and the `frames` tensor only. safetensors checks that the header's offsets
+    cover the file exactly, so a truncated file is caught without reading the embeddings.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as chunk:
+            frames = chunk.get_tensor("frames")
+            rows = chunk.get_slice("embeddings").get_shape()[0]
+    except (OSError, SafetensorError, KeyError, ValueError, RuntimeError):
+        return None
+    if frames.ndim != 1 or len(frames) != rows:
+        return None
+    return set(frames.tolist())
+
+
+@contextmanager
+def frames_lock(root: Path) -> Iterator[None]:
+    """Hold `root/.lock` for the length of the block; raise UserError if another process does.
+
+    flock(2) belongs to the open file, so the kernel drops it when its process dies, however it
+    dies: a crashed or killed run never leaves the folder locked. The file keeps the holder's
+    PID for the message, and is left in place (deleting it would race with a starting run).
+    """
+    import fcntl
+
+    path = root / ".lock"
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(
+                f"another optimize.py (pid {holder}) is running on {root}; "
+                "wait for it or use another --frames-dir"
+            ) from None
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.truncate(0)
+            fcntl.flock(handle, fcntl.LOCK_UN)

@@ -129,23 +129,39 @@ def extract_frames(
     # setsar=1: the PNGs are square-pixel images, whatever the source's aspect ratio was.
     # format=gray: swscale maps limited-range YUV (16-235) to full-range gray (0-255); checked
     # on ffmpeg 5.1, 7.0 and 9.0, and tests/test_video.py checks it for the ffmpeg in use.
-    chain = f"fps={_rate(fps)},{_fit_filter(fit, size)},setsar=1,format=gray"
+    scale = f"{_fit_filter(fit, size)},setsar=1,format=gray"
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in frame_numbers(out_dir):
         (out_dir / (FRAME_PATTERN % old)).unlink()
-    args = [
-        *_trim(start_seconds, duration_seconds),
-        "-i", str(video),
-        "-map", "0:v:0",
-        "-vf", chain,
-        "-start_number", "1",
-        str(out_dir / FRAME_PATTERN),
-    ]  # fmt: skip
-    _run(args, failure=f"could not extract frames from {video}", fix="check that the file plays")
-    count = len(frame_numbers(out_dir))
-    if count == 0:
-        raise UserError(f"no frames in {video} at those times; check --start/--duration")
-    return count
+    # fps rounds each output time to the nearest input frame, so a video shorter than half an
+    # output frame (a single still) gives none; eof_action=pass then keeps its last frame. Not
+    # the default: it rounds the end up and would add a frame to most videos.
+    for eof_action in ("round", "pass"):
+        args = [
+            *_trim(start_seconds, duration_seconds),
+            "-i", str(video),
+            "-map", "0:v:0",
+            "-vf", f"fps={_rate(fps)}:eof_action={eof_action},{scale}",
+            "-start_number", "1",
+            str(out_dir / FRAME_PATTERN),
+        ]  # fmt: skip
+        stderr = _run(
+            args, failure=f"could not extract frames from {video}", fix="check that the file plays"
+        )
+        if "partial file" in stderr:  # mp4 demuxer: the file ends before the data it indexes
+            raise UserError(
+                f"{video} is truncated (ffmpeg: {_stderr_tail(stderr)}); download it again "
+                "or pass a complete file"
+            )
+        count = len(frame_numbers(out_dir))
+        if count:
+            return count
+    trimmed = start_seconds is not None or duration_seconds is not None
+    raise UserError(
+        f"no frames in {video} at those times; check --start/--duration"
+        if trimmed
+        else f"ffmpeg decoded no frames from {video}; check that the file plays"
+    )
 
 
 def extract_audio(

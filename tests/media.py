@@ -17,11 +17,16 @@ def make_clip(
     fps: int = 30,
     audio: bool = True,
     color: bool = False,
+    pixel_format: str = "yuv420p",
+    frames: int | None = None,
+    faststart: bool = False,
 ) -> Path:
     """An H.264 mp4 of white silhouettes moving on black, with an AAC sine tone when `audio`.
 
     The shapes are a tall "body" moving right, a square "head" moving down and a thin "limb"
-    moving right; `color` adds a red square.
+    moving right; `color` adds a red square in the middle. yuv420p needs even sides; odd ones
+    need `pixel_format="yuv444p"`. `frames` stops the video after that many frames;
+    `faststart` puts the index (moov) before the data, as web videos do.
     """
     w, h = width, height
     shapes = [  # (colour, box width, box height, x at time t, y at time t)
@@ -38,12 +43,32 @@ def make_clip(
         inputs += ["-f", "lavfi", "-i", f"color=c={colour}:s={box_w}x{box_h}:r={fps}"]
         graph.append(f"[{last}][{index}]overlay=x='{x}':y='{y}'[v{index}]")
         last = f"v{index}"
-    graph.append(f"[{last}]format=yuv420p[video]")
+    graph.append(f"[{last}]format={pixel_format}[video]")
     outputs = ["-filter_complex", ";".join(graph), "-map", "[video]", "-c:v", "libx264"]
     if audio:
         inputs += ["-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}"]
         outputs += ["-map", f"{len(shapes) + 1}:a", "-c:a", "aac"]
+    if frames is not None:
+        outputs += ["-frames:v", str(frames)]
+    if faststart:
+        outputs += ["-movflags", "+faststart"]
     _ffmpeg([*inputs, *outputs, "-t", str(seconds), str(path)])
+    return path
+
+
+def make_variable_rate_clip(path: Path) -> Path:
+    """2 s of make_clip at a variable frame rate: 10 fps for the first second, then 30 fps."""
+    steady = make_clip(path.with_name("steady_" + path.name), seconds=2, fps=30, audio=False)
+    keep = r"select='gte(t\,1)+not(mod(n\,3))'"  # every third frame of the first second
+    _ffmpeg(["-i", str(steady), "-vf", keep, "-fps_mode", "vfr", "-c:v", "libx264", str(path)])
+    steady.unlink()
+    return path
+
+
+def truncate(path: Path, fraction: float = 0.5) -> Path:
+    """Cut a file to `fraction` of its bytes, like a download that stopped."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)])
     return path
 
 

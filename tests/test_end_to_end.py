@@ -1,50 +1,38 @@
-"""The four scripts run as a user runs them: subprocesses on a synthesised clip, a tiny GPT-2."""
+"""The four scripts run as a user runs them: subprocesses on a synthesised clip, a tiny GPT-2.
 
+Bad input (wrong files, flags, models, folders) is tried in test_bad_input.py.
+"""
+
+import errno
 import json
-import os
+import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from badapple.storage import FramesDir, frame_numbers, read_embeddings
+from badapple import storage
+from badapple.errors import exit_on_error
+from badapple.pipeline import optimize
+from badapple.storage import FramesDir, chunk_frames, frame_numbers, read_embeddings
 from badapple.video import probe
-from tests.media import make_clip, make_text_file, streams
-
-REPO = Path(__file__).resolve().parents[1]
-SIZE, FPS, SECONDS = 32, 10, 2.0  # 20 frames of 32x32: small enough for a tiny GPT-2 (64 positions)
-FAST = ["--steps", "16", "--chunk-size", "8", "--device", "cpu"]
+from tests.media import make_clip, streams
+from tests.scripts import (
+    FPS,
+    RUN,
+    SECONDS,
+    SIZE,
+    assert_ok,
+    run,
+    start,
+    warning_lines,
+)
 
 pytestmark = pytest.mark.slow
-
-
-def run(script: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}  # no test may reach the network
-    return subprocess.run(
-        [sys.executable, str(REPO / script), *map(str, args)],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def assert_ok(result: subprocess.CompletedProcess) -> None:
-    assert result.returncode == 0, result.stderr[-2000:]
-
-
-def assert_user_error(result: subprocess.CompletedProcess, pattern: str) -> None:
-    """Exit code != 0, no traceback, one error line matching `pattern`."""
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr, result.stderr
-    error_lines = [line for line in result.stderr.splitlines() if "error:" in line]
-    assert len(error_lines) == 1, result.stderr
-    assert pattern in error_lines[0], error_lines[0]
+COUNT = int(SECONDS * FPS)  # frames in the clip
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +55,7 @@ def pipeline_run(tmp_path_factory, clip, tiny_checkpoint) -> Path:
             tiny_checkpoint,
             "--frames-dir",
             frames,
-            *FAST,
+            *RUN,
             "--verify",
             "3",
         )
@@ -108,7 +96,7 @@ def test_optimize_writes_maps_metrics_and_gpt2_inputs(pipeline_run):
         assert record["loss"] >= 0 and record["seconds"] > 0
         assert 0 <= record["mae"] <= 1 and 0 <= record["iou"] <= 1
         assert record["corr"] is None or -1 <= record["corr"] <= 1
-    assert metrics["args"]["steps"] == 16 and metrics["device"] == "cpu"
+    assert metrics["args"]["steps"] == 200 and metrics["device"] == "cpu"
     assert metrics["verify"]["max_abs_difference"] <= 1e-4 and len(metrics["verify"]["frames"]) == 3
 
     saved = {}
@@ -134,156 +122,139 @@ def test_plot_writes_the_figures(pipeline_run):
     assert len(plots) >= 7 and "loss_timeline.png" in plots and "pixel_metrics.png" in plots
 
 
-def test_a_stopped_run_resumes_where_it_left_off(tmp_path, clip, tiny_checkpoint):
-    frames = tmp_path / "frames"
-    assert_ok(
-        run("download.py", "--input", clip, "--frames-dir", frames, "--size", SIZE, "--fps", FPS)
+def fresh_copy(pipeline_run: Path, destination: Path, outputs: bool = False) -> FramesDir:
+    """The downloaded frames of the module's run (and its outputs, with `outputs`), to work on."""
+    source = FramesDir(pipeline_run / "frames")
+    folder = FramesDir(destination)
+    keep = (source.meta, source.audio, source.targets)
+    if outputs:
+        keep += (source.output, source.embeddings)
+    for path in keep:
+        if path.is_dir():
+            shutil.copytree(path, destination / path.name)
+        else:
+            destination.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, destination / path.name)
+    return folder
+
+
+def assert_same_outputs(folder: FramesDir, reference: FramesDir) -> None:
+    """Every frame present, readable and in the same count and format as in `reference`."""
+    assert (
+        frame_numbers(folder.output) == frame_numbers(reference.output) == list(range(1, COUNT + 1))
     )
-    folder = FramesDir(frames)
-    command = [
-        sys.executable,
-        str(REPO / "optimize.py"),
-        "--model",
-        str(tiny_checkpoint),
-        "--frames-dir",
-        str(frames),
-        "--steps",
-        "400",
-        "--chunk-size",
-        "4",
-        "--device",
-        "cpu",
-    ]
-    process = subprocess.Popen(
-        command, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
-    )
-    deadline = time.monotonic() + 240
+    for frame in range(1, COUNT + 1):
+        with (
+            Image.open(folder.output_png(frame)) as ours,
+            Image.open(reference.output_png(frame)) as theirs,
+        ):
+            ours.load()
+            assert (ours.format, ours.mode, ours.size) == (theirs.format, theirs.mode, theirs.size)
+    records = json.loads(folder.metrics.read_text())["frames"]
+    reference_records = json.loads(reference.metrics.read_text())["frames"]
+    assert [r["frame"] for r in records] == [r["frame"] for r in reference_records]
+    assert [sorted(r) for r in records] == [sorted(r) for r in reference_records]
+    held = [chunk_frames(folder.embeddings / r["embeddings"]) for r in records]
+    assert all(h is not None and r["frame"] in h for h, r in zip(held, records, strict=True))
+    assert not list(folder.root.rglob("*.part")), "a temporary file was left behind"
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=str)
+def test_a_stopped_run_resumes_to_the_same_result(tmp_path, pipeline_run, tiny_checkpoint, stop):
+    """Ctrl-C, kill and kill -9 after the first chunk; the rerun finishes only what is missing
+    and ends like the module's uninterrupted run of the same settings."""
+    folder = fresh_copy(pipeline_run, tmp_path / "frames")
+    flags = ["--model", tiny_checkpoint, "--frames-dir", folder.root, *RUN]
+    process = start("optimize.py", *flags)
+    deadline = time.monotonic() + 120
     while not folder.metrics.exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)  # Ctrl-C after the first chunk was saved
+        time.sleep(0.05)
+    process.send_signal(stop)  # after the first chunk was saved, during the second
     stderr = process.communicate(timeout=60)[1]
-    assert process.returncode == 130, stderr
-    assert "resume" in stderr and "Traceback" not in stderr
-    finished = len(json.loads(folder.metrics.read_text())["frames"])
-    assert 4 <= finished < 20
-
-    resumed = run(
-        "optimize.py",
-        "--model",
-        tiny_checkpoint,
-        "--frames-dir",
-        frames,
-        "--steps",
-        "400",
-        "--chunk-size",
-        "4",
-        "--device",
-        "cpu",
-    )
-    assert_ok(resumed)
-    assert f"{finished} done, {20 - finished} to do" in resumed.stdout
-    metrics = json.loads(folder.metrics.read_text())
-    assert [record["frame"] for record in metrics["frames"]] == list(range(1, 21))
-    assert frame_numbers(folder.output) == list(range(1, 21))
-
-
-@pytest.fixture(scope="module")
-def downloaded(tmp_path_factory, clip) -> Path:
-    frames = tmp_path_factory.mktemp("downloaded") / "frames"
-    assert_ok(
-        run(
-            "download.py",
-            "--input",
-            clip,
-            "--frames-dir",
-            frames,
-            "--size",
-            SIZE,
-            "--fps",
-            FPS,
-            "--duration",
-            "0.5",
+    if stop == signal.SIGKILL:
+        assert process.returncode == -signal.SIGKILL
+    else:
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr
+        # the bar was closed before the message: it is the last line, on a line of its own
+        assert stderr.rstrip().splitlines()[-1] == (
+            "optimize.py: interrupted; finished work is saved, run the same command to resume"
         )
+    finished = len(json.loads(folder.metrics.read_text())["frames"])
+    assert 4 <= finished < COUNT
+
+    (folder.output / "frame_00099.png.part").write_bytes(b"half")  # as a kill mid-write leaves
+    resumed = run("optimize.py", *flags)  # a killed run's lock does not stop it
+    assert_ok(resumed)
+    assert f"{finished} done, {COUNT - finished} to do" in resumed.stdout
+    assert_same_outputs(folder, FramesDir(pipeline_run / "frames"))
+
+
+def test_damaged_files_are_reported_and_recomputed(tmp_path, pipeline_run, tiny_checkpoint):
+    folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
+    records = json.loads(folder.metrics.read_text())["frames"]
+    chunk = folder.embeddings / records[0]["embeddings"]  # frames 1-4
+    chunk.write_bytes(chunk.read_bytes()[:-100])  # a chunk cut short
+    png = folder.output_png(10)
+    data = bytearray(png.read_bytes())
+    data[len(data) // 2 :] = bytes(len(data) - len(data) // 2)  # a PNG with a zeroed half
+    png.write_bytes(data)
+    flags = ["--model", tiny_checkpoint, "--frames-dir", folder.root, *RUN]
+
+    rerun = run("optimize.py", *flags)
+    assert_ok(rerun)
+    assert f"{COUNT - 5} done, 5 to do" in rerun.stdout
+    warnings = warning_lines(rerun)
+    assert any(str(chunk) in line and "damaged" in line for line in warnings), rerun.stderr
+    assert any(str(png) in line and "damaged" in line for line in warnings), rerun.stderr
+    assert_same_outputs(folder, FramesDir(pipeline_run / "frames"))
+
+    folder.metrics.write_text('{"frames": [{"frame": 1, ')  # metrics.json cut short
+    rerun = run("optimize.py", *flags)
+    assert_ok(rerun)
+    assert f"0 done, {COUNT} to do" in rerun.stdout
+    assert any("metrics.json is damaged" in line for line in warning_lines(rerun)), rerun.stderr
+    assert folder.metrics.with_name("metrics.json.damaged").exists()  # kept, not deleted
+    assert_same_outputs(folder, FramesDir(pipeline_run / "frames"))
+
+
+def test_a_full_disk_stops_with_one_line_and_keeps_finished_frames(
+    tmp_path, pipeline_run, tiny_checkpoint, monkeypatch
+):
+    folder = fresh_copy(pipeline_run, tmp_path / "frames")
+    real_save, saved = Image.Image.save, []
+
+    def save_until_the_disk_fills(image, path, *args, **kwargs):
+        if len(saved) == 6:  # the 7th PNG, in the second chunk: half written, then ENOSPC
+            Path(path).write_bytes(b"\x89PNG\r\n\x1a\n half")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        saved.append(path)
+        return real_save(image, path, *args, **kwargs)
+
+    monkeypatch.setattr(Image.Image, "save", save_until_the_disk_fills)
+    with pytest.raises(SystemExit) as stopped, exit_on_error("optimize.py"):
+        optimize(
+            model=str(tiny_checkpoint),
+            frames_dir=str(folder.root),
+            steps=2,
+            chunk_size=4,
+            device="cpu",
+        )
+    message = str(stopped.value.code)
+    assert message == (
+        f"optimize.py: error: the disk is full ({folder.output_png(7)}); "
+        "free some space and run the same command again to resume"
     )
-    return frames
+    metrics = json.loads(folder.metrics.read_text())  # the first chunk's, intact
+    assert [record["frame"] for record in metrics["frames"]] == [1, 2, 3, 4]
+    assert frame_numbers(folder.output) == [1, 2, 3, 4, 5, 6]  # no half frame_00007.png
+    assert storage.png_problem(folder.output_png(4), SIZE) is None
+    frames, _ = read_embeddings(folder.embeddings / metrics["frames"][0]["embeddings"])
+    assert frames.tolist() == [1, 2, 3, 4]
+    assert not list(folder.root.rglob("*.part"))
 
-
-def test_download_errors(tmp_path):
-    assert_user_error(
-        run("download.py", "--input", tmp_path / "missing.mp4", "--frames-dir", tmp_path / "f"),
-        "not found",
+    monkeypatch.setattr(Image.Image, "save", real_save)  # space freed: the same call resumes
+    optimize(
+        model=str(tiny_checkpoint), frames_dir=str(folder.root), steps=2, chunk_size=4, device="cpu"
     )
-    text = make_text_file(tmp_path / "notes.mp4")
-    assert_user_error(
-        run("download.py", "--input", text, "--frames-dir", tmp_path / "f"), "not a video"
-    )
-
-
-def test_optimize_and_assemble_before_download(tmp_path, tiny_checkpoint):
-    assert_user_error(
-        run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", tmp_path),
-        "run download.py first",
-    )
-    assert_user_error(run("assemble.py", "--frames-dir", tmp_path), "run download.py")
-
-
-def test_bad_models_and_heads(tmp_path, downloaded, tiny_checkpoint):
-    assert_user_error(
-        run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", downloaded, "--head", "4"),
-        "head 4 is out of range",
-    )
-    assert_user_error(
-        run("optimize.py", "--model", tmp_path, "--frames-dir", downloaded), "no config.json"
-    )
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
-    assert_user_error(
-        run("optimize.py", "--model", tmp_path, "--frames-dir", downloaded), "not GPT-2"
-    )
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_cuda_requested_without_cuda(downloaded, tiny_checkpoint):
-    assert_user_error(
-        run(
-            "optimize.py",
-            "--model",
-            tiny_checkpoint,
-            "--frames-dir",
-            downloaded,
-            "--device",
-            "cuda",
-        ),
-        "no CUDA GPU",
-    )
-
-
-def test_bad_frame_ranges_and_flags(downloaded, tiny_checkpoint):
-    base = ["--model", tiny_checkpoint, "--frames-dir", downloaded]
-    assert_user_error(run("optimize.py", *base, "--frames", "5:1"), "START <= END")
-    assert_user_error(run("optimize.py", *base, "--frames", "1:500"), "has only 5 frames")
-    for flags in (["--chunk-size", "0"], ["--steps", "-3"]):
-        result = run("optimize.py", *base, *flags)
-        assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert "must be at least 1" in result.stderr
-
-
-def test_assemble_before_optimize(downloaded):
-    assert_user_error(run("assemble.py", "--frames-dir", downloaded), "run optimize.py first")
-
-
-def test_targets_of_another_size_and_missing_targets(tmp_path, downloaded, tiny_checkpoint):
-    frames = tmp_path / "frames"
-    subprocess.run(["cp", "-r", str(downloaded), str(frames)], check=True)
-    folder = FramesDir(frames)
-    from PIL import Image
-
-    Image.new("L", (16, 16)).save(folder.target_png(2))
-    assert_user_error(
-        run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", frames, *FAST),
-        "is 16x16, but meta.json says 32x32",
-    )
-    folder.target_png(3).unlink()
-    assert_user_error(
-        run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", frames, *FAST),
-        "lacks 1 target frames (first: 3)",
-    )
+    assert frame_numbers(folder.output) == list(range(1, COUNT + 1))
