@@ -277,7 +277,8 @@ def optimize(
     if force:
         records = {f: r for f, r in records.items() if f not in wanted}
     todo = _frames_to_do(folder, wanted, records, size)
-    records = {f: r for f, r in records.items() if f not in set(todo)}  # stale or damaged
+    redo = set(todo)
+    records = {f: r for f, r in records.items() if f not in redo}  # stale or damaged ones
     print(
         f"{checkpoint.name}: d={checkpoint.n_embd}, head {head} of {checkpoint.n_head}; "
         f"method {method}, {settings.steps} steps"
