@@ -9,13 +9,14 @@ Reads frames/meta.json, frames/output/frame_*.png, frames/audio.m4a (if any) and
 
 import argparse
 
+from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
 from badapple.pipeline import OUTPUT_NAME, assemble
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.splitlines()[0], formatter_class=HelpFormatter
     )
     parser.add_argument(
         "--frames-dir", default="frames", metavar="DIR", help="folder shared by the four scripts"

@@ -9,13 +9,14 @@ the video has sound) and frames/meta.json. Skips what is already complete; --for
 
 import argparse
 
+from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
 from badapple.pipeline import BAD_APPLE_URL, download
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        description=__doc__.splitlines()[0], formatter_class=HelpFormatter
     )
     parser.add_argument("--url", default=BAD_APPLE_URL, help="video to fetch with yt-dlp")
     parser.add_argument(

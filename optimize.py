@@ -12,18 +12,10 @@ frames/.lock refuses a second.
 
 import argparse
 
+from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
 from badapple.pipeline import DEFAULT_MODEL, optimize
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solver_settings
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows defaults, except None ones: those settings say their per-method defaults."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None:
-            return action.help
-        return super()._get_help_string(action)
 
 
 def _per_method(name: str) -> str:
@@ -35,7 +27,7 @@ def _per_method(name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=_HelpFormatter
+        description=__doc__.splitlines()[0], formatter_class=HelpFormatter
     )
     parser.add_argument(
         "--model",

@@ -18,6 +18,7 @@ A partial run works too: the figures show the frames optimize.py has finished.
 import argparse
 from pathlib import Path
 
+from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
 from badapple.figures import write_all_figures
 
@@ -25,7 +26,7 @@ from badapple.figures import write_all_figures
 def main() -> None:
     parser = argparse.ArgumentParser(
         description="Draw the figures of a run from frames/output/metrics.json.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--frames-dir",

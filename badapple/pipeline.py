@@ -16,7 +16,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -51,18 +51,7 @@ BAD_APPLE_URL = "https://www.youtube.com/watch?v=FtutLA63Cp8"  # the original's 
 DEFAULT_MODEL = "openai-community/gpt2-xl"
 OUTPUT_NAME = "bad_apple_attention.mp4"  # assemble.py's video
 # The settings that decide what a frame's outputs are; a resumed run must share all of them.
-RUN_IDENTITY = (
-    "model",
-    "head",
-    "method",
-    "steps",
-    "lr",
-    "lr_min",
-    "init_scale",
-    "seeds",
-    "seed",
-    "warm_steps",
-)
+RUN_IDENTITY = ("model", "head", "method", *(field.name for field in fields(SolverSettings)))
 STEP_REPORT_INTERVAL = 25  # steps between loss updates on the progress bar
 
 

@@ -30,7 +30,7 @@ from badapple.reachable import (
     reachable_space,
     whiten_embeddings,
 )
-from badapple.targets import causal_mask, logit_space_loss, target_logits
+from badapple.targets import causal_mask, logit_space_loss, picture_target, target_logits
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,9 @@ class SolverSettings:
     seed: int = 0  # base of every frame's random generator
     warm_steps: int = 0  # steps of a frame started from its predecessor; 0: no warm starts
     warm_lr: float = 0.01  # peak learning rate of those: a small polish, not a restart
+    # None: the original's target (log of the row-normalised frame); a number: `picture_target`
+    # with black this many nats under white
+    contrast_nats: float | None = None
 
 
 # Each method's defaults: the original's for adam; for reduced, the benchmark's choice
@@ -50,7 +53,14 @@ class SolverSettings:
 METHOD_DEFAULTS = {
     "adam": SolverSettings(),
     "reduced": SolverSettings(
-        steps=300, lr=0.05, lr_min=1e-4, init_scale=0.1, seeds=3, warm_steps=100
+        steps=300,
+        lr=0.05,
+        lr_min=1e-4,
+        init_scale=0.1,
+        seeds=3,
+        warm_steps=50,
+        warm_lr=0.02,
+        contrast_nats=6.0,
     ),
 }
 
@@ -195,7 +205,11 @@ def _solve(
     `seeds` random starts per frame run a quarter of the steps; each frame keeps its own best
     start (the original kept the best start of the whole chunk) for the remaining steps.
     """
-    targets = target_logits(pictures)  # [B, H, T, T]
+    targets = target_logits(pictures)  # [B, H, T, T], the original's: what `loss` reports
+    if settings.contrast_nats is not None:
+        aimed_at = picture_target(pictures, settings.contrast_nats)
+    else:
+        aimed_at = targets
     batch, tokens, device = len(frames), pictures.shape[-1], pictures.device
     if starts is not None:
         chosen = variables.from_embeddings(starts)
@@ -219,7 +233,7 @@ def _solve(
         random_starts = variables.project(random_starts)
         explore_steps = settings.steps // 4 if settings.seeds > 1 else 0
         if explore_steps:
-            repeated = targets.repeat(settings.seeds, 1, 1, 1)
+            repeated = aimed_at.repeat(settings.seeds, 1, 1, 1)
             explored = _adam_phase(
                 random_starts.flatten(0, 1),
                 variables,
@@ -237,7 +251,7 @@ def _solve(
         else:
             chosen = random_starts[0]
         steps, lr = settings.steps - explore_steps, settings.lr
-    solved = _adam_phase(chosen, variables, targets, steps, lr, settings, on_step)
+    solved = _adam_phase(chosen, variables, aimed_at, steps, lr, settings, on_step)
     embeddings = variables.to_embeddings(solved)
     # Scored on the embeddings themselves: what GPT-2 will see, lift included.
     loss = _frame_losses(attention_scores(embeddings, weights), targets)

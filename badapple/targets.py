@@ -10,6 +10,7 @@ row, so both sides are centred per row over the row's i+1 causal entries before 
 import torch
 
 PIXEL_FLOOR = 1e-8  # keeps black pixels finite: log(1e-8) sits ~18 nats under white
+FLAT_ROW_RANGE = 1e-3  # a row whose causal pixels span less than this shows no pattern
 
 
 def causal_mask(tokens: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -49,3 +50,27 @@ def logit_space_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
     tokens = scores.shape[-1]
     difference = centre_rows(scores) - targets  # 0 above the diagonal on both sides
     return difference.square().sum(dim=(-2, -1)) / (tokens * (tokens + 1) / 2)
+
+
+def picture_target(frames: torch.Tensor, contrast_nats: float) -> torch.Tensor:
+    """Target logits aimed at the rendered picture rather than at the exact distribution.
+
+    frames [..., T, T] in [0, 1] -> row-centred logits [..., T, T], 0 above the diagonal.
+
+    The picture is a per-row z-score of the attention weights, so what it shows is each row's
+    pattern, not its range: black only has to sit a few nats under white (e^-6 = 0.25% of the
+    weight) instead of the original's ~18, which no head can reach everywhere. So logits are
+    `contrast_nats` * pixel. A row whose causal pixels are all equal has no pattern at all, and
+    a z-score blows whatever residue the fit leaves there up to full-range noise; instead such a
+    row gets one pixel of structure, column 0 in the opposite colour, so it renders as an even
+    tone with one faint pixel at the left edge.
+    """
+    tokens = frames.shape[-1]
+    mask = causal_mask(tokens, frames.device)
+    brightest = frames.masked_fill(~mask, -1.0).amax(dim=-1)  # [..., T]
+    darkest = frames.masked_fill(~mask, 2.0).amin(dim=-1)
+    flat = brightest - darkest < FLAT_ROW_RANGE
+    first_column = frames[..., :, 0]
+    spiked = frames.clone()
+    spiked[..., :, 0] = torch.where(flat, (first_column < 0.5).to(frames.dtype), first_column)
+    return centre_rows(contrast_nats * spiked)

@@ -18,7 +18,7 @@ from badapple.solvers import (
 )
 from badapple.targets import logit_space_loss, target_logits
 
-CORR_THRESHOLD = 0.0  # the rendered map of a fixed clip must correlate at least this well
+CORR_THRESHOLD = 0.75  # measured 0.81-0.82 with the default settings; a broken solver is ~0
 
 
 def test_schedule_starts_at_lr_restarts_and_ends_at_lr_min():

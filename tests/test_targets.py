@@ -6,6 +6,7 @@ from badapple.targets import (
     PIXEL_FLOOR,
     centre_rows,
     logit_space_loss,
+    picture_target,
     row_normalised_target,
     target_logits,
 )
@@ -57,3 +58,28 @@ def test_loss_is_mean_square_over_the_causal_entries():
     scores[3, 0], scores[3, 1] = 2.0, -2.0  # row 3 keeps mean 0, so nothing is centred away
     # (4 + 4) / (4 * 5 / 2) = 0.8
     assert math.isclose(float(logit_space_loss(scores, targets)), 0.8, rel_tol=1e-6)
+
+
+def test_picture_target_puts_black_a_fixed_contrast_under_white():
+    frame = torch.zeros(4, 4)
+    frame[3, 1] = 1.0
+    frame[2, :2] = 1.0
+    logits = picture_target(frame, contrast_nats=6.0)
+    assert math.isclose(float(logits[3, 1] - logits[3, 0]), 6.0, rel_tol=1e-6)
+    assert torch.allclose(logits.sum(-1), torch.zeros(4), atol=1e-5)  # centred rows
+    assert (logits.triu(1) == 0).all()
+
+
+def test_picture_target_gives_flat_rows_one_pixel_of_structure():
+    black, white = torch.zeros(5, 5), torch.ones(5, 5)
+    # every row of an all-black frame: column 0 white, the rest equal and below it
+    dark = picture_target(black, contrast_nats=6.0)
+    assert math.isclose(float(dark[4, 0] - dark[4, 3]), 6.0, rel_tol=1e-6)
+    assert torch.allclose(dark[4, 1:], dark[4, 1].expand(4))
+    # an all-white one: column 0 black
+    bright = picture_target(white, contrast_nats=6.0)
+    assert math.isclose(float(bright[4, 0] - bright[4, 3]), -6.0, rel_tol=1e-6)
+    # a row with any pattern keeps it as it is
+    frame = torch.zeros(5, 5)
+    frame[4, 3] = 1.0
+    assert float(picture_target(frame, 6.0)[4, 0]) < 0
