@@ -53,7 +53,7 @@ class SolverSettings:
 METHOD_DEFAULTS = {
     "adam": SolverSettings(),
     "reduced": SolverSettings(
-        steps=300,
+        steps=200,
         lr=0.05,
         lr_min=1e-4,
         init_scale=0.1,
