@@ -97,6 +97,7 @@ def test_optimize_writes_maps_metrics_and_gpt2_inputs(pipeline_run):
         assert 0 <= record["mae"] <= 1 and 0 <= record["iou"] <= 1
         assert record["corr"] is None or -1 <= record["corr"] <= 1
     assert metrics["args"]["steps"] == 200 and metrics["device"] == "cpu"
+    assert metrics["args"]["method"] == "reduced" and metrics["args"]["warm_steps"] == 50
     assert metrics["verify"]["max_abs_difference"] <= 1e-4 and len(metrics["verify"]["frames"]) == 3
 
     saved = {}
@@ -120,6 +121,31 @@ def test_assemble_makes_an_upscaled_h264_video_with_sound(pipeline_run):
 def test_plot_writes_the_figures(pipeline_run):
     plots = sorted(path.name for path in (pipeline_run / "plots").glob("*.png"))
     assert len(plots) >= 7 and "loss_timeline.png" in plots and "pixel_metrics.png" in plots
+
+
+def test_the_original_method_runs_with_its_own_defaults(tmp_path, pipeline_run, tiny_checkpoint):
+    folder = fresh_copy(pipeline_run, tmp_path / "frames")
+    model = ["--model", tiny_checkpoint, "--device", "cpu"]
+    result = run(
+        "optimize.py",
+        *model,
+        "--frames-dir",
+        folder.root,
+        "--method",
+        "adam",
+        "--steps",
+        "8",
+        "--frames",
+        "2:4",
+        "--verify",
+        "2",
+    )
+    assert_ok(result)
+    metrics = json.loads(folder.metrics.read_text())
+    assert metrics["args"]["method"] == "adam" and metrics["args"]["lr"] == 0.1
+    assert metrics["args"]["warm_steps"] == 0  # the original starts every frame at random
+    assert [record["frame"] for record in metrics["frames"]] == [2, 3, 4]
+    assert metrics["verify"]["max_abs_difference"] <= 1e-4
 
 
 def fresh_copy(pipeline_run: Path, destination: Path, outputs: bool = False) -> FramesDir:
@@ -236,6 +262,7 @@ def test_a_full_disk_stops_with_one_line_and_keeps_finished_frames(
         optimize(
             model=str(tiny_checkpoint),
             frames_dir=str(folder.root),
+            method="adam",  # consecutive chunks: frames 1-4, then 5-8
             steps=2,
             chunk_size=4,
             device="cpu",
@@ -255,6 +282,11 @@ def test_a_full_disk_stops_with_one_line_and_keeps_finished_frames(
 
     monkeypatch.setattr(Image.Image, "save", real_save)  # space freed: the same call resumes
     optimize(
-        model=str(tiny_checkpoint), frames_dir=str(folder.root), steps=2, chunk_size=4, device="cpu"
+        model=str(tiny_checkpoint),
+        frames_dir=str(folder.root),
+        method="adam",
+        steps=2,
+        chunk_size=4,
+        device="cpu",
     )
     assert frame_numbers(folder.output) == list(range(1, COUNT + 1))

@@ -1,0 +1,113 @@
+"""Benchmark: the default solver over a whole video's worth of frames, as optimize.py batches them.
+
+    uv run python benchmarks/full_video.py                                  # 3,286 frames
+    uv run python benchmarks/full_video.py --frames 640 --device cpu        # a CPU projection
+    uv run python benchmarks/full_video.py --device cuda --chunk-size 512   # a GPU run
+
+A shadow-art video as long as Bad Apple!! at 15 fps (the clips of `benchmarks/clips.py`, one after
+another) is solved on a GPT-2-XL-shaped stand-in checkpoint in the batches of
+`pipeline.solve_order`: each frame after a run's first starts from its predecessor's solution.
+Only the solver is timed (no PNGs, no files); embeddings are dropped once their successors have
+started, as in optimize.py, so memory stays that of one chunk. Prints seconds per frame, the
+total, the projection to the full video, and peak memory (GPU: allocated by torch; CPU: RSS).
+"""
+
+import argparse
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from badapple.checkpoint import open_checkpoint  # noqa: E402
+from badapple.head import load_head  # noqa: E402
+from badapple.pipeline import pick_device, solve_order  # noqa: E402
+from badapple.solvers import METHOD_DEFAULTS, SOLVERS  # noqa: E402
+from benchmarks.clips import CLIP_KINDS, make_clip  # noqa: E402
+from benchmarks.solvers import FULL_VIDEO_FRAMES, write_checkpoints  # noqa: E402
+
+
+def video_frames(count: int, size: int) -> np.ndarray:
+    """`count` frames of the benchmark clips played one after another: [count, size, size]."""
+    per_clip = -(-count // len(CLIP_KINDS))
+    clips = [make_clip(kind, per_clip, size, seed=index) for index, kind in enumerate(CLIP_KINDS)]
+    return np.concatenate(clips)[:count]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--frames", type=int, default=FULL_VIDEO_FRAMES, help="frames to solve")
+    parser.add_argument("--size", type=int, default=256, help="frame side in pixels")
+    parser.add_argument("--chunk-size", type=int, default=64, help="frames solved at once")
+    parser.add_argument("--method", choices=list(SOLVERS), default="reduced", help="solver")
+    parser.add_argument("--checkpoint", choices=["default", "hard"], default="hard")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    args = parser.parse_args()
+    device = pick_device(args.device)
+    settings = METHOD_DEFAULTS[args.method]
+    frames = video_frames(args.frames, args.size)  # [F, T, T] on the host, like the PNGs
+    print(
+        f"{args.frames} frames of {args.size}x{args.size}, method {args.method}, chunks of "
+        f"{args.chunk_size}, on {device} ({torch.get_num_threads()} CPU threads)"
+    )
+
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = write_checkpoints(Path(folder))[args.checkpoint]
+        weights = load_head(open_checkpoint(str(checkpoint)), (0,), args.size).to(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    batches = solve_order(
+        list(range(1, args.frames + 1)), args.chunk_size, warm=settings.warm_steps > 0
+    )
+    solved: dict[int, torch.Tensor] = {}
+    losses = []
+    started = time.perf_counter()
+    for batch in batches:
+        pictures = torch.from_numpy(frames[np.array(batch) - 1]).to(device)[:, None]
+        warm = [frame for frame in batch if frame - 1 in solved]
+        cold = [frame for frame in batch if frame - 1 not in solved]
+        next_solved = {}
+        for group in (warm, cold):
+            if not group:
+                continue
+            index = [batch.index(frame) for frame in group]
+            starts = torch.stack([solved[frame - 1] for frame in group]) if group is warm else None
+            solution = SOLVERS[args.method](
+                weights, pictures[index], group, settings, lambda loss: None, starts
+            )
+            next_solved.update(zip(group, solution.embeddings, strict=True))
+            losses.append(solution.loss.cpu())
+        solved = next_solved  # the chunk before is no longer needed
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - started
+
+    per_frame = seconds / args.frames
+    print(
+        f"{seconds:.1f} s in all, {per_frame:.4f} s per frame; mean loss "
+        f"{float(torch.cat(losses).mean()):.4f}"
+    )
+    print(
+        f"projected for {FULL_VIDEO_FRAMES} frames: {per_frame * FULL_VIDEO_FRAMES:.1f} s "
+        f"({per_frame * FULL_VIDEO_FRAMES / 60:.1f} min)"
+    )
+    if device.type == "cuda":
+        print(
+            f"peak GPU memory allocated: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+        )
+    print(
+        f"peak RSS of this process: "
+        f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB"
+    )
+
+
+if __name__ == "__main__":
+    main()
