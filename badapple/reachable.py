@@ -91,14 +91,6 @@ def queries_keys_from_whitened(
     return queries, keys
 
 
-def scores_from_whitened(
-    whitened: torch.Tensor, space: ReachableSpace, weights: HeadWeights
-) -> torch.Tensor:
-    """The heads' scores Q Kᵀ/sqrt(hd) of whitened rows: [B, T, 2·H·hd] -> [B, H, T, T]."""
-    queries, keys = queries_keys_from_whitened(whitened, space, len(weights.heads))
-    return queries @ keys.transpose(-1, -2) * weights.scale
-
-
 def project_to_ball(whitened: torch.Tensor, radius: float) -> torch.Tensor:
     """Scale every row longer than `radius` back onto the sphere: [..., D] -> same."""
     norms = whitened.norm(dim=-1, keepdim=True)
