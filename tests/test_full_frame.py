@@ -1,5 +1,7 @@
 """Full frame: the frame on head A, its transpose on head B, stitched into the whole square."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -124,3 +126,24 @@ def test_one_transformers_forward_reproduces_both_heads(solved, tmp_path):
     assert (reference[0] - torch.from_numpy(attention)).abs().max() < 1e-4
     picture = layout_picture(reference[0].numpy(), "full")
     assert np.abs(picture - layout_picture(attention, "full")).max() < 1e-3
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--full-frame", "--heads", "3,3"], "A and B must be different heads"),
+        (["--full-frame", "--heads", "0"], "expected two heads A,B"),
+        (["--full-frame", "--heads", "0,1,2"], "expected two heads A,B"),
+        (["--full-frame", "--heads", "0,b"], "expected two heads A,B"),
+        (["--full-frame", "--heads=-1,2"], "heads must be >= 0"),
+        (["--heads", "0,1"], "--heads needs --full-frame"),
+    ],
+)
+def test_bad_heads_are_flag_errors(monkeypatch, capsys, flags, message):
+    import optimize
+
+    monkeypatch.setattr(sys, "argv", ["optimize.py", *flags])
+    with pytest.raises(SystemExit) as exit_info:
+        optimize.main()
+    error = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in error.splitlines()[-1], error
