@@ -83,15 +83,22 @@ def solved(tiny_eight_heads_checkpoint):
     checkpoint = open_checkpoint(str(tiny_eight_heads_checkpoint))
     frame = corner_square()
     results = {}
-    for layout, heads in (("half", HEADS[:1]), ("full", HEADS)):
-        weights = load_head(checkpoint, heads, SIZE)
-        pictures = head_pictures(frame[None], layout)  # [1, H, T, T]
-        solution = solve_reduced(
-            weights, pictures, [1], METHOD_DEFAULTS["reduced"], lambda loss: None
-        )
-        with torch.no_grad():
-            attention = causal_attention(attention_scores(solution.embeddings, weights))
-        results[layout] = (weights, solution.embeddings, attention[0].numpy())
+    threads = torch.get_num_threads()
+    # One thread: these tensors are tiny, and on a busy machine a second thread that waits for
+    # a core makes every small op slow (0.1 s became 20 s on 2 shared cores).
+    torch.set_num_threads(1)
+    try:
+        for layout, heads in (("half", HEADS[:1]), ("full", HEADS)):
+            weights = load_head(checkpoint, heads, SIZE)
+            pictures = head_pictures(frame[None], layout)  # [1, H, T, T]
+            solution = solve_reduced(
+                weights, pictures, [1], METHOD_DEFAULTS["reduced"], lambda loss: None
+            )
+            with torch.no_grad():
+                attention = causal_attention(attention_scores(solution.embeddings, weights))
+            results[layout] = (weights, solution.embeddings, attention[0].numpy())
+    finally:
+        torch.set_num_threads(threads)
     return checkpoint, frame.numpy(), results
 
 
