@@ -2,9 +2,13 @@
 
     uv run python optimize.py                                  # GPT-2 XL, head 0, all frames
     uv run python optimize.py --model ./my-gpt2 --head 3 --frames 1:64 --verify 4
+    uv run python optimize.py --full-frame --heads 0,1         # the whole square, two heads
 
 Reads frames/meta.json and frames/targets/*.png. Writes frames/output/frame_00001.png ... (RGB,
 magma), frames/output/metrics.json and frames/embeddings/*.safetensors (the inputs_embeds).
+Half frame (the original's) shows the lower triangle of each frame on one head; --full-frame
+shows it on head A and the transposed frame on head B, of the same forward pass, and stitches
+A's map below the diagonal and B's transposed above it into the whole square.
 Resumes: frames whose outputs exist are skipped (damaged ones are redone); --force redoes them.
 Ctrl-C or kill stops it with exit code 130 and keeps every finished chunk. One run per folder:
 frames/.lock refuses a second.
@@ -14,7 +18,7 @@ import argparse
 
 from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
-from badapple.pipeline import DEFAULT_MODEL, optimize
+from badapple.pipeline import DEFAULT_HEADS, DEFAULT_MODEL, optimize
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solver_settings
 
 
@@ -23,6 +27,19 @@ def _per_method(name: str) -> str:
     return ", ".join(
         f"{getattr(settings, name):g} for {method}" for method, settings in METHOD_DEFAULTS.items()
     )
+
+
+def _head_pair(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
+    """--heads A,B as two different heads >= 0; the checkpoint's head count is checked later."""
+    try:
+        a, b = (int(part) for part in text.split(","))
+    except ValueError:
+        parser.error(f"--heads {text}: expected two heads A,B, e.g. 0,1")
+    if a < 0 or b < 0:
+        parser.error(f"--heads {text}: heads must be >= 0")
+    if a == b:
+        parser.error(f"--heads {text}: A and B must be different heads")
+    return a, b
 
 
 def main() -> None:
@@ -62,7 +79,21 @@ def main() -> None:
         default=None,
         help=f"std of the random starts ({_per_method('init_scale')})",
     )
-    parser.add_argument("--head", type=int, default=0, help="layer-0 attention head to play on")
+    parser.add_argument(
+        "--head", type=int, default=0, help="layer-0 attention head to play on (half frame)"
+    )
+    parser.add_argument(
+        "--full-frame",
+        action="store_true",
+        help="show the whole frame: its lower triangle on head A, the upper on head B",
+    )
+    parser.add_argument(
+        "--heads",
+        default=None,
+        metavar="A,B",
+        help="with --full-frame: head A shows the frame, head B its transpose "
+        f"(default: {','.join(map(str, DEFAULT_HEADS))})",
+    )
     parser.add_argument("--chunk-size", type=int, default=64, help="frames solved at once")
     parser.add_argument(
         "--seeds",
@@ -121,6 +152,9 @@ def main() -> None:
         parser.error("--init-scale must be positive")
     if args.head < 0:
         parser.error("--head must be >= 0")
+    if args.heads is not None and not args.full_frame:
+        parser.error("--heads needs --full-frame; a half-frame run plays on --head")
+    args.heads = _head_pair(parser, args.heads) if args.heads is not None else DEFAULT_HEADS
     if args.verify < 0:
         parser.error("--verify must be >= 0")
     with exit_on_error("optimize.py"):

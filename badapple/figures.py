@@ -6,7 +6,10 @@ global state or GUI backend is involved; `write_all_figures` saves them all as P
 `metrics` is the dict optimize.py writes to `frames/output/metrics.json`: `fps`, `args`, and
 `frames`, one entry per frame sorted by frame number (1-based) with `loss` and the pixel
 figures `mae`, `iou`, `corr` (null where undefined, e.g. an all-black target). A frame's time
-in the video is (frame - 1) / fps seconds.
+in the video is (frame - 1) / fps seconds. `layout` says what the maps show: "half" (the
+original's: the lower triangle of one head, scored there) or "full" (`heads` A below the
+diagonal and B transposed above it, scored on the whole square); runs from before full frames
+recorded none and are half.
 """
 
 from collections.abc import Callable
@@ -136,6 +139,22 @@ def _show(ax: Axes, pixels: np.ndarray) -> None:
 
 def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def layout_and_heads(metrics: dict) -> tuple[str, list[int]]:
+    """The run's layout ("half" or "full") and its heads, read from metrics.json."""
+    args = metrics.get("args", {})
+    layout = metrics.get("layout", args.get("layout", "half"))
+    heads = metrics.get("heads", args.get("heads", [args.get("head", 0)]))
+    return layout, list(heads)
+
+
+def _heads_label(metrics: dict) -> str:
+    """Which heads a map shows: "head 0", or "heads 0 + 1 transposed" (full frame)."""
+    layout, heads = layout_and_heads(metrics)
+    if layout == "full":
+        return f"heads {heads[0]} + {heads[1]} transposed"
+    return f"head {heads[0]}"
 
 
 def _frame_title(metrics: dict, entry: dict) -> str:
@@ -299,13 +318,13 @@ def hero_frame(metrics: dict, frames_dir: FramesDir) -> Figure:
     """One representative frame, large: the target beside the attention map it became."""
     entry = pick_hero(metrics, frames_dir)
     args = metrics.get("args", {})
-    model, head, layer = args.get("model", "gpt2"), args.get("head", 0), args.get("layer", 0)
+    model, layer = args.get("model", "gpt2"), args.get("layer", 0)
     figure = _figure(12.5, 6.4)
     left, right = figure.subplots(1, 2)
     _show(left, _target(frames_dir, entry["frame"]))
     left.set_title(f"target, {_frame_title(metrics, entry)}")
     right.imshow(_attention(frames_dir, entry["frame"]))
-    right.set_title(f"{model} layer {layer}, head {head}: attention weights")
+    right.set_title(f"{model} layer {layer}, {_heads_label(metrics)}: attention weights")
     right.set_xlabel("key token position")
     right.set_ylabel("query token position")
     figure.colorbar(
@@ -370,7 +389,8 @@ def pixel_metrics_timeline(metrics: dict) -> Figure:
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper right", fontsize=9)
     axes[-1].set_xlabel(TIME_LABEL)
-    figure.suptitle("Pixel-space quality of each frame (rendered attention vs target)")
+    region = "whole square" if layout_and_heads(metrics)[0] == "full" else "lower triangle"
+    figure.suptitle(f"Pixel-space quality of each frame (rendered attention vs target, {region})")
     return figure
 
 

@@ -1,22 +1,30 @@
-"""Picture metrics: how well a rendered map shows its target, over the lower triangle only.
+"""Picture metrics: how well a rendered map shows its target.
 
 The original reported only its logit-space loss; these judge what a viewer sees: the gray
-picture before the colormap against the target frame, both in [0, 1].
+picture before the colormap against the target frame, both in [0, 1]. A half-frame map shows
+only the lower triangle (diagonal included) and is scored there; a full-frame map, or a
+half-frame one held against the whole picture, is scored on the whole square.
 """
 
 import numpy as np
 
 BRIGHT = 0.5  # a pixel above this counts as "white" for the IoU
+REGIONS = ("lower", "square")  # the lower triangle, diagonal included; the whole picture
 
 
-def picture_metrics(picture: np.ndarray, target: np.ndarray) -> dict[str, float | None]:
-    """mae, iou of the bright regions, and Pearson corr of two [T, T] pictures.
+def picture_metrics(
+    picture: np.ndarray, target: np.ndarray, region: str = "lower"
+) -> dict[str, float | None]:
+    """mae, iou of the bright regions, and Pearson corr of two [T, T] pictures, over `region`.
 
     corr is None when either side is constant there (e.g. an all-black frame): it is undefined.
     iou is 1.0 when neither side has a bright pixel: nothing to show, nothing shown.
     """
-    lower = np.tri(target.shape[-1], dtype=bool)
-    shown, wanted = picture[lower].astype(np.float64), target[lower].astype(np.float64)
+    if region not in REGIONS:
+        raise ValueError(f"region {region!r}: expected one of {REGIONS}")
+    tokens = target.shape[-1]
+    scored = np.tri(tokens, dtype=bool) if region == "lower" else np.ones((tokens, tokens), bool)
+    shown, wanted = picture[scored].astype(np.float64), target[scored].astype(np.float64)
     mae = float(np.abs(shown - wanted).mean())
 
     shown_bright, wanted_bright = shown > BRIGHT, wanted > BRIGHT

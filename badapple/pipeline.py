@@ -27,8 +27,9 @@ from badapple import video
 from badapple.checkpoint import open_checkpoint
 from badapple.errors import DamagedFileError, UserError
 from badapple.head import HeadWeights, attention_scores, causal_attention, load_head
-from badapple.metrics import mean_metrics, picture_metrics
-from badapple.render import attention_picture, colorize
+from badapple.layout import HEADS_PER_LAYOUT, head_pictures, layout_metrics, layout_picture
+from badapple.metrics import mean_metrics
+from badapple.render import colorize
 from badapple.solvers import SOLVERS, SolverSettings, solver_settings
 from badapple.storage import (
     FRAME_PATTERN,
@@ -45,13 +46,22 @@ from badapple.storage import (
     write_json,
     write_png,
 )
+from badapple.targets import logit_space_loss, target_logits
 from badapple.verify import TOLERANCE, one_layer_gpt2, transformers_attention
 
 BAD_APPLE_URL = "https://www.youtube.com/watch?v=FtutLA63Cp8"  # the original's video, 4:3, 30 fps
 DEFAULT_MODEL = "openai-community/gpt2-xl"
 OUTPUT_NAME = "bad_apple_attention.mp4"  # assemble.py's video
-# The settings that decide what a frame's outputs are; a resumed run must share all of them.
-RUN_IDENTITY = ("model", "head", "method", *(field.name for field in fields(SolverSettings)))
+DEFAULT_HEADS = (0, 1)  # --full-frame's heads: A shows the frame, B its transpose
+# The settings that decide what a frame's outputs are; a resumed run must share all of them:
+# layout "half" or "full" (--full-frame), heads [--head] or the two of --heads, and the solver's.
+RUN_IDENTITY = (
+    "model",
+    "layout",
+    "heads",
+    "method",
+    *(field.name for field in fields(SolverSettings)),
+)
 STEP_REPORT_INTERVAL = 25  # steps between loss updates on the progress bar
 
 
@@ -228,6 +238,8 @@ def optimize(
     lr_min: float | None = None,
     init_scale: float | None = None,
     head: int = 0,
+    full_frame: bool = False,
+    heads: tuple[int, int] = DEFAULT_HEADS,
     chunk_size: int = 64,
     seeds: int | None = None,
     method: str = "reduced",
@@ -241,15 +253,23 @@ def optimize(
     """Fit every target frame, render its attention map, save it all; returns metrics.json.
 
     Solver settings left as None take the method's defaults (`solvers.METHOD_DEFAULTS`).
+    Half frame (the original's) plays on `head`; `full_frame` plays the frame on heads[0] and
+    its transpose on heads[1], and stitches the two maps into the whole square (layout.py).
     """
     call = dict(locals())
     if method not in SOLVERS:
         raise UserError(f"--method {method} is unknown; pick one of {', '.join(SOLVERS)}")
+    layout = "full" if full_frame else "half"
+    run_heads = tuple(heads) if full_frame else (head,)
+    if len(set(run_heads)) != len(run_heads) or len(run_heads) != HEADS_PER_LAYOUT[layout]:
+        raise UserError(
+            f"--heads {','.join(map(str, heads))}: expected two different heads A,B, e.g. 0,1"
+        )
     settings = solver_settings(
         method, steps=steps, lr=lr, lr_min=lr_min, init_scale=init_scale, seeds=seeds, seed=seed
     )
-    # metrics.json records the settings that ran, defaults resolved
-    arguments = {**call, **asdict(settings)}
+    # metrics.json records the settings that ran, defaults resolved, and the heads played on
+    arguments = {**call, **asdict(settings), "layout": layout, "heads": list(run_heads)}
     folder = FramesDir(Path(frames_dir))
     meta = read_json(folder.meta)
     if meta is None:
@@ -259,7 +279,7 @@ def optimize(
 
     torch_device = pick_device(device)
     checkpoint = open_checkpoint(model)
-    weights = load_head(checkpoint, (head,), size).to(torch_device)
+    weights = load_head(checkpoint, run_heads, size).to(torch_device)
 
     metrics = _resumable_metrics(folder, arguments, force)
     records = {record["frame"]: record for record in metrics["frames"]}
@@ -268,8 +288,13 @@ def optimize(
     todo = _frames_to_do(folder, wanted, records, size)
     redo = set(todo)
     records = {f: r for f, r in records.items() if f not in redo}  # stale or damaged ones
+    playing = (
+        f"head {head}"
+        if layout == "half"
+        else f"heads {run_heads[0]} (frame) and {run_heads[1]} (transposed frame), full frame"
+    )
     print(
-        f"{checkpoint.name}: d={checkpoint.n_embd}, head {head} of {checkpoint.n_head}; "
+        f"{checkpoint.name}: d={checkpoint.n_embd}, {playing} of {checkpoint.n_head}; "
         f"method {method}, {settings.steps} steps"
         + (f" ({settings.warm_steps} from the previous frame)" if settings.warm_steps else "")
         + f", on {torch_device}"
@@ -280,13 +305,20 @@ def optimize(
     )
 
     started = time.perf_counter()
-    metrics.update(args=arguments, device=str(torch_device), size=size, fps=meta["fps"])
+    metrics.update(
+        args=arguments,
+        layout=layout,
+        heads=list(run_heads),
+        device=str(torch_device),
+        size=size,
+        fps=meta["fps"],
+    )
     solved: dict[int, torch.Tensor] = {}  # the last chunk's embeddings, warm starts of the next
     with tqdm(total=len(todo), unit="frame", dynamic_ncols=True) as bar:
         for chunk in solve_order(todo, chunk_size, warm=settings.warm_steps > 0):
             starts = _warm_starts(folder, chunk, solved, records) if settings.warm_steps else {}
             new_records, solved = _solve_chunk(
-                folder, chunk, weights, method, settings, records, starts, bar
+                folder, chunk, weights, layout, method, settings, records, starts, bar
             )
             records.update(new_records)
             metrics["total_seconds"] = (
@@ -385,20 +417,34 @@ def _resumable_metrics(folder: FramesDir, arguments: dict, force: bool) -> dict:
         return {"frames": []}
     if metrics is None:
         return {"frames": []}
-    previous = metrics.get("args", {})
+    previous = _with_layout(metrics.get("args", {}))
     changed = [name for name in RUN_IDENTITY if previous.get(name) != arguments[name]]
     if not changed:
         return metrics
     if not force:
         name = changed[0]
         raise UserError(
-            f"{folder.output} holds a run with --{name.replace('_', '-')} "
-            f"{previous.get(name)}, not {arguments[name]}; rerun with --force to "
+            f"{folder.output} holds a run with {_as_flag(name, previous.get(name))}, "
+            f"not {_as_flag(name, arguments[name])}; rerun with --force to "
             "replace it, or use another --frames-dir"
         )
     shutil.rmtree(folder.output, ignore_errors=True)
     shutil.rmtree(folder.embeddings, ignore_errors=True)
     return {"frames": []}
+
+
+def _with_layout(arguments: dict) -> dict:
+    """A run's recorded arguments, with the layout and heads of runs from before --full-frame."""
+    return {"layout": "half", "heads": [arguments.get("head", 0)], **arguments}
+
+
+def _as_flag(name: str, value) -> str:
+    """A RUN_IDENTITY setting as the flags that give it, for messages: "--heads 0,1"."""
+    if name == "layout":
+        return "full frame (--full-frame)" if value == "full" else "half frame (no --full-frame)"
+    if name == "heads" and isinstance(value, list):
+        return f"--heads {','.join(map(str, value))}" if len(value) > 1 else f"--head {value[0]}"
+    return f"--{name.replace('_', '-')} {value}"
 
 
 def solve_order(todo: list[int], chunk_size: int, *, warm: bool) -> list[list[int]]:
@@ -441,6 +487,7 @@ def _solve_chunk(
     folder: FramesDir,
     chunk: list[int],
     weights: HeadWeights,
+    layout: str,
     method: str,
     settings: SolverSettings,
     records: dict[int, dict],
@@ -462,7 +509,7 @@ def _solve_chunk(
             )
         pictures.append(target)
     device = weights.position.device
-    targets = torch.from_numpy(np.stack(pictures)).to(device)[:, None]  # [B, 1, T, T]
+    targets = head_pictures(torch.from_numpy(np.stack(pictures)).to(device), layout)  # [B, H, T, T]
 
     step_count = 0
 
@@ -493,7 +540,9 @@ def _solve_chunk(
         )
         embeddings[group], loss[group] = solution.embeddings, solution.loss
     with torch.no_grad():
-        attention = causal_attention(attention_scores(embeddings, weights))[:, 0]
+        scores = attention_scores(embeddings, weights)  # [B, H, T, T]
+        attention = causal_attention(scores).cpu().numpy()
+        head_losses = logit_space_loss(scores, target_logits(targets)).cpu()  # [B, H]
     seconds_per_frame = (time.perf_counter() - started) / len(chunk)
 
     chunk_file = _chunk_path(folder, chunk, records)
@@ -501,17 +550,22 @@ def _solve_chunk(
         chunk_file,
         torch.tensor(chunk),
         embeddings,
-        metadata={"settings": str(asdict(settings)), "heads": str(weights.heads)},
+        metadata={
+            "settings": str(asdict(settings)),
+            "heads": str(weights.heads),
+            "layout": layout,
+        },
     )
     new_records = {}
     for index, frame in enumerate(chunk):
-        picture = attention_picture(attention[index].cpu().numpy())
+        picture = layout_picture(attention[index], layout)  # [T, T]
         write_png(folder.output_png(frame), colorize(picture))
         new_records[frame] = {
             "frame": frame,
-            "loss": float(loss[index]),
+            "loss": float(loss[index]),  # the mean over heads
+            "loss_per_head": head_losses[index].tolist(),  # in the order of `heads`
             "seconds": seconds_per_frame,
-            **picture_metrics(picture, pictures[index]),
+            **layout_metrics(picture, pictures[index], layout),
             "embeddings": chunk_file.name,
         }
     return new_records, dict(zip(chunk, embeddings, strict=True))
@@ -543,7 +597,8 @@ def _verify(
     wanted: range,
     count: int,
 ) -> dict:
-    """Check `count` saved embeddings through transformers' GPT2Model; raise on a mismatch."""
+    """Check `count` saved embeddings through transformers' GPT2Model, every head of the run
+    from one forward pass; raise on a mismatch."""
     done = [f for f in wanted if f in records]
     chosen = [
         done[i] for i in np.linspace(0, len(done) - 1, min(count, len(done))).round().astype(int)
@@ -554,20 +609,27 @@ def _verify(
     for frame in chosen:
         frames, embeddings = read_embeddings(folder.embeddings / records[frame]["embeddings"])
         embedding = embeddings[(frames == frame).nonzero()[0]]  # [1, T, d]
-        reference = transformers_attention(model, embedding, weights.heads)
+        reference = transformers_attention(model, embedding, weights.heads)  # [1, H, T, T]
         with torch.no_grad():
             ours = causal_attention(attention_scores(embedding, cpu_weights))
         worst = max(worst, float((reference - ours).abs().max()))
+    heads = ", ".join(map(str, weights.heads))
     print(
-        f"verify: {len(chosen)} frames through transformers' GPT2Model, layer 0 head "
-        f"{weights.heads[0]}: max |attention difference| = {worst:.2e} (tolerance {TOLERANCE:g})"
+        f"verify: {len(chosen)} frames through transformers' GPT2Model, layer 0 "
+        f"head{'s' if len(weights.heads) > 1 else ''} {heads}: "
+        f"max |attention difference| = {worst:.2e} (tolerance {TOLERANCE:g})"
     )
     if worst > TOLERANCE:
         raise UserError(
             f"verification failed: transformers' attention differs by {worst:.2e} "
             f"> {TOLERANCE:g}; the saved embeddings do not reproduce the maps"
         )
-    return {"frames": chosen, "max_abs_difference": worst, "tolerance": TOLERANCE}
+    return {
+        "frames": chosen,
+        "heads": list(weights.heads),
+        "max_abs_difference": worst,
+        "tolerance": TOLERANCE,
+    }
 
 
 def assemble(

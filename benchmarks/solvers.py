@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from badapple.checkpoint import open_checkpoint  # noqa: E402
 from badapple.head import attention_scores, causal_attention, load_head  # noqa: E402
+from badapple.layout import head_pictures  # noqa: E402
 from badapple.metrics import mean_metrics, picture_metrics  # noqa: E402
 from badapple.render import attention_picture  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS  # noqa: E402
@@ -60,16 +61,19 @@ def write_checkpoints(folder: Path) -> dict[str, Path]:
     return paths
 
 
-def solve_runs(weights, clips: np.ndarray, method: str) -> tuple[torch.Tensor, torch.Tensor, float]:
+def solve_runs(
+    weights, clips: np.ndarray, method: str, layout: str = "half"
+) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Solve clips [C, N, T, T] frame by frame, as optimize.py does: batch k = frame k of every
-    clip. Returns embeddings [C, N, T, d], losses [C, N] and the solver's seconds."""
+    clip, each head of `weights` given its picture of the `layout` (layout.py). Returns
+    embeddings [C, N, T, d], losses [C, N] (averaged over heads) and the solver's seconds."""
     settings = METHOD_DEFAULTS[method]
     solve = SOLVERS[method]
     clip_count, frame_count = clips.shape[:2]
     embeddings, losses, previous = [], [], None
     started = time.perf_counter()
     for k in range(frame_count):
-        pictures = torch.from_numpy(clips[:, k])[:, None]  # [C, 1, T, T]
+        pictures = head_pictures(torch.from_numpy(clips[:, k]), layout)  # [C, H, T, T]
         numbers = [clip * frame_count + k + 1 for clip in range(clip_count)]
         starts = previous if settings.warm_steps and previous is not None else None
         solution = solve(weights, pictures, numbers, settings, lambda loss: None, starts)

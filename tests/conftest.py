@@ -6,6 +6,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
+# The tests' tensors are tiny: torch's threads would only wait on each other (on a busy 2-core
+# machine a tiny solve took 26 s on two threads and 0.15 s on one).
+torch.set_num_threads(1)
+
 TINY = dict(
     n_layer=1,
     n_embd=64,

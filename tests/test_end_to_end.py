@@ -15,12 +15,19 @@ import torch
 from PIL import Image
 
 from badapple import storage
-from badapple.errors import exit_on_error
+from badapple.errors import UserError, exit_on_error
 from badapple.pipeline import optimize
-from badapple.storage import FramesDir, chunk_frames, frame_numbers, read_embeddings
+from badapple.storage import (
+    FramesDir,
+    chunk_frames,
+    frame_numbers,
+    read_embeddings,
+    read_rgb_png,
+)
 from badapple.video import probe
 from tests.media import make_clip, streams
 from tests.scripts import (
+    FAST,
     FPS,
     RUN,
     SECONDS,
@@ -290,3 +297,63 @@ def test_a_full_disk_stops_with_one_line_and_keeps_finished_frames(
         device="cpu",
     )
     assert frame_numbers(folder.output) == list(range(1, COUNT + 1))
+
+
+@pytest.fixture(scope="module")
+def full_frame_run(tmp_path_factory, pipeline_run, tiny_eight_heads_checkpoint) -> Path:
+    """optimize --full-frame -> assemble -> plot, on a copy of the downloaded frames."""
+    work = tmp_path_factory.mktemp("full-frame")
+    frames = fresh_copy(pipeline_run, work / "frames").root
+    model = tiny_eight_heads_checkpoint
+    full_frame = ["--full-frame", "--heads", "2,5"]
+    assert_ok(
+        run(
+            "optimize.py",
+            "--model",
+            model,
+            "--frames-dir",
+            frames,
+            *full_frame,
+            *FAST,
+            "--verify",
+            2,
+        )
+    )
+    assert_ok(run("assemble.py", "--frames-dir", frames, "--output", work / "video.mp4"))
+    assert_ok(run("plot.py", "--frames-dir", frames, "--out-dir", work / "plots"))
+    return work
+
+
+def test_a_full_frame_run_records_both_heads_and_fills_the_square(full_frame_run):
+    folder = FramesDir(full_frame_run / "frames")
+    metrics = json.loads(folder.metrics.read_text())
+    assert metrics["layout"] == metrics["args"]["layout"] == "full"
+    assert metrics["heads"] == metrics["args"]["heads"] == [2, 5]
+    for record in metrics["frames"]:
+        assert len(record["loss_per_head"]) == 2
+        assert record["loss"] == pytest.approx(sum(record["loss_per_head"]) / 2, rel=1e-3)
+    # one transformers forward per checked frame reproduces both heads
+    assert metrics["verify"]["heads"] == [2, 5]
+    assert metrics["verify"]["max_abs_difference"] <= 1e-4
+    upper = torch.ones(SIZE, SIZE, dtype=torch.bool).triu(1).numpy()
+    for frame in frame_numbers(folder.output):
+        rgb = read_rgb_png(folder.output_png(frame))  # [T, T, 3]
+        assert rgb[upper].std() > 0  # not the half frame's black triangle
+
+
+def test_a_full_frame_video_assembles_with_audio_and_plots(full_frame_run):
+    info = probe(full_frame_run / "video.mp4")
+    assert (info.width, info.height) == (4 * SIZE, 4 * SIZE)
+    assert info.video_codec == "h264" and info.audio_codec == "aac"
+    plots = sorted(path.name for path in (full_frame_run / "plots").glob("*.png"))
+    assert len(plots) >= 7 and "hero_frame.png" in plots
+
+
+def test_a_full_frame_run_resumes_only_as_itself(full_frame_run, tiny_eight_heads_checkpoint):
+    common = dict(model=str(tiny_eight_heads_checkpoint), frames_dir=str(full_frame_run / "frames"))
+    with pytest.raises(UserError, match=r"full frame \(--full-frame\), not half frame"):
+        optimize(**common, steps=16, device="cpu")
+    with pytest.raises(UserError, match="--heads 2,5, not --heads 2,6"):
+        optimize(**common, steps=16, device="cpu", full_frame=True, heads=(2, 6))
+    with pytest.raises(UserError, match=r"head 8 is out of range.*0\.\.7"):
+        optimize(**common, full_frame=True, heads=(2, 8))

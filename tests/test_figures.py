@@ -15,6 +15,7 @@ from badapple.errors import UserError
 from badapple.figures import (
     FIGURE_FILES,
     hero_frame,
+    layout_and_heads,
     pick_hero,
     pixel_metrics_timeline,
     rolling_mean,
@@ -150,3 +151,17 @@ def test_plot_script(tmp_path: Path) -> None:
     assert len(bad_err.strip().splitlines()) == 1, bad_err
     assert "run optimize.py first" in bad_err
     assert not (empty / "plots").exists()
+
+
+def test_a_full_frame_run_is_drawn_with_its_heads(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "frames", count=3)
+    metrics = json.loads(folder.metrics.read_text())
+    metrics.update(layout="full", heads=[2, 5])
+    for entry in metrics["frames"]:
+        entry["loss_per_head"] = [entry["loss"], entry["loss"]]
+    folder.metrics.write_text(json.dumps(metrics))
+    assert layout_and_heads(metrics) == ("full", [2, 5])
+    assert layout_and_heads({"args": {"head": 3}}) == ("half", [3])  # runs from before
+    assert "heads 2 + 5 transposed" in hero_frame(metrics, folder).axes[1].get_title()
+    write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
+    check_figures(tmp_path / "plots")

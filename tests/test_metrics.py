@@ -48,3 +48,15 @@ def test_corr_is_undefined_on_a_black_frame_and_means_skip_it():
         ]
     )
     assert means == {"loss": 2.0, "mae": pytest.approx(0.2), "iou": 0.5, "corr": 0.5}
+
+
+def test_the_whole_square_counts_when_asked():
+    target = lower_square()
+    target[: 16 // 4, -16 // 4 :] = 1.0  # a bright corner above the diagonal
+    half_frame = np.tril(target)  # what a causal map can show
+    assert picture_metrics(half_frame, target)["mae"] == 0.0
+    square = picture_metrics(half_frame, target, region="square")
+    assert square["mae"] == pytest.approx(16 / 256) and square["iou"] < 1.0
+    assert picture_metrics(target, target, region="square")["iou"] == 1.0
+    with pytest.raises(ValueError, match="region"):
+        picture_metrics(target, target, region="upper")
