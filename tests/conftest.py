@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
+from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, GPT2Model
 
 # The tests' tensors are tiny: torch's threads would only wait on each other (on a busy 2-core
 # machine a tiny solve took 26 s on two threads and 0.15 s on one).
@@ -21,7 +21,7 @@ TINY = dict(
     query_key_gain=10.0,
 )
 # Eight heads of 8: several heads' queries and keys (2·H·8 columns) stay independent in d=64.
-TINY_EIGHT_HEADS = {**TINY, "n_head": 8}
+TINY_EIGHT_HEADS = {**TINY, "n_head": 8, "n_positions": 256}
 # GPT-2 XL's layer shapes (d=1600, 25 heads of 64), one layer, a token table of 16 rows.
 XL_SHAPED = dict(
     n_layer=1,
@@ -58,6 +58,19 @@ def save_checkpoint(
     if dtype is not None:
         model = model.to(dtype)
     model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
+def save_bert_checkpoint(directory: Path) -> Path:
+    """A tiny random BERT, saved as config.json + model.safetensors: a checkpoint, not GPT-2."""
+    config = BertConfig(
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        vocab_size=16,
+    )
+    BertModel(config).save_pretrained(directory)
     return directory
 
 

@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from transformers import BertConfig, BertModel
 
 from badapple.storage import FramesDir, frame_numbers, frames_lock
+from tests.conftest import save_bert_checkpoint
 from tests.media import (
     make_audio_only,
     make_clip,
@@ -126,15 +126,7 @@ def damaged_target(w: World) -> list:
 
 
 def bert_checkpoint(w: World) -> list:
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=16,
-    )
-    BertModel(config).save_pretrained(w.tmp / "bert")
-    return w.optimize(model=w.tmp / "bert")
+    return w.optimize(model=save_bert_checkpoint(w.tmp / "bert"))
 
 
 class _Trap:

@@ -16,7 +16,7 @@ import torch
 from fsspec.implementations.local import LocalFileSystem
 from huggingface_hub.errors import RepositoryNotFoundError
 from safetensors import safe_open
-from transformers import BertConfig, BertModel, GPT2Config, GPT2Model
+from transformers import GPT2Config, GPT2Model
 from transformers.initialization import no_init_weights
 
 import badapple.checkpoint as checkpoint_module
@@ -24,7 +24,7 @@ from badapple.checkpoint import ATTENTION_TENSORS, fetch_tensors, open_checkpoin
 from badapple.errors import UserError
 from badapple.head import load_head
 from badapple.verify import one_layer_gpt2, transformers_attention
-from tests.conftest import TINY, save_checkpoint
+from tests.conftest import TINY, save_bert_checkpoint, save_checkpoint
 
 REPO = "someone/gpt2-test"
 REVISION = "0123456789abcdef0123456789abcdef01234567"  # a made-up commit sha
@@ -246,25 +246,13 @@ def test_a_path_that_is_no_directory_is_not_sent_to_the_hub():
         open_checkpoint("./no/such/checkpoint")
 
 
-def save_bert(directory: Path) -> Path:
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=16,
-    )
-    BertModel(config).save_pretrained(directory)
-    return directory
-
-
 def test_a_bert_checkpoint_is_refused(tmp_path):
     with pytest.raises(UserError, match="bert checkpoint, not GPT-2"):
-        open_checkpoint(str(save_bert(tmp_path)))
+        open_checkpoint(str(save_bert_checkpoint(tmp_path)))
 
 
 def test_a_bert_on_the_hub_is_refused_before_any_weight_is_fetched(tmp_path, fake_hub):
-    filesystem = fake_hub(save_bert(tmp_path / "bert"))
+    filesystem = fake_hub(save_bert_checkpoint(tmp_path / "bert"))
     with pytest.raises(UserError, match="bert checkpoint, not GPT-2"):
         open_checkpoint(REPO)
     assert filesystem.bytes_read == (tmp_path / "bert" / "config.json").stat().st_size

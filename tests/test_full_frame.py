@@ -15,7 +15,7 @@ from badapple.storage import read_embeddings, write_embeddings
 from badapple.targets import target_logits
 from badapple.verify import one_layer_gpt2, transformers_attention
 
-SIZE = 24  # tokens: a few seconds for the default reduced solver on the tiny checkpoint
+SIZE = 256  # tokens, as in a real run: the square is more than 1% of the picture
 HEADS = (2, 5)  # any two of the tiny 8-head checkpoint
 
 
