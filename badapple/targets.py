@@ -11,6 +11,7 @@ import torch
 
 PIXEL_FLOOR = 1e-8  # keeps black pixels finite: log(1e-8) sits ~18 nats under white
 FLAT_ROW_RANGE = 1e-3  # a row whose causal pixels span less than this shows no pattern
+FLAT_FRAME_MARK = 0.02  # in a frame of such rows only: the share of each row marked
 
 
 def causal_mask(tokens: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -55,22 +56,32 @@ def logit_space_loss(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tenso
 def picture_target(frames: torch.Tensor, contrast_nats: float) -> torch.Tensor:
     """Target logits aimed at the rendered picture rather than at the exact distribution.
 
-    frames [..., T, T] in [0, 1] -> row-centred logits [..., T, T], 0 above the diagonal.
+    frames [..., H, T, T] in [0, 1], the maps of a frame's H heads -> row-centred logits, same
+    shape, 0 above the diagonal.
 
     The picture is a per-row z-score of the attention weights, so what it shows is each row's
     pattern, not its range: black only has to sit a few nats under white (e^-6 = 0.25% of the
     weight) instead of the original's ~18, which no head can reach everywhere. So logits are
-    `contrast_nats` * pixel. A row whose causal pixels are all equal has no pattern at all, and
-    a z-score blows whatever residue the fit leaves there up to full-range noise; instead such a
-    row gets one pixel of structure, column 0 in the opposite colour, so it renders as an even
-    tone with one faint pixel at the left edge.
+    `contrast_nats` * pixel.
+
+    A row whose causal pixels are all equal has no pattern at all, and a z-score blows whatever
+    residue the fit leaves there up to full-range noise. Such a row gets a mark instead, in the
+    opposite colour from its left edge: one pixel, so the row renders as an even tone with a
+    faint dot at the edge; or, in a frame with no pattern anywhere on any head (black between
+    scenes), the first FLAT_FRAME_MARK (2%) of every row, so that the marks and not the rows'
+    even tone fill the top 1% that the percentile stretch maps to white: the frame renders black
+    (white) with a thin wedge at its left edge.
     """
     tokens = frames.shape[-1]
     mask = causal_mask(tokens, frames.device)
     brightest = frames.masked_fill(~mask, -1.0).amax(dim=-1)  # [..., T]
     darkest = frames.masked_fill(~mask, 2.0).amin(dim=-1)
-    flat = brightest - darkest < FLAT_ROW_RANGE
-    first_column = frames[..., :, 0]
-    spiked = frames.clone()
-    spiked[..., :, 0] = torch.where(flat, (first_column < 0.5).to(frames.dtype), first_column)
-    return centre_rows(contrast_nats * spiked)
+    flat = brightest - darkest < FLAT_ROW_RANGE  # [..., T]
+    # a frame's heads are judged together: full frame shows them in one picture
+    flat_frame = flat.flatten(-2).all(dim=-1)[..., None, None]  # [..., 1, 1]
+    causal_count = torch.arange(1, tokens + 1, device=frames.device)  # [T]
+    mark_width = torch.where(flat_frame, torch.ceil(causal_count * FLAT_FRAME_MARK), 1.0)
+    columns = torch.arange(tokens, device=frames.device)
+    in_mark = flat[..., None] & (columns < mark_width[..., None])  # [..., T, T]
+    opposite = (brightest < 0.5).to(frames.dtype)[..., None]  # [..., T, 1]: white on black rows
+    return centre_rows(contrast_nats * torch.where(in_mark, opposite, frames))

@@ -64,7 +64,7 @@ def test_picture_target_puts_black_a_fixed_contrast_under_white():
     frame = torch.zeros(4, 4)
     frame[3, 1] = 1.0
     frame[2, :2] = 1.0
-    logits = picture_target(frame, contrast_nats=6.0)
+    logits = picture_target(frame[None], contrast_nats=6.0)[0]
     assert math.isclose(float(logits[3, 1] - logits[3, 0]), 6.0, rel_tol=1e-6)
     assert torch.allclose(logits.sum(-1), torch.zeros(4), atol=1e-5)  # centred rows
     assert (logits.triu(1) == 0).all()
@@ -73,13 +73,28 @@ def test_picture_target_puts_black_a_fixed_contrast_under_white():
 def test_picture_target_gives_flat_rows_one_pixel_of_structure():
     black, white = torch.zeros(5, 5), torch.ones(5, 5)
     # every row of an all-black frame: column 0 white, the rest equal and below it
-    dark = picture_target(black, contrast_nats=6.0)
+    dark = picture_target(black[None], contrast_nats=6.0)[0]
     assert math.isclose(float(dark[4, 0] - dark[4, 3]), 6.0, rel_tol=1e-6)
     assert torch.allclose(dark[4, 1:], dark[4, 1].expand(4))
     # an all-white one: column 0 black
-    bright = picture_target(white, contrast_nats=6.0)
+    bright = picture_target(white[None], contrast_nats=6.0)[0]
     assert math.isclose(float(bright[4, 0] - bright[4, 3]), -6.0, rel_tol=1e-6)
     # a row with any pattern keeps it as it is
     frame = torch.zeros(5, 5)
     frame[4, 3] = 1.0
-    assert float(picture_target(frame, 6.0)[4, 0]) < 0
+    assert float(picture_target(frame[None], 6.0)[0, 4, 0]) < 0
+
+
+def test_a_frame_without_any_pattern_marks_two_percent_of_every_row():
+    logits = picture_target(torch.zeros(1, 120, 120), contrast_nats=6.0)[0]
+    # row 119 has 120 causal pixels: its first ceil(2.4) = 3 are marked white
+    marked = logits[119] > logits[119, 60]
+    assert marked.nonzero().flatten().tolist() == [0, 1, 2]
+    # while a flat row of a frame with a pattern elsewhere keeps a one-pixel mark
+    frame = torch.zeros(120, 120)
+    frame[100:, 40:60] = 1.0
+    logits = picture_target(frame[None], contrast_nats=6.0)[0]
+    assert (logits[99, :100] > logits[99, 60]).nonzero().flatten().tolist() == [0]
+    # and so does one of a head whose partner head shows a pattern (one full-frame picture)
+    heads = torch.stack([torch.zeros(120, 120), frame])
+    assert (picture_target(heads, 6.0)[0, 119] > 0).nonzero().flatten().tolist() == [0]
