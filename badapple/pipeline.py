@@ -285,6 +285,7 @@ def optimize(
     records = {record["frame"]: record for record in metrics["frames"]}
     if force:
         records = {f: r for f, r in records.items() if f not in wanted}
+        metrics.pop("total_seconds", None)  # the clock restarts with the frames it redoes
     todo = _frames_to_do(folder, wanted, records, size)
     redo = set(todo)
     records = {f: r for f, r in records.items() if f not in redo}  # stale or damaged ones
