@@ -500,15 +500,8 @@ def _solve_chunk(
     Returns the frames' metric records and their embeddings ({frame: [T, d]}).
     """
     size = weights.position.shape[0]
-    pictures = []
-    for frame in chunk:
-        target = read_gray_png(folder.target_png(frame))
-        if target.shape != (size, size):
-            raise UserError(
-                f"{folder.target_png(frame)} is {target.shape[1]}x{target.shape[0]}, "
-                f"but meta.json says {size}x{size}; rerun download.py --force"
-            )
-        pictures.append(target)
+    # [B, T, T]; every target was checked (whole, size x size) before the run started
+    pictures = [read_gray_png(folder.target_png(frame)) for frame in chunk]
     device = weights.position.device
     targets = head_pictures(torch.from_numpy(np.stack(pictures)).to(device), layout)  # [B, H, T, T]
 
