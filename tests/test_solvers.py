@@ -160,3 +160,22 @@ def test_reduced_shows_a_small_clip_recognisably(tiny_checkpoint):
         for index in range(4)
     ]
     assert min(correlations) > CORR_THRESHOLD, correlations
+
+
+def test_the_hand_written_gradient_equals_autograds(tiny_eight_heads_checkpoint):
+    from badapple.reachable import project_to_ball, queries_keys_from_whitened, reachable_space
+    from badapple.solvers import _whitened_losses
+
+    weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (1, 6), size=16)
+    space = reachable_space(weights)
+    whitened = project_to_ball(torch.randn(3, 16, space.dims), space.radius)
+    targets = target_logits(torch.rand(3, 2, 16, 16))
+    losses, gradient = _whitened_losses(space, weights)(whitened, targets)
+
+    whitened = whitened.clone().requires_grad_(True)
+    queries, keys = queries_keys_from_whitened(whitened, space, 2)
+    scores = queries @ keys.transpose(-1, -2) * weights.scale
+    reference = logit_space_loss(scores, targets).mean(-1)  # [3], averaged over the heads
+    reference.sum().backward()
+    assert torch.allclose(losses, reference.detach(), rtol=1e-5)
+    assert torch.allclose(gradient, whitened.grad, rtol=1e-4, atol=1e-7)
