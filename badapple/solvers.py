@@ -137,7 +137,7 @@ def _autograd_losses(
 def _whitened_losses(
     space: ReachableSpace, weights: HeadWeights
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """losses_and_gradient in whitened coordinates, by hand: 2.4x faster than autograd.
+    """losses_and_gradient in whitened coordinates, by hand: 1.7x faster than autograd.
 
     With S = Q Kᵀ/√hd and m_i its mean over row i's causal entries, the residual is
     r = (S - m)·lower - target and the loss Σ r² / (T(T+1)/2). Its gradient with respect to S is
