@@ -30,7 +30,7 @@ from badapple.head import HeadWeights, attention_scores, causal_attention, load_
 from badapple.layout import HEADS_PER_LAYOUT, head_pictures, layout_metrics, layout_picture
 from badapple.metrics import mean_metrics
 from badapple.render import colorize
-from badapple.solvers import SOLVERS, SolverSettings, solver_settings
+from badapple.solvers import SOLVERS, SolverSettings, solve_frames, solver_settings
 from badapple.storage import (
     FRAME_PATTERN,
     FramesDir,
@@ -468,20 +468,26 @@ def _warm_starts(
 ) -> dict[int, torch.Tensor]:
     """Each frame's predecessor's embeddings [T, d], where there is one: from the last chunk, or
     from a chunk file an earlier run saved (a resumed run continues where it stopped)."""
-    starts, files = {}, {}
-    for frame in chunk:
-        previous = frame - 1
-        if previous in solved:
-            starts[frame] = solved[previous]
-        elif previous in records:
-            files.setdefault(records[previous]["embeddings"], []).append(frame)
-    for name, frames in files.items():
-        saved_frames, embeddings = read_embeddings(folder.embeddings / name)
-        index = {int(saved): row for row, saved in enumerate(saved_frames)}
-        for frame in frames:
-            if frame - 1 in index:
-                starts[frame] = embeddings[index[frame - 1]]
+    starts = {frame: solved[frame - 1] for frame in chunk if frame - 1 in solved}
+    on_disk = [frame - 1 for frame in chunk if frame not in starts and frame - 1 in records]
+    saved = _saved_embeddings(folder, on_disk, records)
+    starts.update({frame + 1: embedding for frame, embedding in saved.items()})
     return starts
+
+
+def _saved_embeddings(
+    folder: FramesDir, frames: list[int], records: dict[int, dict]
+) -> dict[int, torch.Tensor]:
+    """The saved embeddings [T, d] of `frames`, each chunk file read once."""
+    by_file: dict[str, list[int]] = {}
+    for frame in frames:
+        by_file.setdefault(records[frame]["embeddings"], []).append(frame)
+    found = {}
+    for name, wanted in by_file.items():
+        saved_frames, embeddings = read_embeddings(folder.embeddings / name)
+        row_of = {int(saved): row for row, saved in enumerate(saved_frames)}
+        found.update({frame: embeddings[row_of[frame]] for frame in wanted if frame in row_of})
+    return found
 
 
 def _solve_chunk(
@@ -499,7 +505,6 @@ def _solve_chunk(
 
     Returns the frames' metric records and their embeddings ({frame: [T, d]}).
     """
-    size = weights.position.shape[0]
     # [B, T, T]; every target was checked (whole, size x size) before the run started
     pictures = [read_gray_png(folder.target_png(frame)) for frame in chunk]
     device = weights.position.device
@@ -514,25 +519,8 @@ def _solve_chunk(
             bar.set_postfix(loss=f"{loss:.4f}")
 
     started = time.perf_counter()
-    embeddings = torch.empty(len(chunk), size, weights.d_model, device=device)  # [B, T, d]
-    loss = torch.empty(len(chunk), device=device)  # [B]
-    warm = [index for index, frame in enumerate(chunk) if frame in starts]
-    cold = [index for index, frame in enumerate(chunk) if frame not in starts]
-    for group in (warm, cold):
-        if not group:
-            continue
-        group_starts = None
-        if group is warm:
-            group_starts = torch.stack([starts[chunk[index]] for index in group]).to(device)
-        solution = SOLVERS[method](
-            weights,
-            targets[group],
-            [chunk[index] for index in group],
-            settings,
-            report,
-            group_starts,
-        )
-        embeddings[group], loss[group] = solution.embeddings, solution.loss
+    solution = solve_frames(method, weights, targets, chunk, settings, report, starts)
+    embeddings = solution.embeddings  # [B, T, d]
     with torch.no_grad():
         scores = attention_scores(embeddings, weights)  # [B, H, T, T]
         attention = causal_attention(scores).cpu().numpy()
@@ -556,7 +544,7 @@ def _solve_chunk(
         write_png(folder.output_png(frame), colorize(picture))
         new_records[frame] = {
             "frame": frame,
-            "loss": float(loss[index]),  # the mean over heads
+            "loss": float(solution.loss[index]),  # the mean over heads
             "loss_per_head": head_losses[index].tolist(),  # in the order of `heads`
             "seconds": seconds_per_frame,
             **layout_metrics(picture, pictures[index], layout),
@@ -599,10 +587,16 @@ def _verify(
     ]
     model = one_layer_gpt2(checkpoint)
     cpu_weights = weights.to("cpu")
+    saved = _saved_embeddings(folder, chosen, records)
+    if len(saved) < len(chosen):
+        lost = min(set(chosen) - saved.keys())
+        raise UserError(
+            f"frame {lost}'s embeddings are not in {records[lost]['embeddings']}; "
+            "rerun optimize.py to recompute it"
+        )
     worst = 0.0
-    for frame in chosen:
-        frames, embeddings = read_embeddings(folder.embeddings / records[frame]["embeddings"])
-        embedding = embeddings[(frames == frame).nonzero()[0]]  # [1, T, d]
+    for embedding in saved.values():
+        embedding = embedding[None]  # [1, T, d]
         reference = transformers_attention(model, embedding, weights.heads)  # [1, H, T, T]
         with torch.no_grad():
             ours = causal_attention(attention_scores(embedding, cpu_weights))

@@ -302,3 +302,39 @@ def solve_reduced(
 
 Solver = Callable[..., Solution]
 SOLVERS: dict[str, Solver] = {"reduced": solve_reduced, "adam": solve_adam}
+
+
+def solve_frames(
+    method: str,
+    weights: HeadWeights,
+    pictures: torch.Tensor,
+    frames: list[int],
+    settings: SolverSettings,
+    on_step: StepCallback,
+    starts: dict[int, torch.Tensor],
+) -> Solution:
+    """Solve a batch in which the frames found in `starts` ({frame: [T, d]}) start there and the
+    others at random: two calls of the solver, one Solution in the order of `frames`."""
+    embeddings = torch.empty(
+        len(frames), pictures.shape[-1], weights.d_model, device=pictures.device
+    )  # [B, T, d]
+    loss = torch.empty(len(frames), device=pictures.device)  # [B]
+    warm = [index for index, frame in enumerate(frames) if frame in starts]
+    cold = [index for index, frame in enumerate(frames) if frame not in starts]
+    for group in (warm, cold):
+        if not group:
+            continue
+        group_starts = None
+        if group is warm:
+            group_starts = torch.stack([starts[frames[index]] for index in group])
+            group_starts = group_starts.to(pictures.device)
+        solution = SOLVERS[method](
+            weights,
+            pictures[group],
+            [frames[index] for index in group],
+            settings,
+            on_step,
+            group_starts,
+        )
+        embeddings[group], loss[group] = solution.embeddings, solution.loss
+    return Solution(embeddings=embeddings, loss=loss)

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from badapple.checkpoint import open_checkpoint  # noqa: E402
 from badapple.head import load_head  # noqa: E402
 from badapple.pipeline import pick_device, solve_order  # noqa: E402
-from badapple.solvers import METHOD_DEFAULTS, SOLVERS  # noqa: E402
+from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solve_frames  # noqa: E402
 from benchmarks.clips import CLIP_KINDS, make_clip  # noqa: E402
 from benchmarks.solvers import FULL_VIDEO_FRAMES, write_checkpoints  # noqa: E402
 
@@ -72,19 +72,12 @@ def main() -> None:
     started = time.perf_counter()
     for batch in batches:
         pictures = torch.from_numpy(frames[np.array(batch) - 1]).to(device)[:, None]
-        warm = [frame for frame in batch if frame - 1 in solved]
-        cold = [frame for frame in batch if frame - 1 not in solved]
-        next_solved = {}
-        for group in (warm, cold):
-            if not group:
-                continue
-            index = [batch.index(frame) for frame in group]
-            starts = torch.stack([solved[frame - 1] for frame in group]) if group is warm else None
-            solution = SOLVERS[args.method](
-                weights, pictures[index], group, settings, lambda loss: None, starts
-            )
-            next_solved.update(zip(group, solution.embeddings, strict=True))
-            losses.append(solution.loss.cpu())
+        starts = {frame: solved[frame - 1] for frame in batch if frame - 1 in solved}
+        solution = solve_frames(
+            args.method, weights, pictures, batch, settings, lambda loss: None, starts
+        )
+        losses.append(solution.loss.cpu())
+        next_solved = dict(zip(batch, solution.embeddings, strict=True))
         solved = next_solved  # the chunk before is no longer needed
     if device.type == "cuda":
         torch.cuda.synchronize(device)
