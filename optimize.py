@@ -3,12 +3,15 @@
     uv run python optimize.py                                  # GPT-2 XL, head 0, all frames
     uv run python optimize.py --model ./my-gpt2 --head 3 --frames 1:64 --verify 4
     uv run python optimize.py --full-frame --heads 0,1         # the whole square, two heads
+    uv run python optimize.py --render zscore                  # the original's look
 
 Reads frames/meta.json and frames/targets/*.png. Writes frames/output/frame_00001.png ... (RGB,
 magma), frames/output/metrics.json and frames/embeddings/*.safetensors (the inputs_embeds).
 Half frame (the original's) shows the lower triangle of each frame on one head; --full-frame
 shows it on head A and the transposed frame on head B, of the same forward pass, and stitches
 A's map below the diagonal and B's transposed above it into the whole square.
+True tone (--render sink, the default) puts an attention sink at token 0, so a frame of side T
+takes T+1 tokens and each pixel shows its weight relative to its row's sink weight.
 Resumes: frames whose outputs exist are skipped (damaged ones are redone); --force redoes them.
 Ctrl-C or kill stops it with exit code 130 and keeps every finished chunk. One run per folder:
 frames/.lock refuses a second.
@@ -16,10 +19,14 @@ frames/.lock refuses a second.
 
 import argparse
 
+import matplotlib
+
 from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
 from badapple.pipeline import DEFAULT_HEADS, DEFAULT_MODEL, optimize
+from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solver_settings
+from badapple.targets import DEFAULT_CONTRAST_NATS
 
 
 def _per_method(name: str) -> str:
@@ -94,6 +101,36 @@ def main() -> None:
         help="with --full-frame: head A shows the frame, head B its transpose "
         f"(default: {','.join(map(str, DEFAULT_HEADS))})",
     )
+    parser.add_argument(
+        "--render",
+        choices=RENDERS,
+        default="sink",
+        help="sink: true tone, each pixel its weight relative to an attention sink at token 0; "
+        "zscore: the original's per-row z-score rendering (pattern, not level)",
+    )
+    parser.add_argument(
+        "--contrast",
+        type=float,
+        default=None,
+        metavar="NATS",
+        help=f"nats from white down to black in the target (default {DEFAULT_CONTRAST_NATS:g}; "
+        "adam under --render zscore aims at the original's exact target unless given)",
+    )
+    parser.add_argument(
+        "--blur",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="gaussian blur of the picture, in pixels (default "
+        + ", ".join(f"{sigma:g} for {name}" for name, sigma in DEFAULT_BLUR_SIGMA_PIXELS.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--colormap",
+        default=DEFAULT_COLORMAP,
+        metavar="NAME",
+        help="any matplotlib colormap for the gray picture, e.g. magma, gray, viridis",
+    )
     parser.add_argument("--chunk-size", type=int, default=64, help="frames solved at once")
     parser.add_argument(
         "--seeds",
@@ -157,6 +194,14 @@ def main() -> None:
     args.heads = _head_pair(parser, args.heads) if args.heads is not None else DEFAULT_HEADS
     if args.verify < 0:
         parser.error("--verify must be >= 0")
+    if args.contrast is not None and not args.contrast > 0:
+        parser.error(f"--contrast {args.contrast:g}: must be a positive number of nats, e.g. 6")
+    if args.blur is not None and not args.blur >= 0:
+        parser.error(f"--blur {args.blur:g}: must be >= 0 pixels (0 for none)")
+    if args.colormap not in matplotlib.colormaps:
+        parser.error(
+            f"--colormap {args.colormap}: not a matplotlib colormap; try magma, gray or viridis"
+        )
     with exit_on_error("optimize.py"):
         optimize(**vars(args))
 

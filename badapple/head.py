@@ -50,8 +50,8 @@ class HeadWeights:
         return replace(self, **moved)
 
 
-def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], size: int) -> HeadWeights:
-    """The layer-0 weights of `heads` for sequences of `size` tokens."""
+def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], tokens: int) -> HeadWeights:
+    """The layer-0 weights of `heads` for sequences of `tokens` tokens."""
     d, n_head = checkpoint.n_embd, checkpoint.n_head
     for head in heads:
         if not 0 <= head < n_head:
@@ -59,9 +59,9 @@ def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], size: int) -> Head
                 f"head {head} is out of range: {checkpoint.name} has {n_head} heads "
                 f"per layer; pick one of 0..{n_head - 1}"
             )
-    if size > checkpoint.n_positions:
+    if tokens > checkpoint.n_positions:
         raise UserError(
-            f"frames of {size} pixels need {size} positions but {checkpoint.name} "
+            f"{tokens} tokens need {tokens} positions but {checkpoint.name} "
             f"has {checkpoint.n_positions}; rerun download.py with a smaller --size"
         )
     tensors = read_tensors(checkpoint, list(ATTENTION_TENSORS))
@@ -78,7 +78,7 @@ def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], size: int) -> Head
     # scale_attn_by_inverse_layer_idx would divide by layer index + 1, which is 1 at layer 0.
     return HeadWeights(
         heads=tuple(heads),
-        position=tensors["wpe.weight"][:size].clone(),
+        position=tensors["wpe.weight"][:tokens].clone(),
         ln_weight=tensors["h.0.ln_1.weight"],
         ln_bias=tensors["h.0.ln_1.bias"],
         query_key_weight=qkv_weight[:, columns].contiguous(),

@@ -15,7 +15,8 @@ REGIONS = ("lower", "square")  # the lower triangle, diagonal included; the whol
 def picture_metrics(
     picture: np.ndarray, target: np.ndarray, region: str = "lower"
 ) -> dict[str, float | None]:
-    """mae, iou of the bright regions, and Pearson corr of two [T, T] pictures, over `region`.
+    """mae, iou of the bright regions, and Pearson corr of two pictures over `region`:
+    [T, T] each, or [C, T, T] (the region of every channel, scored together).
 
     corr is None when either side is constant there (e.g. an all-black frame): it is undefined.
     iou is 1.0 when neither side has a bright pixel: nothing to show, nothing shown.
@@ -24,6 +25,7 @@ def picture_metrics(
         raise ValueError(f"region {region!r}: expected one of {REGIONS}")
     tokens = target.shape[-1]
     scored = np.tri(tokens, dtype=bool) if region == "lower" else np.ones((tokens, tokens), bool)
+    scored = np.broadcast_to(scored, target.shape)  # [..., T, T]
     shown, wanted = picture[scored].astype(np.float64), target[scored].astype(np.float64)
     mae = float(np.abs(shown - wanted).mean())
 

@@ -16,7 +16,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +27,15 @@ from badapple import video
 from badapple.checkpoint import open_checkpoint
 from badapple.errors import DamagedFileError, UserError
 from badapple.head import HeadWeights, attention_scores, causal_attention, load_head
-from badapple.layout import HEADS_PER_LAYOUT, head_pictures, layout_metrics, layout_picture
+from badapple.layout import (
+    HEADS_PER_CHANNEL,
+    head_pictures,
+    layout_metrics,
+    layout_picture,
+    token_count,
+)
 from badapple.metrics import mean_metrics
-from badapple.render import colorize
+from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS, colorize
 from badapple.solvers import SOLVERS, SolverSettings, solve_frames, solver_settings
 from badapple.storage import (
     FRAME_PATTERN,
@@ -41,27 +47,44 @@ from badapple.storage import (
     read_embeddings,
     read_gray_png,
     read_json,
+    read_rgb_png,
     write_atomic,
     write_embeddings,
     write_json,
     write_png,
 )
-from badapple.targets import logit_space_loss, target_logits
-from badapple.verify import TOLERANCE, one_layer_gpt2, transformers_attention
+from badapple.targets import DEFAULT_CONTRAST_NATS, aimed_logits, logit_space_loss, target_logits
+from badapple.verify import (
+    PNG_TOLERANCE_LEVELS,
+    TOLERANCE,
+    one_layer_gpt2,
+    transformers_attention,
+)
 
 BAD_APPLE_URL = "https://www.youtube.com/watch?v=FtutLA63Cp8"  # the original's video, 4:3, 30 fps
 DEFAULT_MODEL = "openai-community/gpt2-xl"
 OUTPUT_NAME = "bad_apple_attention.mp4"  # assemble.py's video
 DEFAULT_HEADS = (0, 1)  # --full-frame's heads: A shows the frame, B its transpose
 # The settings that decide what a frame's outputs are; a resumed run must share all of them:
-# layout "half" or "full" (--full-frame), heads [--head] or the two of --heads, and the solver's.
+# layout "half" or "full" (--full-frame), heads [--head] or the two of --heads, the render and
+# its settings, and the solver's.
 RUN_IDENTITY = (
     "model",
     "layout",
     "heads",
+    "render",
+    "contrast",
+    "blur",
+    "colormap",
     "method",
     *(field.name for field in fields(SolverSettings)),
 )
+# What `loss` in metrics.json measures, by render: the logit-space MSE of the scores (row-centred,
+# over the causal entries) against the original's target, or against the sink target.
+LOSS_KINDS = {
+    "zscore": "original: logit MSE against log of the row-normalised frame",
+    "sink": "sink: logit MSE against ln(pixel) relative to the sink, floored at -contrast",
+}
 STEP_REPORT_INTERVAL = 25  # steps between loss updates on the progress bar
 
 
@@ -240,6 +263,10 @@ def optimize(
     head: int = 0,
     full_frame: bool = False,
     heads: tuple[int, int] = DEFAULT_HEADS,
+    render: str = "sink",
+    contrast: float | None = None,
+    blur: float | None = None,
+    colormap: str = DEFAULT_COLORMAP,
     chunk_size: int = 64,
     seeds: int | None = None,
     method: str = "reduced",
@@ -255,21 +282,36 @@ def optimize(
     Solver settings left as None take the method's defaults (`solvers.METHOD_DEFAULTS`).
     Half frame (the original's) plays on `head`; `full_frame` plays the frame on heads[0] and
     its transpose on heads[1], and stitches the two maps into the whole square (layout.py).
+    `render` "sink" (true tone) puts an attention sink in front of the frame's rows; "zscore"
+    is the original's rendering (render.py). `contrast` None: 6 nats, or the original's exact
+    target for adam under zscore; `blur` None: the render's default.
     """
     call = dict(locals())
     if method not in SOLVERS:
         raise UserError(f"--method {method} is unknown; pick one of {', '.join(SOLVERS)}")
+    if render not in RENDERS:
+        raise UserError(f"--render {render} is unknown; pick one of {', '.join(RENDERS)}")
     layout = "full" if full_frame else "half"
     run_heads = tuple(heads) if full_frame else (head,)
-    if len(set(run_heads)) != len(run_heads) or len(run_heads) != HEADS_PER_LAYOUT[layout]:
+    if len(set(run_heads)) != len(run_heads) or len(run_heads) != HEADS_PER_CHANNEL[layout]:
         raise UserError(
             f"--heads {','.join(map(str, heads))}: expected two different heads A,B, e.g. 0,1"
         )
     settings = solver_settings(
         method, steps=steps, lr=lr, lr_min=lr_min, init_scale=init_scale, seeds=seeds, seed=seed
     )
+    if contrast is None and not (render == "zscore" and method == "adam"):
+        contrast = DEFAULT_CONTRAST_NATS  # adam under zscore keeps the original's exact target
+    blur = DEFAULT_BLUR_SIGMA_PIXELS[render] if blur is None else blur
     # metrics.json records the settings that ran, defaults resolved, and the heads played on
-    arguments = {**call, **asdict(settings), "layout": layout, "heads": list(run_heads)}
+    arguments = {
+        **call,
+        **asdict(settings),
+        "layout": layout,
+        "heads": list(run_heads),
+        "contrast": contrast,
+        "blur": blur,
+    }
     folder = FramesDir(Path(frames_dir))
     meta = read_json(folder.meta)
     if meta is None:
@@ -279,7 +321,16 @@ def optimize(
 
     torch_device = pick_device(device)
     checkpoint = open_checkpoint(model)
-    weights = load_head(checkpoint, run_heads, size).to(torch_device)
+    tokens = token_count(size, render)
+    if tokens > checkpoint.n_positions:
+        raise UserError(
+            f"frames of {size}x{size} need {tokens} positions under --render {render} (one a "
+            f"row{', plus the sink' if tokens > size else ''}) but {checkpoint.name} has "
+            f"{checkpoint.n_positions}; rerun download.py with --size "
+            f"{checkpoint.n_positions - (tokens - size)} or less"
+        )
+    weights = load_head(checkpoint, run_heads, tokens).to(torch_device)
+    run = _Run(layout=layout, render=render, contrast=contrast, blur=blur, colormap=colormap)
 
     metrics = _resumable_metrics(folder, arguments, force)
     records = {record["frame"]: record for record in metrics["frames"]}
@@ -296,7 +347,7 @@ def optimize(
     )
     print(
         f"{checkpoint.name}: d={checkpoint.n_embd}, {playing} of {checkpoint.n_head}; "
-        f"method {method}, {settings.steps} steps"
+        f"render {render} ({tokens} tokens), method {method}, {settings.steps} steps"
         + (f" ({settings.warm_steps} from the previous frame)" if settings.warm_steps else "")
         + f", on {torch_device}"
     )
@@ -310,18 +361,35 @@ def optimize(
         args=arguments,
         layout=layout,
         heads=list(run_heads),
+        render=render,
+        contrast=contrast,
+        blur=blur,
+        colormap=colormap,
+        tokens=tokens,
+        loss_kind=LOSS_KINDS[render],
         device=str(torch_device),
         size=size,
         fps=meta["fps"],
     )
     solved: dict[int, torch.Tensor] = {}  # the last chunk's embeddings, warm starts of the next
     with tqdm(total=len(todo), unit="frame", dynamic_ncols=True) as bar:
+        means_shown, steps_taken = _finished_means(records), 0
+
+        def report(objective: float) -> None:
+            # the objective the solver is at, beside the finished frames' means
+            nonlocal steps_taken
+            steps_taken += 1
+            if steps_taken % STEP_REPORT_INTERVAL == 0:
+                bar.set_postfix({**means_shown, "fitting": f"{objective:.4f}"})
+
         for chunk in solve_order(todo, chunk_size, warm=settings.warm_steps > 0):
             starts = _warm_starts(folder, chunk, solved, records) if settings.warm_steps else {}
             new_records, solved = _solve_chunk(
-                folder, chunk, weights, layout, method, settings, records, starts, bar
+                folder, chunk, weights, run, method, settings, records, starts, report
             )
             records.update(new_records)
+            means_shown = _finished_means(records)
+            bar.set_postfix(means_shown)
             metrics["total_seconds"] = (
                 metrics.get("total_seconds", 0.0) + time.perf_counter() - started
             )
@@ -330,7 +398,7 @@ def optimize(
             bar.update(len(chunk))
 
     if verify:
-        metrics["verify"] = _verify(folder, checkpoint, weights, records, wanted, verify)
+        metrics["verify"] = _verify(folder, checkpoint, weights, run, records, wanted, verify)
         _write_metrics(folder, metrics, records)
     means = metrics["means"]
     print(
@@ -435,14 +503,19 @@ def _resumable_metrics(folder: FramesDir, arguments: dict, force: bool) -> dict:
 
 
 def _with_layout(arguments: dict) -> dict:
-    """A run's recorded arguments, with the layout and heads of runs from before --full-frame."""
-    return {"layout": "half", "heads": [arguments.get("head", 0)], **arguments}
+    """A run's recorded arguments, with the settings that runs from before a flag existed had:
+    half frame on --head, the original's rendering."""
+    earlier = {"layout": "half", "heads": [arguments.get("head", 0)], "render": "zscore"}
+    earlier.update(contrast=arguments.get("contrast_nats"), blur=1.5, colormap="magma")
+    return {**earlier, **arguments}
 
 
 def _as_flag(name: str, value) -> str:
     """A RUN_IDENTITY setting as the flags that give it, for messages: "--heads 0,1"."""
     if name == "layout":
         return "full frame (--full-frame)" if value == "full" else "half frame (no --full-frame)"
+    if name == "contrast" and value is None:
+        return "the original's target (no --contrast)"
     if name == "heads" and isinstance(value, list):
         return f"--heads {','.join(map(str, value))}" if len(value) > 1 else f"--head {value[0]}"
     return f"--{name.replace('_', '-')} {value}"
@@ -490,41 +563,63 @@ def _saved_embeddings(
     return found
 
 
+@dataclass(frozen=True)
+class _Run:
+    """How a run turns frames into targets and attention maps into pictures."""
+
+    layout: str  # "half" or "full"
+    render: str  # "sink" or "zscore"
+    contrast: float | None  # nats from white to black in the target; None: the original's
+    blur: float  # gaussian sigma in pixels, 0 for none
+    colormap: str  # matplotlib's name
+
+    def targets(self, pictures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits the solver fits, and those `loss` is reported against (LOSS_KINDS):
+        frames [B, C, T, T] -> 2 x [B, H, T', T']."""
+        maps = head_pictures(pictures, self.layout)  # [B, H, T, T]
+        aimed = aimed_logits(maps, self.render, self.contrast)
+        return aimed, (aimed if self.render == "sink" else target_logits(maps))
+
+    def picture(self, attention: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One frame's maps [H, T', T'] as its picture [C, T, T] in [0, 1] and the PNG's
+        pixels [T, T, 3] uint8."""
+        picture = layout_picture(attention, self.layout, self.render, self.blur)
+        return picture, colorize(picture[0], self.colormap)
+
+
+def _finished_means(records: dict[int, dict]) -> dict[str, str]:
+    """The progress bar's figures: the finished frames' means, as the summary prints them."""
+    means = mean_metrics(list(records.values()))
+    return {name: f"{means[name]:.4f}" for name in ("loss", "corr") if means[name] is not None}
+
+
 def _solve_chunk(
     folder: FramesDir,
     chunk: list[int],
     weights: HeadWeights,
-    layout: str,
+    run: _Run,
     method: str,
     settings: SolverSettings,
     records: dict[int, dict],
     starts: dict[int, torch.Tensor],
-    bar: tqdm,
+    report: Callable[[float], None],
 ) -> tuple[dict[int, dict], dict[int, torch.Tensor]]:
     """Solve, save and render one chunk of frames, those in `starts` from their start.
 
     Returns the frames' metric records and their embeddings ({frame: [T, d]}).
     """
-    # [B, T, T]; every target was checked (whole, size x size) before the run started
-    pictures = [read_gray_png(folder.target_png(frame)) for frame in chunk]
+    # [B, C, T, T]; every target was checked (whole, size x size) before the run started
+    pictures = np.stack([read_gray_png(folder.target_png(frame)) for frame in chunk])[:, None]
     device = weights.position.device
-    targets = head_pictures(torch.from_numpy(np.stack(pictures)).to(device), layout)  # [B, H, T, T]
-
-    step_count = 0
-
-    def report(loss: float) -> None:
-        nonlocal step_count
-        step_count += 1
-        if step_count % STEP_REPORT_INTERVAL == 0:
-            bar.set_postfix(loss=f"{loss:.4f}")
+    aimed, reported = run.targets(torch.from_numpy(pictures).to(device))  # [B, H, T', T']
 
     started = time.perf_counter()
-    solution = solve_frames(method, weights, targets, chunk, settings, report, starts)
-    embeddings = solution.embeddings  # [B, T, d]
+    solution = solve_frames(method, weights, aimed, chunk, settings, report, starts)
+    embeddings = solution.embeddings  # [B, T', d]
     with torch.no_grad():
-        scores = attention_scores(embeddings, weights)  # [B, H, T, T]
+        scores = attention_scores(embeddings, weights)  # [B, H, T', T']
         attention = causal_attention(scores).cpu().numpy()
-        head_losses = logit_space_loss(scores, target_logits(targets)).cpu()  # [B, H]
+        head_losses = logit_space_loss(scores, reported).cpu()  # [B, H]
     seconds_per_frame = (time.perf_counter() - started) / len(chunk)
 
     chunk_file = _chunk_path(folder, chunk, records)
@@ -535,19 +630,20 @@ def _solve_chunk(
         metadata={
             "settings": str(asdict(settings)),
             "heads": str(weights.heads),
-            "layout": layout,
+            "layout": run.layout,
+            "render": run.render,
         },
     )
     new_records = {}
     for index, frame in enumerate(chunk):
-        picture = layout_picture(attention[index], layout)  # [T, T]
-        write_png(folder.output_png(frame), colorize(picture))
+        picture, pixels = run.picture(attention[index])  # [C, T, T], [T, T, 3]
+        write_png(folder.output_png(frame), pixels)
         new_records[frame] = {
             "frame": frame,
-            "loss": float(solution.loss[index]),  # the mean over heads
+            "loss": float(head_losses[index].mean()),  # LOSS_KINDS[render], the mean over heads
             "loss_per_head": head_losses[index].tolist(),  # in the order of `heads`
             "seconds": seconds_per_frame,
-            **layout_metrics(picture, pictures[index], layout),
+            **layout_metrics(picture, pictures[index], run.layout),
             "embeddings": chunk_file.name,
         }
     return new_records, dict(zip(chunk, embeddings, strict=True))
@@ -575,12 +671,14 @@ def _verify(
     folder: FramesDir,
     checkpoint,
     weights: HeadWeights,
+    run: _Run,
     records: dict[int, dict],
     wanted: range,
     count: int,
 ) -> dict:
-    """Check `count` saved embeddings through transformers' GPT2Model, every head of the run
-    from one forward pass; raise on a mismatch."""
+    """Check `count` saved frames through transformers' GPT2Model, every head of the run from
+    one forward pass of the saved embeddings (sink token included): its attention must match
+    ours, and its rendering must be the saved PNG. Raise on a mismatch."""
     done = [f for f in wanted if f in records]
     chosen = [
         done[i] for i in np.linspace(0, len(done) - 1, min(count, len(done))).round().astype(int)
@@ -594,29 +692,44 @@ def _verify(
             f"frame {lost}'s embeddings are not in {records[lost]['embeddings']}; "
             "rerun optimize.py to recompute it"
         )
-    worst = 0.0
-    for embedding in saved.values():
-        embedding = embedding[None]  # [1, T, d]
-        reference = transformers_attention(model, embedding, weights.heads)  # [1, H, T, T]
+    worst, worst_png, worst_frame = 0.0, 0.0, chosen[0]
+    for frame, embedding in saved.items():
+        embedding = embedding[None]  # [1, T', d]
+        reference = transformers_attention(model, embedding, weights.heads)  # [1, H, T', T']
         with torch.no_grad():
             ours = causal_attention(attention_scores(embedding, cpu_weights))
         worst = max(worst, float((reference - ours).abs().max()))
+        _, pixels = run.picture(reference[0].numpy())  # [T, T, 3] uint8
+        saved_pixels = read_rgb_png(folder.output_png(frame))
+        png_difference = float(np.abs(pixels.astype(np.float64) - saved_pixels).mean())
+        if png_difference >= worst_png:
+            worst_png, worst_frame = png_difference, frame
     heads = ", ".join(map(str, weights.heads))
     print(
         f"verify: {len(chosen)} frames through transformers' GPT2Model, layer 0 "
         f"head{'s' if len(weights.heads) > 1 else ''} {heads}: "
-        f"max |attention difference| = {worst:.2e} (tolerance {TOLERANCE:g})"
+        f"max |attention difference| = {worst:.2e} (tolerance {TOLERANCE:g}); "
+        f"PNGs differ from its rendering by at most {worst_png:.3f} gray levels on average "
+        f"(tolerance {PNG_TOLERANCE_LEVELS:g})"
     )
     if worst > TOLERANCE:
         raise UserError(
             f"verification failed: transformers' attention differs by {worst:.2e} "
             f"> {TOLERANCE:g}; the saved embeddings do not reproduce the maps"
         )
+    if worst_png >= PNG_TOLERANCE_LEVELS:
+        raise UserError(
+            f"verification failed: {folder.output_png(worst_frame)} differs from the rendering "
+            f"of its embeddings by {worst_png:.2f} gray levels on average; rerun optimize.py "
+            "--force to redo it"
+        )
     return {
         "frames": chosen,
         "heads": list(weights.heads),
         "max_abs_difference": worst,
         "tolerance": TOLERANCE,
+        "max_png_difference_levels": worst_png,
+        "png_tolerance_levels": PNG_TOLERANCE_LEVELS,
     }
 
 

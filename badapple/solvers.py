@@ -2,12 +2,14 @@
 
 Every solver has the same signature, so `optimize.py --method NAME` can pick any of them:
 
-    solve(weights, pictures, frames, settings, on_step, starts=None) -> Solution
+    solve(weights, targets, frames, settings, on_step, starts=None) -> Solution
 
-pictures are the target maps in [0, 1], [B, H, T, T] (one per head in `weights.heads`); frames are
-their 1-based numbers, which seed each frame's own random starts so that a frame's result does
-not depend on the batch it ran in. `starts` ([B, T, d] embeddings, e.g. each frame's predecessor
-in the video) replaces the random starts: one start per frame, `settings.warm_steps` steps.
+targets are the row-centred logits each head should produce, [B, H, T, T] (one per head in
+`weights.heads`, made by `targets.aimed_logits`: the solvers fit logits, whatever picture and
+render they stand for); frames are their 1-based numbers, which seed each frame's own random
+starts so that a frame's result does not depend on the batch it ran in. `starts` ([B, T, d]
+embeddings, e.g. each frame's predecessor in the video) replaces the random starts: one start
+per frame, `settings.warm_steps` steps.
 
     adam     the original's method: Adam on the full [T, d] embedding, 2,250 passes per frame.
     reduced  the same loop on what the heads actually see: each row's queries and keys, in the
@@ -30,7 +32,7 @@ from badapple.reachable import (
     reachable_space,
     whiten_embeddings,
 )
-from badapple.targets import causal_mask, logit_space_loss, picture_target, target_logits
+from badapple.targets import causal_mask, logit_space_loss
 
 
 @dataclass(frozen=True)
@@ -43,9 +45,6 @@ class SolverSettings:
     seed: int = 0  # base of every frame's random generator
     warm_steps: int = 0  # steps of a frame started from its predecessor; 0: no warm starts
     warm_lr: float = 0.01  # peak learning rate of those: a small polish, not a restart
-    # None: the original's target (log of the row-normalised frame); a number: `picture_target`
-    # with black this many nats under white
-    contrast_nats: float | None = None
 
 
 # Each method's defaults: the original's for adam; for reduced, the benchmark's choice
@@ -60,7 +59,6 @@ METHOD_DEFAULTS = {
         seeds=3,
         warm_steps=50,
         warm_lr=0.02,
-        contrast_nats=6.0,
     ),
 }
 
@@ -74,7 +72,7 @@ def solver_settings(method: str, **overrides: float | int | None) -> SolverSetti
 @dataclass(frozen=True)
 class Solution:
     embeddings: torch.Tensor  # [B, T, d] the inputs_embeds to feed GPT-2
-    loss: torch.Tensor  # [B] the original's logit-space loss of each frame, averaged over heads
+    loss: torch.Tensor  # [B] each frame's logit-space loss against its targets, mean over heads
 
 
 StepCallback = Callable[[float], None]  # called with the batch's mean loss after each step
@@ -194,7 +192,7 @@ def _adam_phase(
 def _solve(
     variables: _Variables,
     weights: HeadWeights,
-    pictures: torch.Tensor,
+    targets: torch.Tensor,
     frames: list[int],
     settings: SolverSettings,
     on_step: StepCallback,
@@ -205,12 +203,7 @@ def _solve(
     `seeds` random starts per frame run a quarter of the steps; each frame keeps its own best
     start (the original kept the best start of the whole chunk) for the remaining steps.
     """
-    targets = target_logits(pictures)  # [B, H, T, T], the original's: what `loss` reports
-    if settings.contrast_nats is not None:
-        aimed_at = picture_target(pictures, settings.contrast_nats)
-    else:
-        aimed_at = targets
-    batch, tokens, device = len(frames), pictures.shape[-1], pictures.device
+    batch, tokens, device = len(frames), targets.shape[-1], targets.device
     if starts is not None:
         chosen = variables.from_embeddings(starts)
         steps, lr = settings.warm_steps, settings.warm_lr
@@ -233,7 +226,7 @@ def _solve(
         random_starts = variables.project(random_starts)
         explore_steps = settings.steps // 4 if settings.seeds > 1 else 0
         if explore_steps:
-            repeated = aimed_at.repeat(settings.seeds, 1, 1, 1)
+            repeated = targets.repeat(settings.seeds, 1, 1, 1)
             explored = _adam_phase(
                 random_starts.flatten(0, 1),
                 variables,
@@ -251,7 +244,7 @@ def _solve(
         else:
             chosen = random_starts[0]
         steps, lr = settings.steps - explore_steps, settings.lr
-    solved = _adam_phase(chosen, variables, aimed_at, steps, lr, settings, on_step)
+    solved = _adam_phase(chosen, variables, targets, steps, lr, settings, on_step)
     embeddings = variables.to_embeddings(solved)
     # Scored on the embeddings themselves: what GPT-2 will see, lift included.
     loss = _frame_losses(attention_scores(embeddings, weights), targets)
@@ -260,7 +253,7 @@ def _solve(
 
 def solve_adam(
     weights: HeadWeights,
-    pictures: torch.Tensor,
+    targets: torch.Tensor,
     frames: list[int],
     settings: SolverSettings,
     on_step: StepCallback,
@@ -276,12 +269,12 @@ def solve_adam(
         from_embeddings=lambda embeddings: embeddings,
         dims=weights.d_model,
     )
-    return _solve(variables, weights, pictures, frames, settings, on_step, starts)
+    return _solve(variables, weights, targets, frames, settings, on_step, starts)
 
 
 def solve_reduced(
     weights: HeadWeights,
-    pictures: torch.Tensor,
+    targets: torch.Tensor,
     frames: list[int],
     settings: SolverSettings,
     on_step: StepCallback,
@@ -297,7 +290,7 @@ def solve_reduced(
         from_embeddings=lambda embeddings: whiten_embeddings(embeddings, space, weights),
         dims=space.dims,
     )
-    return _solve(variables, weights, pictures, frames, settings, on_step, starts)
+    return _solve(variables, weights, targets, frames, settings, on_step, starts)
 
 
 Solver = Callable[..., Solution]
@@ -307,7 +300,7 @@ SOLVERS: dict[str, Solver] = {"reduced": solve_reduced, "adam": solve_adam}
 def solve_frames(
     method: str,
     weights: HeadWeights,
-    pictures: torch.Tensor,
+    targets: torch.Tensor,
     frames: list[int],
     settings: SolverSettings,
     on_step: StepCallback,
@@ -316,9 +309,9 @@ def solve_frames(
     """Solve a batch in which the frames found in `starts` ({frame: [T, d]}) start there and the
     others at random: two calls of the solver, one Solution in the order of `frames`."""
     embeddings = torch.empty(
-        len(frames), pictures.shape[-1], weights.d_model, device=pictures.device
+        len(frames), targets.shape[-1], weights.d_model, device=targets.device
     )  # [B, T, d]
-    loss = torch.empty(len(frames), device=pictures.device)  # [B]
+    loss = torch.empty(len(frames), device=targets.device)  # [B]
     warm = [index for index, frame in enumerate(frames) if frame in starts]
     cold = [index for index, frame in enumerate(frames) if frame not in starts]
     for group in (warm, cold):
@@ -327,10 +320,10 @@ def solve_frames(
         group_starts = None
         if group is warm:
             group_starts = torch.stack([starts[frames[index]] for index in group])
-            group_starts = group_starts.to(pictures.device)
+            group_starts = group_starts.to(targets.device)
         solution = SOLVERS[method](
             weights,
-            pictures[group],
+            targets[group],
             [frames[index] for index in group],
             settings,
             on_step,

@@ -12,6 +12,7 @@ import torch
 PIXEL_FLOOR = 1e-8  # keeps black pixels finite: log(1e-8) sits ~18 nats under white
 FLAT_ROW_RANGE = 1e-3  # a row whose causal pixels span less than this shows no pattern
 FLAT_FRAME_MARK = 0.02  # in a frame of such rows only: the share of each row marked
+DEFAULT_CONTRAST_NATS = 6.0  # black this far under white: e^-6 = 0.25% of white's weight
 
 
 def causal_mask(tokens: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -85,3 +86,39 @@ def picture_target(frames: torch.Tensor, contrast_nats: float) -> torch.Tensor:
     in_mark = flat[..., None] & (columns < mark_width[..., None])  # [..., T, T]
     opposite = (brightest < 0.5).to(frames.dtype)[..., None]  # [..., T, 1]: white on black rows
     return centre_rows(contrast_nats * torch.where(in_mark, opposite, frames))
+
+
+def sink_target(frames: torch.Tensor, contrast_nats: float) -> torch.Tensor:
+    """True-tone target logits of frames with an attention sink in front: [..., T, T] in [0, 1]
+    -> [..., T+1, T+1], row-centred, 0 above the diagonal.
+
+    Token 0 is the sink and frame row r is token r+1, so pixel (r, c) is the attention of token
+    r+1 on token c+1, and `render.sink_relative` shows it as that weight over the row's weight on
+    the sink. A pixel p is therefore aimed at the logit ln p relative to the sink's (white: as
+    much as the sink, 0; gray 0.5: ln 0.5), floored at -contrast_nats: black is e^-6 = 0.25% of
+    the sink's weight at the default, invisible, and a finite target no head has to chase to
+    -inf. A row's level is now absolute: an all-black row puts its attention on the sink and
+    renders black, an all-white one renders white, with no marks needed.
+    """
+    tokens = frames.shape[-1] + 1
+    floor = torch.tensor(-contrast_nats, dtype=frames.dtype, device=frames.device)
+    pixel_logits = torch.maximum(torch.log(frames.clamp(min=0)), floor)  # [..., T, T]
+    logits = torch.zeros(
+        *frames.shape[:-2], tokens, tokens, dtype=frames.dtype, device=frames.device
+    )
+    logits[..., 1:, 1:] = pixel_logits  # column 0, the sink, stays at 0
+    return centre_rows(logits)
+
+
+def aimed_logits(pictures: torch.Tensor, render: str, contrast_nats: float | None) -> torch.Tensor:
+    """The logits a solver fits for each head's picture: [..., T, T] -> [..., T', T'].
+
+    sink    `sink_target` (T' = T + 1)
+    zscore  the original's `target_logits` when contrast_nats is None, else `picture_target`,
+            aimed at the original's z-score rendering (T' = T)
+    """
+    if render == "sink":
+        return sink_target(pictures, contrast_nats)
+    if contrast_nats is None:
+        return target_logits(pictures)
+    return picture_target(pictures, contrast_nats)

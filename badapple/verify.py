@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from transformers import GPT2Model
 
 TOLERANCE = 1e-4  # largest allowed difference of attention weights (each in [0, 1])
+# A saved PNG must be the rendering of transformers' attention: mean |difference| under one
+# 8-bit gray level (float noise of 1e-6 moves a pixel across a rounding edge now and then).
+PNG_TOLERANCE_LEVELS = 1.0
 
 
 def one_layer_gpt2(checkpoint: Checkpoint) -> "GPT2Model":

@@ -21,7 +21,7 @@ TINY = dict(
     query_key_gain=10.0,
 )
 # Eight heads of 8: several heads' queries and keys (2·H·8 columns) stay independent in d=64.
-TINY_EIGHT_HEADS = {**TINY, "n_head": 8, "n_positions": 256}
+TINY_EIGHT_HEADS = {**TINY, "n_head": 8, "n_positions": 320}
 # GPT-2 XL's layer shapes (d=1600, 25 heads of 64), one layer, a token table of 16 rows.
 XL_SHAPED = dict(
     n_layer=1,

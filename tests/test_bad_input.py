@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from badapple.storage import FramesDir, frame_numbers, frames_lock
-from tests.conftest import save_bert_checkpoint
+from tests.conftest import TINY, save_bert_checkpoint, save_checkpoint
 from tests.media import (
     make_audio_only,
     make_clip,
@@ -125,6 +125,12 @@ def damaged_target(w: World) -> list:
     return w.optimize(frames=folder.root)
 
 
+def frames_as_long_as_the_positions(w: World) -> list:
+    """32x32 frames on a GPT-2 with 32 positions: one row a position leaves none for the sink."""
+    model = save_checkpoint(w.tmp / "short-gpt2", **{**TINY, "n_positions": SIZE})
+    return w.optimize(model=model)
+
+
 def bert_checkpoint(w: World) -> list:
     return w.optimize(model=save_bert_checkpoint(w.tmp / "bert"))
 
@@ -219,6 +225,30 @@ CASES: dict[str, tuple[Callable[[World], list], str]] = {
         lambda w: w.optimize("--steps", "-3"),
         "--steps must be at least 1",
     ),
+    "optimize: an unknown --render": (
+        lambda w: w.optimize("--render", "pretty"),
+        "argument --render: invalid choice: 'pretty'",
+    ),
+    "optimize: --contrast 0": (
+        lambda w: w.optimize("--contrast", "0"),
+        "--contrast 0: must be a positive number of nats, e.g. 6",
+    ),
+    "optimize: --contrast nan": (
+        lambda w: w.optimize("--contrast", "nan"),
+        "--contrast nan: must be a positive number of nats",
+    ),
+    "optimize: a negative --blur": (
+        lambda w: w.optimize("--blur", "-1"),
+        "--blur -1: must be >= 0 pixels (0 for none)",
+    ),
+    "optimize: an unknown --colormap": (
+        lambda w: w.optimize("--colormap", "sunset"),
+        "--colormap sunset: not a matplotlib colormap; try magma, gray or viridis",
+    ),
+    "optimize: no position left for the sink": (
+        frames_as_long_as_the_positions,
+        "frames of 32x32 need 33 positions under --render sink (one a row, plus the sink) but",
+    ),
     "optimize: --device cuda without CUDA": (
         lambda w: w.optimize("--device", "cuda"),
         "--device cuda, but torch sees no CUDA GPU; use --device cpu",
@@ -248,13 +278,27 @@ CASES: dict[str, tuple[Callable[[World], list], str]] = {
 }
 
 
+FLAG_ERRORS = {
+    "optimize: --chunk-size 0",
+    "optimize: negative --steps",
+    "optimize: an unknown --render",
+    "optimize: --contrast 0",
+    "optimize: --contrast nan",
+    "optimize: a negative --blur",
+    "optimize: an unknown --colormap",
+}
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_a_mistake_gets_one_line_naming_the_fix(case, request, tmp_path):
     if "--device cuda" in case and torch.cuda.is_available():
         pytest.skip("needs a machine without CUDA")
     build, expected = CASES[case]
     script, *args = build(World(request, tmp_path))
-    assert_user_error(in_process(script, *args), expected)
+    result = in_process(script, *args)
+    assert_user_error(result, expected)
+    if case in FLAG_ERRORS:  # argparse's exit code for a bad flag
+        assert result.returncode == 2, case
     assert not (tmp_path / "pickle-was-loaded").exists()
 
 

@@ -172,7 +172,7 @@ def test_a_hub_id_is_fetched_once_then_read_from_the_cache(
     offline = open_checkpoint(REPO)
     assert filesystem.bytes_read == fetched and offline.revision == REVISION
     for heads in [(0,), (3, 1)]:  # the cache holds every head
-        cached, direct = load_head(offline, heads, size=16), load_head(local, heads, size=16)
+        cached, direct = load_head(offline, heads, tokens=16), load_head(local, heads, tokens=16)
         assert torch.equal(cached.query_key_weight, direct.query_key_weight)
 
 
@@ -184,7 +184,7 @@ def test_half_precision_on_the_hub_is_cached_as_stored(tmp_path, fake_hub, dtype
     cache_file = checkpoint.tensor_files["wpe.weight"][0]
     with safe_open(str(cache_file), framework="pt") as handle:
         assert handle.get_tensor("wpe.weight").dtype == dtype
-    assert load_head(checkpoint, (1,), size=8).query_key_weight.dtype == torch.float32
+    assert load_head(checkpoint, (1,), tokens=8).query_key_weight.dtype == torch.float32
     assert open_checkpoint(REPO).revision == REVISION  # its SHA-256 checks out
 
 
@@ -316,7 +316,7 @@ if way == "hub":  # ranged reads of the local file, as a hub id, into the cache
     checkpoint._locate_on_hub = lambda repo_id: (LocalFileSystem(), root, "0" * 40)
     directory = "someone/gpt2-xl-shaped"
 if way != "import":
-    load_head(checkpoint.open_checkpoint(directory), (0,), size=1024)
+    load_head(checkpoint.open_checkpoint(directory), (0,), tokens=1024)
 status = open("/proc/self/status").read()
 print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024)
 """

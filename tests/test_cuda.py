@@ -28,7 +28,7 @@ def block_frames(frames: int, size: int) -> torch.Tensor:
 @pytest.mark.parametrize("solve", [solve_reduced, solve_adam])
 def test_solutions_found_on_the_gpu_are_gpt2_inputs(tiny_checkpoint, solve):
     checkpoint = open_checkpoint(str(tiny_checkpoint))
-    weights = load_head(checkpoint, (0,), size=32)
+    weights = load_head(checkpoint, (0,), tokens=32)
     settings = METHOD_DEFAULTS["reduced"] if solve is solve_reduced else METHOD_DEFAULTS["adam"]
     pictures = block_frames(3, 32)
     on_gpu = solve(weights.to("cuda"), pictures.cuda(), [1, 2, 3], settings, lambda loss: None)

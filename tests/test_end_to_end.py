@@ -10,20 +10,26 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from badapple import storage
+from badapple.checkpoint import open_checkpoint
 from badapple.errors import UserError, exit_on_error
+from badapple.metrics import picture_metrics
 from badapple.pipeline import optimize
+from badapple.render import sink_picture
 from badapple.storage import (
     FramesDir,
     chunk_frames,
     frame_numbers,
     read_embeddings,
+    read_gray_png,
     read_rgb_png,
 )
+from badapple.verify import one_layer_gpt2, transformers_attention
 from badapple.video import probe
 from tests.media import make_clip, streams
 from tests.scripts import (
@@ -33,6 +39,7 @@ from tests.scripts import (
     SECONDS,
     SIZE,
     assert_ok,
+    assert_user_error,
     run,
     start,
     warning_lines,
@@ -105,15 +112,68 @@ def test_optimize_writes_maps_metrics_and_gpt2_inputs(pipeline_run):
         assert record["corr"] is None or -1 <= record["corr"] <= 1
     assert metrics["args"]["steps"] == 200 and metrics["device"] == "cpu"
     assert metrics["args"]["method"] == "reduced" and metrics["args"]["warm_steps"] == 50
-    assert metrics["verify"]["max_abs_difference"] <= 1e-4 and len(metrics["verify"]["frames"]) == 3
+    # true tone by default: a sink token in front of the 32 rows, no blur, magma
+    assert (metrics["render"], metrics["tokens"], metrics["contrast"]) == ("sink", SIZE + 1, 6.0)
+    assert (metrics["blur"], metrics["colormap"]) == (0.0, "magma")
+    assert metrics["loss_kind"].startswith("sink")
+    assert len(metrics["verify"]["frames"]) == 3
 
     saved = {}
     for chunk in folder.embeddings.glob("*.safetensors"):
         frames, embeddings = read_embeddings(chunk)
         assert frames.dtype == torch.int64 and embeddings.dtype == torch.float32
-        assert embeddings.shape[1:] == (SIZE, 64)
+        assert embeddings.shape[1:] == (SIZE + 1, 64)  # token 0 is the sink
         saved.update(dict.fromkeys(frames.tolist(), chunk.name))
     assert sorted(saved) == list(range(1, count + 1))
+
+
+def test_the_saved_embeddings_show_the_video_through_transformers(pipeline_run, tiny_checkpoint):
+    """The quality floor, measured as a user would: transformers' own GPT-2 on the saved
+    inputs_embeds, its attention rendered in true tone, against the target frames."""
+    folder = FramesDir(pipeline_run / "frames")
+    model = one_layer_gpt2(open_checkpoint(str(tiny_checkpoint)))
+    correlations, errors = [], []
+    for chunk in sorted(folder.embeddings.glob("*.safetensors")):
+        frames, embeddings = read_embeddings(chunk)  # [n, T+1, d]
+        attention = transformers_attention(model, embeddings, (0,))  # [n, 1, T+1, T+1]
+        for frame, maps in zip(frames.tolist(), attention.numpy(), strict=True):
+            shown = sink_picture(maps[0])
+            target = read_gray_png(folder.target_png(frame))
+            scores = picture_metrics(shown, target)
+            errors.append(scores["mae"])
+            if scores["corr"] is not None:
+                correlations.append(scores["corr"])
+    # measured on this clip with the tiny checkpoint: corr 0.9993, mae 0.0049
+    assert np.mean(correlations) > 0.98 and np.mean(errors) < 0.02, (
+        np.mean(correlations),
+        np.mean(errors),
+    )
+
+
+def test_verify_fails_on_a_png_its_embeddings_do_not_show(tmp_path, pipeline_run, tiny_checkpoint):
+    folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
+    # a whole, readable PNG (so the frame counts as done) of another picture: the negative
+    pixels = read_rgb_png(folder.output_png(7))
+    Image.fromarray(255 - pixels).save(folder.output_png(7))
+    flags = ["--model", tiny_checkpoint, "--frames-dir", folder.root, *RUN]
+    result = run("optimize.py", *flags, "--frames", "7:7", "--verify", "1")
+    assert_user_error(result, "frame_00007.png differs from the rendering of its embeddings")
+    assert "0 to do" in result.stdout  # nothing was solved again: verify judged the PNG
+
+
+def test_the_originals_rendering_runs_end_to_end(tmp_path, pipeline_run, tiny_checkpoint):
+    folder = fresh_copy(pipeline_run, tmp_path / "frames")
+    flags = ["--model", tiny_checkpoint, "--frames-dir", folder.root, *FAST]
+    assert_ok(run("optimize.py", *flags, "--render", "zscore", "--verify", "2"))
+    metrics = json.loads(folder.metrics.read_text())
+    assert (metrics["render"], metrics["tokens"], metrics["blur"]) == ("zscore", SIZE, 1.5)
+    assert metrics["loss_kind"].startswith("original")
+    frames, embeddings = read_embeddings(folder.embeddings / metrics["frames"][0]["embeddings"])
+    assert embeddings.shape[1:] == (SIZE, 64)  # no sink token
+    assert_ok(run("assemble.py", "--frames-dir", folder.root, "--output", tmp_path / "z.mp4"))
+    # and another render on the same folder is refused rather than mixed in
+    result = run("optimize.py", *flags)
+    assert_user_error(result, "holds a run with --render zscore, not --render sink; rerun with")
 
 
 def test_assemble_makes_an_upscaled_h264_video_with_sound(pipeline_run):

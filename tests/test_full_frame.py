@@ -8,11 +8,16 @@ import torch
 
 from badapple.checkpoint import open_checkpoint
 from badapple.head import attention_scores, causal_attention, load_head
-from badapple.layout import head_pictures, layout_metrics, layout_picture
-from badapple.render import attention_picture, full_frame_picture
+from badapple.layout import head_pictures, layout_metrics, layout_picture, token_count
+from badapple.render import (
+    DEFAULT_BLUR_SIGMA_PIXELS,
+    attention_picture,
+    full_frame_picture,
+    full_frame_sink_picture,
+)
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
 from badapple.storage import read_embeddings, write_embeddings
-from badapple.targets import target_logits
+from badapple.targets import DEFAULT_CONTRAST_NATS, aimed_logits, sink_target, target_logits
 from badapple.verify import one_layer_gpt2, transformers_attention
 
 SIZE = 256  # tokens, as in a real run: the square is more than 1% of the picture
@@ -36,6 +41,12 @@ def corner_square(size: int = SIZE) -> torch.Tensor:
 def perfect_attention(frame: np.ndarray) -> np.ndarray:
     """The causal attention of a head that hits its target exactly: [T, T] -> [T, T]."""
     return causal_softmax(target_logits(torch.from_numpy(frame)).numpy())
+
+
+def perfect_sink_attention(frame: np.ndarray) -> np.ndarray:
+    """The attention of a head that hits its sink target exactly: [T, T] -> [T+1, T+1]."""
+    logits = sink_target(torch.from_numpy(frame), DEFAULT_CONTRAST_NATS).numpy()
+    return causal_softmax(logits)
 
 
 def disc_frame(size: int) -> np.ndarray:
@@ -75,11 +86,27 @@ def test_no_seam_along_the_diagonal():
     # Two half-frame renders stitched: each blurred with nothing of the picture beyond its edge.
     naive = np.where(rows >= columns, attention_picture(a), attention_picture(b).T)
     assert seam(naive) > 0.05  # the dark line the stitching above avoids
+    # true tone, blurred as much as the original: both triangles on one scale, no seam either
+    sink_a, sink_b = perfect_sink_attention(frame), perfect_sink_attention(frame.T)
+    assert abs(seam(full_frame_sink_picture(sink_a, sink_b, blur_sigma=1.5))) < 0.03
 
 
-@pytest.fixture(scope="module")
-def solved(tiny_eight_heads_checkpoint):
-    """The corner square solved by the default reduced solver in both layouts."""
+def test_true_tone_full_frame_of_an_exact_fit_is_the_frame():
+    """A gray ramp with a white disc: every level of the whole square comes back as it was."""
+    size = 40
+    ramp = np.linspace(0.1, 0.9, size, dtype=np.float32)[None, :].repeat(size, 0)
+    frame = np.maximum(disc_frame(size), ramp)
+    picture = full_frame_sink_picture(
+        perfect_sink_attention(frame), perfect_sink_attention(frame.T)
+    )
+    assert picture.shape == (size, size)
+    assert np.abs(picture - frame).max() < 1e-5
+
+
+@pytest.fixture(scope="module", params=["sink", "zscore"])
+def solved(request, tiny_eight_heads_checkpoint):
+    """The corner square solved by the default reduced solver in both layouts, one render."""
+    render = request.param
     checkpoint = open_checkpoint(str(tiny_eight_heads_checkpoint))
     frame = corner_square()
     results = {}
@@ -89,32 +116,38 @@ def solved(tiny_eight_heads_checkpoint):
     torch.set_num_threads(1)
     try:
         for layout, heads in (("half", HEADS[:1]), ("full", HEADS)):
-            weights = load_head(checkpoint, heads, SIZE)
-            pictures = head_pictures(frame[None], layout)  # [1, H, T, T]
+            weights = load_head(checkpoint, heads, token_count(SIZE, render))
+            pictures = head_pictures(frame[None, None], layout)  # [1, H, T, T]
+            targets = aimed_logits(pictures, render, DEFAULT_CONTRAST_NATS)
             solution = solve_reduced(
-                weights, pictures, [1], METHOD_DEFAULTS["reduced"], lambda loss: None
+                weights, targets, [1], METHOD_DEFAULTS["reduced"], lambda loss: None
             )
             with torch.no_grad():
                 attention = causal_attention(attention_scores(solution.embeddings, weights))
             results[layout] = (weights, solution.embeddings, attention[0].numpy())
     finally:
         torch.set_num_threads(threads)
-    return checkpoint, frame.numpy(), results
+    return checkpoint, frame.numpy(), render, results
+
+
+def picture(attention: np.ndarray, layout: str, render: str) -> np.ndarray:
+    """A gray frame's picture at the render's default blur: [T, T]."""
+    return layout_picture(attention, layout, render, DEFAULT_BLUR_SIGMA_PIXELS[render])[0]
 
 
 def test_head_pictures_give_head_b_the_transposed_frame():
-    frames = torch.rand(3, 8, 8)
+    frames = torch.rand(3, 1, 8, 8)
     pictures = head_pictures(frames, "full")
     assert pictures.shape == (3, 2, 8, 8)
-    assert torch.equal(pictures[:, 0], frames) and torch.equal(pictures[:, 1], frames.mT)
+    assert torch.equal(pictures[:, :1], frames) and torch.equal(pictures[:, 1:], frames.mT)
     assert head_pictures(frames, "half").shape == (3, 1, 8, 8)
 
 
 def test_a_square_above_the_diagonal_shows_only_in_full_frame(solved):
-    _, frame, results = solved
+    _, frame, render, results = solved
     inside = frame > 0.5
-    half = layout_picture(results["half"][2], "half")
-    full = layout_picture(results["full"][2], "full")
+    half = picture(results["half"][2], "half", render)
+    full = picture(results["full"][2], "full", render)
     assert half[inside].max() == 0  # the causal mask hides it all
     assert full[inside].mean() > full[~inside].mean() + 0.1
     # scored on the whole square, the full frame shows it and the half frame does not
@@ -123,16 +156,17 @@ def test_a_square_above_the_diagonal_shows_only_in_full_frame(solved):
 
 
 def test_one_transformers_forward_reproduces_both_heads(solved, tmp_path):
-    checkpoint, _, results = solved
+    checkpoint, _, render, results = solved
     weights, embeddings, attention = results["full"]
+    tokens = token_count(SIZE, render)
     path = tmp_path / "frames_00001-00001.safetensors"
     write_embeddings(path, torch.tensor([1]), embeddings, metadata={"layout": "full"})
     _, saved = read_embeddings(path)  # [1, T, d]
     reference = transformers_attention(one_layer_gpt2(checkpoint), saved, weights.heads)
-    assert reference.shape == (1, 2, SIZE, SIZE)
+    assert reference.shape == (1, 2, tokens, tokens)
     assert (reference[0] - torch.from_numpy(attention)).abs().max() < 1e-4
-    picture = layout_picture(reference[0].numpy(), "full")
-    assert np.abs(picture - layout_picture(attention, "full")).max() < 1e-3
+    theirs = picture(reference[0].numpy(), "full", render)
+    assert np.abs(theirs - picture(attention, "full", render)).max() < 1e-3
 
 
 @pytest.mark.parametrize(

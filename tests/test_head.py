@@ -11,7 +11,7 @@ from tests.conftest import TINY, save_checkpoint
 @pytest.mark.parametrize("heads", [(0,), (1,), (3,), (2, 0)])
 def test_head_forward_equals_transformers_gpt2(tiny_checkpoint, heads):
     checkpoint = open_checkpoint(str(tiny_checkpoint))
-    weights = load_head(checkpoint, heads, size=32)
+    weights = load_head(checkpoint, heads, tokens=32)
     embeddings = torch.randn(3, 32, checkpoint.n_embd)
     ours = causal_attention(attention_scores(embeddings, weights))  # [3, H, 32, 32]
     reference = transformers_attention(one_layer_gpt2(checkpoint), embeddings, heads)
@@ -21,7 +21,7 @@ def test_head_forward_equals_transformers_gpt2(tiny_checkpoint, heads):
 
 def test_lm_head_checkpoints_with_prefixed_names_load(tiny_lm_checkpoint):
     checkpoint = open_checkpoint(str(tiny_lm_checkpoint))
-    weights = load_head(checkpoint, (1,), size=16)
+    weights = load_head(checkpoint, (1,), tokens=16)
     embeddings = torch.randn(2, 16, checkpoint.n_embd)
     reference = transformers_attention(one_layer_gpt2(checkpoint), embeddings, (1,))
     assert (causal_attention(attention_scores(embeddings, weights)) - reference).abs().max() < 1e-6
@@ -29,23 +29,23 @@ def test_lm_head_checkpoints_with_prefixed_names_load(tiny_lm_checkpoint):
 
 def test_half_precision_checkpoints_load_as_float32(tmp_path):
     checkpoint = open_checkpoint(str(save_checkpoint(tmp_path, dtype=torch.float16, **TINY)))
-    weights = load_head(checkpoint, (0,), size=8)
+    weights = load_head(checkpoint, (0,), tokens=8)
     assert weights.query_key_weight.dtype == torch.float32
     assert weights.query_key_weight.shape == (64, 2 * 16)
 
 
 def test_only_the_heads_columns_are_kept(tiny_checkpoint):
     checkpoint = open_checkpoint(str(tiny_checkpoint))
-    weights = load_head(checkpoint, (2,), size=8)
+    weights = load_head(checkpoint, (2,), tokens=8)
     assert weights.heads == (2,) and weights.head_dim == 16 and weights.scale == 0.25
     assert weights.position.shape == (8, 64)
 
 
 def test_a_head_out_of_range_names_the_range(tiny_checkpoint):
     with pytest.raises(UserError, match=r"head 4 is out of range.*0\.\.3"):
-        load_head(open_checkpoint(str(tiny_checkpoint)), (4,), size=8)
+        load_head(open_checkpoint(str(tiny_checkpoint)), (4,), tokens=8)
 
 
 def test_frames_longer_than_the_context_are_refused(tiny_checkpoint):
     with pytest.raises(UserError, match="smaller --size"):
-        load_head(open_checkpoint(str(tiny_checkpoint)), (0,), size=65)
+        load_head(open_checkpoint(str(tiny_checkpoint)), (0,), tokens=65)

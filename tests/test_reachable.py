@@ -27,7 +27,7 @@ def test_lifted_embeddings_give_the_optimised_queries_and_keys_in_transformers(
     tiny_eight_heads_checkpoint, heads
 ):
     checkpoint = open_checkpoint(str(tiny_eight_heads_checkpoint))
-    weights = load_head(checkpoint, heads, size=24)
+    weights = load_head(checkpoint, heads, tokens=24)
     space = reachable_space(weights)
     whitened = random_rows(2, 24, space.dims, space.radius)
     embeddings = lift_embeddings(whitened, space, weights)  # [2, 24, d]
@@ -48,7 +48,7 @@ def test_lifted_embeddings_give_the_optimised_queries_and_keys_in_transformers(
 
 
 def test_the_lift_is_exact_and_unit_scale(tiny_eight_heads_checkpoint):
-    weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (0, 2), size=16)
+    weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (0, 2), tokens=16)
     space = reachable_space(weights)
     whitened = random_rows(3, 16, space.dims, space.radius)
     embeddings = lift_embeddings(whitened, space, weights)
@@ -61,7 +61,7 @@ def test_the_lift_is_exact_and_unit_scale(tiny_eight_heads_checkpoint):
 
 
 def test_every_input_lands_inside_the_ellipsoid_and_its_surface_is_reached(tiny_checkpoint):
-    weights = load_head(open_checkpoint(str(tiny_checkpoint)), (1,), size=16)
+    weights = load_head(open_checkpoint(str(tiny_checkpoint)), (1,), tokens=16)
     space = reachable_space(weights)
     for scale in (0.01, 1.0, 100.0, 1e4):  # ‖z‖² -> d as the input grows, never beyond
         embeddings = torch.randn(4, 16, weights.d_model) * scale + weights.position * 50
@@ -84,6 +84,6 @@ def test_too_many_heads_for_the_model_is_a_clear_error(tiny_checkpoint):
     from badapple.errors import UserError
 
     # 4 heads of 16: 128 query/key columns from a 64-wide model cannot be independent
-    weights = load_head(open_checkpoint(str(tiny_checkpoint)), (0, 1, 2, 3), size=8)
+    weights = load_head(open_checkpoint(str(tiny_checkpoint)), (0, 1, 2, 3), tokens=8)
     with pytest.raises(UserError, match="not independent"):
         reachable_space(weights)
