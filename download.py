@@ -3,8 +3,11 @@
     uv run python download.py                    # Bad Apple!! from YouTube (yt-dlp, network)
     uv run python download.py --input clip.mp4   # any local video, no network
 
-Writes frames/targets/frame_00001.png ... (8-bit gray, --size x --size), frames/audio.m4a (when
-the video has sound) and frames/meta.json. Skips what is already complete; --force redoes it.
+    uv run python download.py --input clip.mp4 --color   # colour targets, for three heads
+
+Writes frames/targets/frame_00001.png ... (8-bit gray, or RGB with --color; --size x --size),
+frames/audio.m4a (when the video has sound) and frames/meta.json. Skips what is already
+complete; --force redoes it.
 """
 
 import argparse
@@ -51,6 +54,11 @@ def main() -> None:
         default=None,
         metavar="SECONDS",
         help="keep only this much of the video",
+    )
+    parser.add_argument(
+        "--color",
+        action="store_true",
+        help="RGB targets: optimize.py then plays R, G and B on three heads",
     )
     parser.add_argument("--force", action="store_true", help="redo steps whose output exists")
     args = parser.parse_args()

@@ -4,6 +4,7 @@
     uv run python optimize.py --model ./my-gpt2 --head 3 --frames 1:64 --verify 4
     uv run python optimize.py --full-frame --heads 0,1         # the whole square, two heads
     uv run python optimize.py --render zscore                  # the original's look
+    uv run python optimize.py --full-frame                     # colour targets: heads 0..5
 
 Reads frames/meta.json and frames/targets/*.png. Writes frames/output/frame_00001.png ... (RGB,
 magma), frames/output/metrics.json and frames/embeddings/*.safetensors (the inputs_embeds).
@@ -12,6 +13,8 @@ shows it on head A and the transposed frame on head B, of the same forward pass,
 A's map below the diagonal and B's transposed above it into the whole square.
 True tone (--render sink, the default) puts an attention sink at token 0, so a frame of side T
 takes T+1 tokens and each pixel shows its weight relative to its row's sink weight.
+Colour targets (download.py --color) play R, G and B on three heads of one forward pass (six in
+full frame), and the PNGs show each head's true-tone map as one channel.
 Resumes: frames whose outputs exist are skipped (damaged ones are redone); --force redoes them.
 Ctrl-C or kill stops it with exit code 130 and keeps every finished chunk. One run per folder:
 frames/.lock refuses a second.
@@ -23,7 +26,7 @@ import matplotlib
 
 from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
-from badapple.pipeline import DEFAULT_HEADS, DEFAULT_MODEL, optimize
+from badapple.pipeline import DEFAULT_MODEL, optimize
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solver_settings
 from badapple.targets import DEFAULT_CONTRAST_NATS
@@ -36,17 +39,18 @@ def _per_method(name: str) -> str:
     )
 
 
-def _head_pair(parser: argparse.ArgumentParser, text: str) -> tuple[int, int]:
-    """--heads A,B as two different heads >= 0; the checkpoint's head count is checked later."""
+def _head_list(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
+    """--heads A,B,... as different heads >= 0. How many a run needs depends on its targets
+    (gray or colour, in meta.json), so optimize() checks the count; the checkpoint the range."""
     try:
-        a, b = (int(part) for part in text.split(","))
+        heads = tuple(int(part) for part in text.split(","))
     except ValueError:
-        parser.error(f"--heads {text}: expected two heads A,B, e.g. 0,1")
-    if a < 0 or b < 0:
+        parser.error(f"--heads {text}: expected heads separated by commas, e.g. 0,1")
+    if min(heads) < 0:
         parser.error(f"--heads {text}: heads must be >= 0")
-    if a == b:
-        parser.error(f"--heads {text}: A and B must be different heads")
-    return a, b
+    if len(set(heads)) != len(heads):
+        parser.error(f"--heads {text}: each head may appear once")
+    return heads
 
 
 def main() -> None:
@@ -97,9 +101,10 @@ def main() -> None:
     parser.add_argument(
         "--heads",
         default=None,
-        metavar="A,B",
-        help="with --full-frame: head A shows the frame, head B its transpose "
-        f"(default: {','.join(map(str, DEFAULT_HEADS))})",
+        metavar="H,H,...",
+        help="gray --full-frame: A,B, A shows the frame and B its transpose (default 0,1); "
+        "colour targets: R,G,B (default 0,1,2), with --full-frame the frame's R,G,B then the "
+        "transposed frame's (default 0,1,2,3,4,5)",
     )
     parser.add_argument(
         "--render",
@@ -127,9 +132,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--colormap",
-        default=DEFAULT_COLORMAP,
+        default=None,
         metavar="NAME",
-        help="any matplotlib colormap for the gray picture, e.g. magma, gray, viridis",
+        help=f"any matplotlib colormap for a gray run's picture, e.g. gray, viridis (default "
+        f"{DEFAULT_COLORMAP}; a colour run shows its heads as R, G, B)",
     )
     parser.add_argument("--chunk-size", type=int, default=64, help="frames solved at once")
     parser.add_argument(
@@ -189,16 +195,14 @@ def main() -> None:
         parser.error("--init-scale must be positive")
     if args.head < 0:
         parser.error("--head must be >= 0")
-    if args.heads is not None and not args.full_frame:
-        parser.error("--heads needs --full-frame; a half-frame run plays on --head")
-    args.heads = _head_pair(parser, args.heads) if args.heads is not None else DEFAULT_HEADS
+    args.heads = _head_list(parser, args.heads) if args.heads is not None else None
     if args.verify < 0:
         parser.error("--verify must be >= 0")
     if args.contrast is not None and not args.contrast > 0:
         parser.error(f"--contrast {args.contrast:g}: must be a positive number of nats, e.g. 6")
     if args.blur is not None and not args.blur >= 0:
         parser.error(f"--blur {args.blur:g}: must be >= 0 pixels (0 for none)")
-    if args.colormap not in matplotlib.colormaps:
+    if args.colormap is not None and args.colormap not in matplotlib.colormaps:
         parser.error(
             f"--colormap {args.colormap}: not a matplotlib colormap; try magma, gray or viridis"
         )

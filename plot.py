@@ -4,13 +4,14 @@
 
 Reads   frames/output/metrics.json
         frames/targets/frame_NNNNN.png and frames/output/frame_NNNNN.png (a few chosen frames)
-Writes  plots/loss_timeline.png       loss per frame vs video time, with a 1 s rolling mean
-        plots/loss_histogram.png      distribution of the loss
+Writes  plots/pixel_metrics.png       correlation, IoU and MAE vs video time
+        plots/cumulative_quality.png  share of frames with corr >= x (0.9 and 0.95 written out)
+        plots/best_worst.png          the 4 best and 4 worst frames by corr
         plots/target_vs_output.png    targets over attention maps, frames spread over the video
-        plots/cumulative_quality.png  share of frames under each loss (0.5 and 1.0 marked)
-        plots/best_worst.png          the 4 best and 4 worst frames by loss
-        plots/hero_frame.png          one representative frame, large
-        plots/pixel_metrics.png       MAE, IoU and correlation vs video time
+        plots/hero_frame.png          one representative frame (best corr), large
+    and, only where the loss is the original's (--render zscore, loss_kind "original: ..."):
+        plots/loss_timeline.png       loss per frame vs video time, with a 1 s rolling mean
+        plots/loss_histogram.png      distribution of the loss
 
 A partial run works too: the figures show the frames optimize.py has finished.
 """

@@ -1,7 +1,7 @@
 """The figures of plot.py: each function builds one matplotlib Figure from `metrics.json`.
 
 The functions build `matplotlib.figure.Figure` objects directly, never through pyplot, so no
-global state or GUI backend is involved; `write_all_figures` saves them all as PNGs.
+global state or GUI backend is involved; `write_all_figures` saves a run's figures as PNGs.
 
 `metrics` is the dict optimize.py writes to `frames/output/metrics.json`: `fps`, `args`, and
 `frames`, one entry per frame sorted by frame number (1-based) with `loss` and the pixel
@@ -10,6 +10,12 @@ in the video is (frame - 1) / fps seconds. `layout` says what the maps show: "ha
 original's: the lower triangle of one head, scored there) or "full" (`heads` A below the
 diagonal and B transposed above it, scored on the whole square); runs from before full frames
 recorded none and are half.
+
+The figures judge a run by its pixel figures, corr first: they compare what the eye sees with
+the target, whatever the render. The loss is only comparable with the original's where it is
+the original's (`loss_kind` "original: ...", render "zscore"), so only such runs get the loss
+figures. Runs from before `render` and `loss_kind` existed are zscore runs with that loss.
+Colour runs (`channels` 3) have RGB targets and RGB maps with no colormap.
 """
 
 from collections.abc import Callable
@@ -22,27 +28,39 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 
 from badapple.errors import UserError
-from badapple.storage import FramesDir, read_gray_png, read_json, read_rgb_png, write_atomic
+from badapple.storage import (
+    FramesDir,
+    read_json,
+    read_rgb_png,
+    read_target_png,
+    write_atomic,
+)
 
 DPI = 120  # pixels per inch of the PNGs: an 11-inch-wide figure is 1320 px
 ROLLING_SECONDS = 1.0  # window of the rolling mean on the timelines, in video seconds
-LOSS_MARKS = (0.5, 1.0)  # the original reported 81% of frames under 0.5 and 95% under 1.0
+CORR_MARKS = (0.9, 0.95)  # shares of frames at least this correlated, written out
 GRID_FRAMES = 6  # frames in the target-vs-output grid, evenly spread over the video
 BEST_WORST = 4  # frames in each half of the best/worst figure
 # A hero target must show shapes, not a near-uniform screen: a black/white picture has
 # std sqrt(p(1 - p)), so 0.25 asks for at least ~7% of the minority colour.
 HERO_MIN_STD = 0.25
 
-FIGURE_FILES = (
-    "loss_timeline.png",
-    "loss_histogram.png",
-    "target_vs_output.png",
+# Every run gets the pixel figures, in the order to read them; only runs whose loss is the
+# original's get the loss figures too (see `figure_files`).
+PIXEL_FIGURES = (
+    "pixel_metrics.png",
     "cumulative_quality.png",
     "best_worst.png",
+    "target_vs_output.png",
     "hero_frame.png",
-    "pixel_metrics.png",
 )
+LOSS_FIGURES = ("loss_timeline.png", "loss_histogram.png")
 
+# What a level of the map means, for the colorbar: each render maps attention to [0, 1] its way.
+LEVEL_LABELS = {
+    "sink": "attention relative to the row's sink (0 none, 1 as much as the sink)",
+    "zscore": "attention (row z-score, 1st–99th percentile → 0–1)",
+}
 LOSS_LABEL = "loss per frame (logit-space MSE, nats²)"
 TIME_LABEL = "video time (s)"
 
@@ -71,6 +89,21 @@ def load_metrics(frames_dir: FramesDir) -> dict:
                 "rerun optimize.py to rewrite it"
             )
     return metrics
+
+
+def has_original_loss(metrics: dict) -> bool:
+    """Whether `loss` is the original's logit-space loss (render zscore; older runs too)."""
+    return metrics.get("loss_kind", "original").startswith("original")
+
+
+def figure_files(metrics: dict) -> list[str]:
+    """The PNGs `write_all_figures` draws for this run, in the order to read them."""
+    return list(PIXEL_FIGURES) + (list(LOSS_FIGURES) if has_original_loss(metrics) else [])
+
+
+def is_colour(metrics: dict) -> bool:
+    """Whether the run fits RGB targets (one map per channel, shown without a colormap)."""
+    return metrics.get("channels", 1) == 3
 
 
 def values(metrics: dict, key: str) -> np.ndarray:
@@ -103,6 +136,10 @@ def _number(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{value:.{digits}f}"
 
 
+def _frames(count: int) -> str:
+    return f"{count} frame" if count == 1 else f"{count} frames"
+
+
 def _nanmean(series: np.ndarray) -> float:
     return float(np.nanmean(series)) if np.any(~np.isnan(series)) else float("nan")
 
@@ -110,9 +147,11 @@ def _nanmean(series: np.ndarray) -> float:
 # --- pictures -------------------------------------------------------------------------------
 
 
-def _target(frames_dir: FramesDir, frame: int) -> np.ndarray:
-    """The target picture, float32 gray in [0, 1], [size, size]."""
-    return read_gray_png(frames_dir.target_png(frame))
+def _target(metrics: dict, frames_dir: FramesDir, frame: int) -> np.ndarray:
+    """The target picture in [0, 1], float32: gray [size, size], or RGB [size, size, 3] for a
+    colour run."""
+    target = read_target_png(frames_dir.target_png(frame), 3 if is_colour(metrics) else 1)
+    return target[0] if len(target) == 1 else target.transpose(1, 2, 0)  # [C, T, T] -> image
 
 
 def _attention(frames_dir: FramesDir, frame: int) -> np.ndarray:
@@ -150,11 +189,15 @@ def layout_and_heads(metrics: dict) -> tuple[str, list[int]]:
 
 
 def _heads_label(metrics: dict) -> str:
-    """Which heads a map shows: "head 0", or "heads 0 + 1 transposed" (full frame)."""
+    """Which heads a map shows: "head 0", "heads 0 + 1 transposed" (full frame); a colour run
+    has one head (or pair) per channel, R, G, B in order."""
     layout, heads = layout_and_heads(metrics)
+    channels = 3 if is_colour(metrics) else 1
+    first, second = heads[:channels], heads[channels : 2 * channels]
+    names = ", ".join(str(head) for head in first)
     if layout == "full":
-        return f"heads {heads[0]} + {heads[1]} transposed"
-    return f"head {heads[0]}"
+        return f"heads {names} + {', '.join(str(head) for head in second)} transposed"
+    return f"heads {names}" if channels > 1 else f"head {names}"
 
 
 def _frame_title(metrics: dict, entry: dict) -> str:
@@ -162,7 +205,208 @@ def _frame_title(metrics: dict, entry: dict) -> str:
     return f"frame {entry['frame']} · {time:.1f} s"
 
 
-# --- the figures ----------------------------------------------------------------------------
+# --- the figures: pixel figures first, they judge every run --------------------------------
+
+
+def pixel_metrics_timeline(metrics: dict) -> Figure:
+    """Correlation, IoU and MAE of every frame against video time; null values leave gaps."""
+    time = seconds(metrics)
+    window = _rolling_window(metrics)
+    few = len(time) <= 60
+    levels = "RGB levels" if is_colour(metrics) else "gray levels"
+    rows = (
+        ("corr", "Pearson correlation", "higher is better"),
+        ("iou", "IoU (0–1)", "higher is better"),
+        ("mae", f"MAE ({levels}, 0–1)", "lower is better"),
+    )
+    figure = _figure(11, 7.5)
+    axes = figure.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (key, label, better) in zip(axes, rows, strict=True):
+        series = values(metrics, key)  # [frames], NaN = null
+        missing = int(np.isnan(series).sum())
+        ax.plot(
+            time,
+            series,
+            lw=0.7,
+            marker="o" if few else None,
+            ms=3,
+            color="tab:purple",
+            alpha=0.45,
+            label="one frame",
+        )
+        smooth = np.where(np.isnan(series), np.nan, rolling_mean(series, window))  # keep gaps
+        ax.plot(time, smooth, lw=1.6, color="tab:purple", label=f"{window}-frame rolling mean")
+        note = f", {_frames(missing)} undefined" if missing else ""
+        ax.set_title(
+            f"{label}: mean {_number(_nanmean(series), 3)} ({better}){note}",
+            fontsize=10,
+            loc="left",
+        )
+        ax.set_ylabel(label.split(" (")[0])
+        if missing == len(series):
+            ax.text(
+                0.5,
+                0.5,
+                "no values (all null)",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                color="gray",
+            )
+        ax.grid(alpha=0.3)
+    # The legend goes outside the axes, above the plots on the right: inside, it would hide the
+    # top row's good frames (corr near 1) or the "no values" note.
+    figure.legend(*axes[0].get_legend_handles_labels(), loc="outside upper right", fontsize=9)
+    axes[-1].set_xlabel(TIME_LABEL)
+    region = "whole square" if layout_and_heads(metrics)[0] == "full" else "lower triangle"
+    figure.suptitle(f"Pixel-space quality of each frame (rendered attention vs target, {region})")
+    return figure
+
+
+def cumulative_quality(metrics: dict) -> Figure:
+    """Share of frames whose corr is at least x, the share at each of CORR_MARKS written out.
+
+    Frames without a corr (a uniform target) are left out and counted in the title. The shares
+    sit in the legend, not in annotations beside the marks: marks 0.05 apart would stack two
+    floating labels on top of each other."""
+    corr = values(metrics, "corr")
+    defined = np.sort(corr[~np.isnan(corr)])  # [n], ascending
+    missing = len(corr) - len(defined)
+    # Show at least 0.8..1, where the marks are, and every frame's corr, to a tenth.
+    left = min(0.8, float(np.floor(defined[0] * 10) / 10)) if len(defined) else 0.8
+    figure = _figure(8, 4.8)
+    ax = figure.subplots()
+    if len(defined):
+        count = len(defined)
+        share = 100 * (count - np.arange(count)) / count  # [n] % of frames with corr >= defined[i]
+        ax.step(  # "pre": the share holds on (previous corr, this corr], then drops
+            np.concatenate([[left], defined, [1.0]]),
+            np.concatenate([[100.0], share, [0.0]]),
+            where="pre",
+            color="tab:blue",
+            lw=1.8,
+            label="frames with corr ≥ x",
+        )
+        for mark, color in zip(CORR_MARKS, ("tab:green", "tab:red"), strict=True):
+            reach = float(np.mean(defined >= mark) * 100)
+            ax.axvline(mark, color=color, ls="--", lw=1, label=f"corr ≥ {mark:.2f}: {reach:.0f}%")
+            ax.axhline(reach, color=color, ls=":", lw=1)
+        # Below the axes, one row: inside, it would hide the curve wherever the frames' corrs
+        # happen to lie.
+        figure.legend(loc="outside lower center", ncols=3)
+    else:
+        ax.text(
+            0.5,
+            0.5,
+            "no frame has a corr (all null)",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            color="gray",
+        )
+    # The note on frames left out gets its own line: on one line the title outgrows the figure.
+    left_out = f"\n{_frames(missing)} without a corr (uniform target) left out" if missing else ""
+    title = f"Share of frames by correlation with the target, {_frames(len(defined))}"
+    ax.set_title(title + left_out)
+    ax.set_xlabel("Pearson correlation x")
+    ax.set_ylabel("frames with corr ≥ x (%)")
+    ax.set_xlim(left, 1.0)
+    ax.set_ylim(0, 102)
+    ax.grid(alpha=0.3)
+    return figure
+
+
+def ranked_by_corr(metrics: dict) -> tuple[list[dict], str]:
+    """The frames best first by corr, and "corr"; frames with a null corr are left out (a
+    uniform target is neither good nor bad). When no frame has a corr: all of them best first
+    by loss, and "loss"."""
+    scored = [entry for entry in metrics["frames"] if entry.get("corr") is not None]
+    if scored:
+        return sorted(scored, key=lambda entry: -entry["corr"]), "corr"  # stable: ties by frame
+    return sorted(metrics["frames"], key=lambda entry: entry["loss"]), "loss"
+
+
+def best_worst(metrics: dict, frames_dir: FramesDir, count: int = BEST_WORST) -> Figure:
+    """The `count` best and `count` worst frames by corr (`ranked_by_corr`), each target over
+    its attention map."""
+    ranked, key = ranked_by_corr(metrics)
+    count = min(count, len(ranked))
+    halves = (("best", ranked[:count]), ("worst", ranked[::-1][:count]))
+    figure = _figure(max(5.0, 2.3 * count + 0.8), 10)
+    axes = figure.subplots(4, count, squeeze=False)
+    for half, (name, entries) in enumerate(halves):
+        for column, entry in enumerate(entries):
+            top, bottom = axes[2 * half, column], axes[2 * half + 1, column]
+            _show(top, _target(metrics, frames_dir, entry["frame"]))
+            _show(bottom, _attention(frames_dir, entry["frame"]))
+            top.set_title(f"{_frame_title(metrics, entry)}\n{key} {entry[key]:.3f}", fontsize=10)
+        axes[2 * half, 0].set_ylabel(f"{name}: target")
+        axes[2 * half + 1, 0].set_ylabel(f"{name}: attention")
+    figure.suptitle(f"The {count} best and {count} worst frames by {key}")
+    return figure
+
+
+def target_vs_output(metrics: dict, frames_dir: FramesDir, count: int = GRID_FRAMES) -> Figure:
+    """Targets over attention maps for `count` frames spread evenly over the video."""
+    entries = metrics["frames"]
+    spots = np.linspace(0, len(entries) - 1, min(count, len(entries)))
+    picks = [entries[i] for i in sorted(set(spots.round().astype(int).tolist()))]
+    figure = _figure(max(5.0, 2.3 * len(picks) + 0.6), 5.6)
+    axes = figure.subplots(2, len(picks), squeeze=False)
+    for column, entry in enumerate(picks):
+        _show(axes[0, column], _target(metrics, frames_dir, entry["frame"]))
+        _show(axes[1, column], _attention(frames_dir, entry["frame"]))
+        axes[0, column].set_title(
+            f"{_frame_title(metrics, entry)}\ncorr {_number(entry.get('corr'))}", fontsize=10
+        )
+    axes[0, 0].set_ylabel("target")
+    axes[1, 0].set_ylabel("attention")
+    figure.suptitle("Target vs GPT-2 attention, frames spread over the video")
+    return figure
+
+
+def pick_hero(metrics: dict, frames_dir: FramesDir) -> dict:
+    """The best frame by corr (`ranked_by_corr`) whose target shows shapes; the best frame
+    outright if none does."""
+    ranked, _ = ranked_by_corr(metrics)
+    for entry in ranked:  # targets read lazily: the first few usually qualify
+        if _target(metrics, frames_dir, entry["frame"]).std() >= HERO_MIN_STD:
+            return entry
+    return ranked[0]
+
+
+def hero_frame(metrics: dict, frames_dir: FramesDir) -> Figure:
+    """One representative frame, large: the target beside the attention map it became."""
+    entry = pick_hero(metrics, frames_dir)
+    model = metrics.get("args", {}).get("model", "gpt2")
+    figure = _figure(12.5, 6.4)
+    left, right = figure.subplots(1, 2)
+    _show(left, _target(metrics, frames_dir, entry["frame"]))
+    left.set_title(f"target, {_frame_title(metrics, entry)}")
+    right.imshow(_attention(frames_dir, entry["frame"]))
+    # Only layer 0 is ever fitted: its attention is what the embeddings control directly.
+    # two lines: a local path or six heads make one line wider than the axes
+    right.set_title(f"{model} layer 0\n{_heads_label(metrics)}: attention weights")
+    right.set_xlabel("key token position")
+    right.set_ylabel("query token position")
+    if not is_colour(metrics):  # a colour map is RGB itself, no colormap to explain
+        figure.colorbar(
+            # runs from before --colormap were drawn with magma
+            ScalarMappable(Normalize(0, 1), cmap=metrics.get("colormap", "magma")),
+            ax=right,
+            shrink=0.85,
+            label=LEVEL_LABELS[metrics.get("render", "zscore")],
+        )
+    loss = f" · loss {entry['loss']:.3f}" if has_original_loss(metrics) else ""
+    figure.suptitle(
+        f"Frame {entry['frame']}: corr {_number(entry.get('corr'))} · "
+        f"IoU {_number(entry.get('iou'))} · MAE {_number(entry.get('mae'), 3)}{loss}",
+        fontsize=14,
+    )
+    return figure
+
+
+# --- the loss figures: only where the loss is the original's --------------------------------
 
 
 def loss_timeline(metrics: dict) -> Figure:
@@ -197,7 +441,8 @@ def loss_timeline(metrics: dict) -> Figure:
     ax.set_ylabel(LOSS_LABEL)
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right")
+    # Above the axes, not inside: the worst frames are points at the top that it would hide.
+    figure.legend(loc="outside upper right", ncols=3, fontsize=9)
     return figure
 
 
@@ -224,176 +469,6 @@ def loss_histogram(metrics: dict) -> Figure:
     return figure
 
 
-def cumulative_quality(metrics: dict) -> Figure:
-    """Share of frames with a loss at most x, the share under each of LOSS_MARKS written out."""
-    loss = np.sort(values(metrics, "loss"))  # [frames]
-    share = np.arange(1, len(loss) + 1) / len(loss) * 100
-    right = max(float(loss[-1]), *LOSS_MARKS) * 1.08
-    figure = _figure(8, 4.8)
-    ax = figure.subplots()
-    ax.step(
-        np.concatenate([[0.0], loss, [right]]),
-        np.concatenate([[0.0], share, [100.0]]),
-        where="post",
-        color="tab:blue",
-        lw=1.8,
-    )
-    notes = []
-    for mark, color in zip(LOSS_MARKS, ("tab:green", "tab:red"), strict=False):
-        under = float(np.mean(loss < mark) * 100)
-        notes.append(f"{under:.0f}% under {mark:.1f}")
-        ax.axvline(mark, color=color, ls="--", lw=1)
-        ax.axhline(under, color=color, ls=":", lw=1)
-        ax.annotate(
-            f"{under:.0f}% of frames\nunder {mark:.1f}",
-            (mark, under),
-            xytext=(6, -28),
-            textcoords="offset points",
-            color=color,
-            fontsize=10,
-        )
-    ax.set_title("Cumulative distribution of the loss: " + ", ".join(notes))
-    ax.set_xlabel(LOSS_LABEL)
-    ax.set_ylabel("frames with loss ≤ x (%)")
-    ax.set_xlim(0, right)
-    ax.set_ylim(0, 102)
-    ax.grid(alpha=0.3)
-    return figure
-
-
-def target_vs_output(metrics: dict, frames_dir: FramesDir, count: int = GRID_FRAMES) -> Figure:
-    """Targets over attention maps for `count` frames spread evenly over the video."""
-    entries = metrics["frames"]
-    spots = np.linspace(0, len(entries) - 1, min(count, len(entries)))
-    picks = [entries[i] for i in sorted(set(spots.round().astype(int).tolist()))]
-    figure = _figure(max(5.0, 2.3 * len(picks) + 0.6), 5.6)
-    axes = figure.subplots(2, len(picks), squeeze=False)
-    for column, entry in enumerate(picks):
-        _show(axes[0, column], _target(frames_dir, entry["frame"]))
-        _show(axes[1, column], _attention(frames_dir, entry["frame"]))
-        axes[0, column].set_title(
-            f"{_frame_title(metrics, entry)}\ncorr {_number(entry.get('corr'))}", fontsize=10
-        )
-    axes[0, 0].set_ylabel("target")
-    axes[1, 0].set_ylabel("attention")
-    figure.suptitle("Target vs GPT-2 attention, frames spread over the video")
-    return figure
-
-
-def best_worst(metrics: dict, frames_dir: FramesDir, count: int = BEST_WORST) -> Figure:
-    """The `count` lowest-loss and `count` highest-loss frames, each target over its attention."""
-    entries = metrics["frames"]
-    order = np.argsort(values(metrics, "loss"), kind="stable")  # [frames], best first
-    count = min(count, len(entries))
-    halves = (("best", order[:count]), ("worst", order[::-1][:count]))
-    figure = _figure(max(5.0, 2.3 * count + 0.8), 10)
-    axes = figure.subplots(4, count, squeeze=False)
-    for half, (name, indices) in enumerate(halves):
-        for column, index in enumerate(indices):
-            entry = entries[index]
-            top, bottom = axes[2 * half, column], axes[2 * half + 1, column]
-            _show(top, _target(frames_dir, entry["frame"]))
-            _show(bottom, _attention(frames_dir, entry["frame"]))
-            top.set_title(f"{_frame_title(metrics, entry)}\nloss {entry['loss']:.3f}", fontsize=10)
-        axes[2 * half, 0].set_ylabel(f"{name}: target")
-        axes[2 * half + 1, 0].set_ylabel(f"{name}: attention")
-    figure.suptitle(f"The {count} best and {count} worst frames by loss")
-    return figure
-
-
-def pick_hero(metrics: dict, frames_dir: FramesDir) -> dict:
-    """The frame with the highest corr whose target shows shapes; the lowest loss if none does."""
-    ranked = sorted(
-        (e for e in metrics["frames"] if e.get("corr") is not None),
-        key=lambda e: e["corr"],
-        reverse=True,
-    )
-    for entry in ranked:  # targets read lazily: the first few usually qualify
-        if _target(frames_dir, entry["frame"]).std() >= HERO_MIN_STD:
-            return entry
-    return min(metrics["frames"], key=lambda e: e["loss"])
-
-
-def hero_frame(metrics: dict, frames_dir: FramesDir) -> Figure:
-    """One representative frame, large: the target beside the attention map it became."""
-    entry = pick_hero(metrics, frames_dir)
-    args = metrics.get("args", {})
-    model, layer = args.get("model", "gpt2"), args.get("layer", 0)
-    figure = _figure(12.5, 6.4)
-    left, right = figure.subplots(1, 2)
-    _show(left, _target(frames_dir, entry["frame"]))
-    left.set_title(f"target, {_frame_title(metrics, entry)}")
-    right.imshow(_attention(frames_dir, entry["frame"]))
-    right.set_title(f"{model} layer {layer}, {_heads_label(metrics)}: attention weights")
-    right.set_xlabel("key token position")
-    right.set_ylabel("query token position")
-    figure.colorbar(
-        ScalarMappable(Normalize(0, 1), cmap="magma"),
-        ax=right,
-        shrink=0.85,
-        label="attention (row z-score, 1st–99th percentile → 0–1)",
-    )
-    figure.suptitle(
-        f"Frame {entry['frame']}: loss {entry['loss']:.3f} · "
-        f"corr {_number(entry.get('corr'))} · IoU {_number(entry.get('iou'))} · "
-        f"MAE {_number(entry.get('mae'), 3)}",
-        fontsize=14,
-    )
-    return figure
-
-
-def pixel_metrics_timeline(metrics: dict) -> Figure:
-    """MAE, IoU and correlation of every frame against video time; null values leave gaps."""
-    time = seconds(metrics)
-    window = _rolling_window(metrics)
-    few = len(time) <= 60
-    rows = (
-        ("mae", "MAE (gray levels, 0–1)", "lower is better"),
-        ("iou", "IoU (0–1)", "higher is better"),
-        ("corr", "Pearson correlation", "higher is better"),
-    )
-    figure = _figure(11, 7.5)
-    axes = figure.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
-    for ax, (key, label, better) in zip(axes, rows, strict=True):
-        series = values(metrics, key)  # [frames], NaN = null
-        missing = int(np.isnan(series).sum())
-        ax.plot(
-            time,
-            series,
-            lw=0.7,
-            marker="o" if few else None,
-            ms=3,
-            color="tab:purple",
-            alpha=0.45,
-            label="one frame",
-        )
-        smooth = np.where(np.isnan(series), np.nan, rolling_mean(series, window))  # keep gaps
-        ax.plot(time, smooth, lw=1.6, color="tab:purple", label=f"{window}-frame rolling mean")
-        note = f", {missing} frames undefined" if missing else ""
-        ax.set_title(
-            f"{label}: mean {_number(_nanmean(series), 3)} ({better}){note}",
-            fontsize=10,
-            loc="left",
-        )
-        ax.set_ylabel(label.split(" (")[0])
-        if missing == len(series):
-            ax.text(
-                0.5,
-                0.5,
-                "no values (all null)",
-                transform=ax.transAxes,
-                ha="center",
-                va="center",
-                color="gray",
-            )
-        ax.grid(alpha=0.3)
-    axes[0].legend(loc="upper right", fontsize=9)
-    axes[-1].set_xlabel(TIME_LABEL)
-    region = "whole square" if layout_and_heads(metrics)[0] == "full" else "lower triangle"
-    figure.suptitle(f"Pixel-space quality of each frame (rendered attention vs target, {region})")
-    return figure
-
-
 # --- all of them ----------------------------------------------------------------------------
 
 
@@ -402,22 +477,23 @@ def _save(figure: Figure, path: Path) -> None:
 
 
 def write_all_figures(frames_dir: Path, out_dir: Path) -> list[Path]:
-    """Draw every figure of a run in `frames_dir` into `out_dir` as PNGs; return their paths."""
+    """Draw the figures of a run in `frames_dir` (`figure_files`) into `out_dir` as PNGs; return
+    their paths."""
     folder = FramesDir(Path(frames_dir))
     metrics = load_metrics(folder)
     builders: dict[str, Callable[[], Figure]] = {
-        "loss_timeline.png": lambda: loss_timeline(metrics),
-        "loss_histogram.png": lambda: loss_histogram(metrics),
-        "target_vs_output.png": lambda: target_vs_output(metrics, folder),
+        "pixel_metrics.png": lambda: pixel_metrics_timeline(metrics),
         "cumulative_quality.png": lambda: cumulative_quality(metrics),
         "best_worst.png": lambda: best_worst(metrics, folder),
+        "target_vs_output.png": lambda: target_vs_output(metrics, folder),
         "hero_frame.png": lambda: hero_frame(metrics, folder),
-        "pixel_metrics.png": lambda: pixel_metrics_timeline(metrics),
+        "loss_timeline.png": lambda: loss_timeline(metrics),
+        "loss_histogram.png": lambda: loss_histogram(metrics),
     }
-    assert tuple(builders) == FIGURE_FILES
+    assert tuple(builders) == PIXEL_FIGURES + LOSS_FIGURES
     paths = []
-    for name, build in builders.items():
+    for name in figure_files(metrics):
         path = Path(out_dir) / name
-        _save(build(), path)
+        _save(builders[name](), path)
         paths.append(path)
     return paths

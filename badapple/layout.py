@@ -56,6 +56,15 @@ def layout_picture(
     )
 
 
+def channel_correlations(picture: np.ndarray, target: np.ndarray, layout: str) -> list:
+    """corr of each channel over what the layout shows: [C, T, T] pictures -> [C] (None where
+    a channel is constant there)."""
+    return [
+        picture_metrics(shown, wanted, region=SCORED_REGION[layout])["corr"]
+        for shown, wanted in zip(picture, target, strict=True)
+    ]
+
+
 def layout_metrics(picture: np.ndarray, target: np.ndarray, layout: str) -> dict:
     """mae, iou and corr over what the layout's picture shows (`SCORED_REGION`), all channels
     together: [C, T, T] pictures."""

@@ -29,6 +29,7 @@ from badapple.errors import DamagedFileError, UserError
 from badapple.head import HeadWeights, attention_scores, causal_attention, load_head
 from badapple.layout import (
     HEADS_PER_CHANNEL,
+    channel_correlations,
     head_pictures,
     layout_metrics,
     layout_picture,
@@ -45,9 +46,9 @@ from badapple.storage import (
     frames_lock,
     png_problem,
     read_embeddings,
-    read_gray_png,
     read_json,
     read_rgb_png,
+    read_target_png,
     write_atomic,
     write_embeddings,
     write_json,
@@ -64,13 +65,21 @@ from badapple.verify import (
 BAD_APPLE_URL = "https://www.youtube.com/watch?v=FtutLA63Cp8"  # the original's video, 4:3, 30 fps
 DEFAULT_MODEL = "openai-community/gpt2-xl"
 OUTPUT_NAME = "bad_apple_attention.mp4"  # assemble.py's video
-DEFAULT_HEADS = (0, 1)  # --full-frame's heads: A shows the frame, B its transpose
+# The heads a run plays on when --heads is not given: channel c on head c (R, G, B in colour),
+# and in full frame the transposed channels on the heads after them.
+DEFAULT_HEADS = {
+    (1, "full"): (0, 1),  # A the frame, B its transpose
+    (3, "half"): (0, 1, 2),  # R, G, B
+    (3, "full"): (0, 1, 2, 3, 4, 5),  # A_R, A_G, A_B, B_R, B_G, B_B
+}
+CHANNEL_NAMES = {1: ("gray",), 3: ("R", "G", "B")}
 # The settings that decide what a frame's outputs are; a resumed run must share all of them:
 # layout "half" or "full" (--full-frame), heads [--head] or the two of --heads, the render and
 # its settings, and the solver's.
 RUN_IDENTITY = (
     "model",
     "layout",
+    "channels",
     "heads",
     "render",
     "contrast",
@@ -98,9 +107,11 @@ def download(
     fit: str = "stretch",
     start: float | None = None,
     duration: float | None = None,
+    color: bool = False,
     force: bool = False,
 ) -> dict:
-    """Turn a video into target frames, its soundtrack and meta.json; returns the meta."""
+    """Turn a video into target frames, its soundtrack and meta.json; returns the meta.
+    Targets are gray, or RGB with `color` (meta.json's "channels": 1 or 3)."""
     folder = FramesDir(Path(frames_dir))
     source = str(Path(input).expanduser().resolve()) if input else url
     settings = {
@@ -110,12 +121,20 @@ def download(
         "fit": fit,
         "start": start,
         "duration": duration,
+        "channels": 3 if color else 1,
     }
     try:
         meta = read_json(folder.meta)
     except DamagedFileError as error:
         warnings.warn(f"{error.path} is damaged; redoing the frames", stacklevel=2)
         meta = None
+    if not force and meta and meta.get("channels", 1) != settings["channels"]:
+        # the outputs of a run on the old targets would no longer match: replacing is a choice
+        kinds = {1: "gray", 3: "colour"}
+        raise UserError(
+            f"{folder.root} holds {kinds[meta.get('channels', 1)]} targets; rerun with --force "
+            f"to replace them with {kinds[settings['channels']]} ones, or use another --frames-dir"
+        )
     if (
         not force
         and meta
@@ -154,6 +173,7 @@ def download(
         fit=fit,
         start_seconds=start,
         duration_seconds=duration,
+        color=color,
     )
     shutil.rmtree(folder.targets, ignore_errors=True)
     staging.rename(folder.targets)
@@ -262,11 +282,11 @@ def optimize(
     init_scale: float | None = None,
     head: int = 0,
     full_frame: bool = False,
-    heads: tuple[int, int] = DEFAULT_HEADS,
+    heads: tuple[int, ...] | None = None,
     render: str = "sink",
     contrast: float | None = None,
     blur: float | None = None,
-    colormap: str = DEFAULT_COLORMAP,
+    colormap: str | None = None,
     chunk_size: int = 64,
     seeds: int | None = None,
     method: str = "reduced",
@@ -291,12 +311,25 @@ def optimize(
         raise UserError(f"--method {method} is unknown; pick one of {', '.join(SOLVERS)}")
     if render not in RENDERS:
         raise UserError(f"--render {render} is unknown; pick one of {', '.join(RENDERS)}")
+    folder = FramesDir(Path(frames_dir))
+    meta = read_json(folder.meta)
+    if meta is None:
+        raise UserError(f"{folder.meta} not found; run download.py first")
+    size, wanted = meta["size"], parse_frame_range(frames, meta["frame_count"])
+    channels = meta.get("channels", 1)  # 1 gray, 3 colour (download.py --color)
     layout = "full" if full_frame else "half"
-    run_heads = tuple(heads) if full_frame else (head,)
-    if len(set(run_heads)) != len(run_heads) or len(run_heads) != HEADS_PER_CHANNEL[layout]:
+    run_heads = _run_heads(channels, layout, head, heads)
+    if channels == 3 and render != "sink":
         raise UserError(
-            f"--heads {','.join(map(str, heads))}: expected two different heads A,B, e.g. 0,1"
+            f"colour targets need --render sink: --render {render} shows each row's pattern, "
+            "not its level, so three heads would not mix into the frame's colours"
         )
+    if channels == 3 and colormap is not None:
+        raise UserError(
+            f"--colormap {colormap} is for gray runs: a colour run's channels are its heads' "
+            "maps; drop --colormap"
+        )
+    colormap = DEFAULT_COLORMAP if channels == 1 and colormap is None else colormap
     settings = solver_settings(
         method, steps=steps, lr=lr, lr_min=lr_min, init_scale=init_scale, seeds=seeds, seed=seed
     )
@@ -309,14 +342,11 @@ def optimize(
         **asdict(settings),
         "layout": layout,
         "heads": list(run_heads),
+        "channels": channels,
         "contrast": contrast,
         "blur": blur,
+        "colormap": colormap,
     }
-    folder = FramesDir(Path(frames_dir))
-    meta = read_json(folder.meta)
-    if meta is None:
-        raise UserError(f"{folder.meta} not found; run download.py first")
-    size, wanted = meta["size"], parse_frame_range(frames, meta["frame_count"])
     _check_targets(folder, wanted, size)
 
     torch_device = pick_device(device)
@@ -330,7 +360,14 @@ def optimize(
             f"{checkpoint.n_positions - (tokens - size)} or less"
         )
     weights = load_head(checkpoint, run_heads, tokens).to(torch_device)
-    run = _Run(layout=layout, render=render, contrast=contrast, blur=blur, colormap=colormap)
+    run = _Run(
+        layout=layout,
+        render=render,
+        contrast=contrast,
+        blur=blur,
+        colormap=colormap,
+        channels=channels,
+    )
 
     metrics = _resumable_metrics(folder, arguments, force)
     records = {record["frame"]: record for record in metrics["frames"]}
@@ -340,11 +377,7 @@ def optimize(
     todo = _frames_to_do(folder, wanted, records, size)
     redo = set(todo)
     records = {f: r for f, r in records.items() if f not in redo}  # stale or damaged ones
-    playing = (
-        f"head {head}"
-        if layout == "half"
-        else f"heads {run_heads[0]} (frame) and {run_heads[1]} (transposed frame), full frame"
-    )
+    playing = _playing(run_heads, channels, layout)
     print(
         f"{checkpoint.name}: d={checkpoint.n_embd}, {playing} of {checkpoint.n_head}; "
         f"render {render} ({tokens} tokens), method {method}, {settings.steps} steps"
@@ -361,6 +394,7 @@ def optimize(
         args=arguments,
         layout=layout,
         heads=list(run_heads),
+        channels=channels,
         render=render,
         contrast=contrast,
         blur=blur,
@@ -506,6 +540,7 @@ def _with_layout(arguments: dict) -> dict:
     """A run's recorded arguments, with the settings that runs from before a flag existed had:
     half frame on --head, the original's rendering."""
     earlier = {"layout": "half", "heads": [arguments.get("head", 0)], "render": "zscore"}
+    earlier["channels"] = 1
     earlier.update(contrast=arguments.get("contrast_nats"), blur=1.5, colormap="magma")
     return {**earlier, **arguments}
 
@@ -514,6 +549,8 @@ def _as_flag(name: str, value) -> str:
     """A RUN_IDENTITY setting as the flags that give it, for messages: "--heads 0,1"."""
     if name == "layout":
         return "full frame (--full-frame)" if value == "full" else "half frame (no --full-frame)"
+    if name == "channels":
+        return "colour targets (download.py --color)" if value == 3 else "gray targets"
     if name == "contrast" and value is None:
         return "the original's target (no --contrast)"
     if name == "heads" and isinstance(value, list):
@@ -571,7 +608,8 @@ class _Run:
     render: str  # "sink" or "zscore"
     contrast: float | None  # nats from white to black in the target; None: the original's
     blur: float  # gaussian sigma in pixels, 0 for none
-    colormap: str  # matplotlib's name
+    colormap: str | None  # matplotlib's name, for gray runs; None in colour
+    channels: int  # 1 gray, 3 colour
 
     def targets(self, pictures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits the solver fits, and those `loss` is reported against (LOSS_KINDS):
@@ -582,9 +620,47 @@ class _Run:
 
     def picture(self, attention: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One frame's maps [H, T', T'] as its picture [C, T, T] in [0, 1] and the PNG's
-        pixels [T, T, 3] uint8."""
+        pixels [T, T, 3] uint8: the colormap's for gray, each channel its head's in colour."""
         picture = layout_picture(attention, self.layout, self.render, self.blur)
-        return picture, colorize(picture[0], self.colormap)
+        if self.channels == 1:
+            return picture, colorize(picture[0], self.colormap)
+        return picture, np.round(picture.transpose(1, 2, 0) * 255).astype(np.uint8)
+
+
+def _run_heads(
+    channels: int, layout: str, head: int, heads: tuple[int, ...] | None
+) -> tuple[int, ...]:
+    """The heads a run plays on, in the order of `layout.head_pictures`: --head for a gray half
+    frame, --heads (or `DEFAULT_HEADS`) otherwise, checked for count and repeats."""
+    if channels == 1 and layout == "half":
+        if heads is not None:
+            raise UserError(
+                f"--heads {','.join(map(str, heads))} needs --full-frame or colour targets; "
+                "a gray half-frame run plays on one --head"
+            )
+        return (head,)
+    wanted = channels * HEADS_PER_CHANNEL[layout]
+    if heads is None:
+        return DEFAULT_HEADS[channels, layout]
+    example = ",".join(map(str, DEFAULT_HEADS[channels, layout]))
+    kind = f"{'colour' if channels == 3 else 'gray'} {layout}-frame run"
+    if len(heads) != wanted or len(set(heads)) != wanted:
+        raise UserError(
+            f"--heads {','.join(map(str, heads))}: a {kind} plays on {wanted} different heads, "
+            f"e.g. --heads {example}"
+        )
+    return tuple(heads)
+
+
+def _playing(heads: tuple[int, ...], channels: int, layout: str) -> str:
+    """What each head shows, for the start-up line: "heads 0 (R), 1 (G), 2 (B)"."""
+    names = list(CHANNEL_NAMES[channels])
+    if layout == "full":
+        names = [f"{n} of the frame" for n in names] + [f"{n} transposed" for n in names]
+    if len(heads) == 1:
+        return f"head {heads[0]}"
+    shown = ", ".join(f"{h} ({n})" for h, n in zip(heads, names, strict=True))
+    return f"heads {shown}, {layout} frame"
 
 
 def _finished_means(records: dict[int, dict]) -> dict[str, str]:
@@ -609,7 +685,7 @@ def _solve_chunk(
     Returns the frames' metric records and their embeddings ({frame: [T, d]}).
     """
     # [B, C, T, T]; every target was checked (whole, size x size) before the run started
-    pictures = np.stack([read_gray_png(folder.target_png(frame)) for frame in chunk])[:, None]
+    pictures = np.stack([read_target_png(folder.target_png(f), run.channels) for f in chunk])
     device = weights.position.device
     aimed, reported = run.targets(torch.from_numpy(pictures).to(device))  # [B, H, T', T']
 
@@ -644,6 +720,12 @@ def _solve_chunk(
             "loss_per_head": head_losses[index].tolist(),  # in the order of `heads`
             "seconds": seconds_per_frame,
             **layout_metrics(picture, pictures[index], run.layout),
+            # in colour, each channel's corr too (R, G, B)
+            **(
+                {"corr_per_channel": channel_correlations(picture, pictures[index], run.layout)}
+                if run.channels == 3
+                else {}
+            ),
             "embeddings": chunk_file.name,
         }
     return new_records, dict(zip(chunk, embeddings, strict=True))

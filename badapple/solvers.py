@@ -57,8 +57,8 @@ METHOD_DEFAULTS = {
         lr_min=1e-4,
         init_scale=0.1,
         seeds=3,
-        warm_steps=50,
-        warm_lr=0.02,
+        warm_steps=100,
+        warm_lr=0.005,
     ),
 }
 

@@ -3,8 +3,10 @@
     frames/
       meta.json                      source, fps, size, fit, frame count      (download.py)
       audio.m4a                      the soundtrack, when the video has one    (download.py)
-      targets/frame_00001.png ...    8-bit gray, size x size, 1-based          (download.py)
-      output/frame_00001.png ...     RGB attention maps, magma                 (optimize.py)
+      targets/frame_00001.png ...    8-bit gray (RGB with --color), size x size, 1-based
+                                                                               (download.py)
+      output/frame_00001.png ...     RGB attention maps: the colormap's, or    (optimize.py)
+                                     each channel its head's in colour
       output/metrics.json            run settings and per-frame figures        (optimize.py)
       embeddings/frames_00001-00064.safetensors
                                      `frames` int64 [n], `embeddings` float32 [n, size, d]
@@ -142,6 +144,20 @@ def read_gray_png(path: Path) -> np.ndarray:
             f"{path} is not a readable PNG ({error}); rerun download.py --force"
         ) from None
     return pixels / 255.0
+
+
+def read_target_png(path: Path, channels: int) -> np.ndarray:
+    """A target frame as float32 in [0, 1], channel first: [1, H, W] gray or [3, H, W] RGB."""
+    if channels == 1:
+        return read_gray_png(path)[None]
+    try:
+        with Image.open(path) as image:
+            pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
+    except OSError as error:
+        raise UserError(
+            f"{path} is not a readable PNG ({error}); rerun download.py --force"
+        ) from None
+    return pixels.transpose(2, 0, 1) / 255.0
 
 
 def png_problem(path: Path, size: int | None = None) -> str | None:

@@ -123,13 +123,15 @@ def extract_frames(
     fit: str,
     start_seconds: float | None,
     duration_seconds: float | None,
+    color: bool = False,
 ) -> int:
-    """Write `out_dir/frame_00001.png ...`: 8-bit gray, full range (black 0, white 255), size x
-    size, square pixels. Frames already in `out_dir` are deleted first. Returns the frame count."""
+    """Write `out_dir/frame_00001.png ...`: 8-bit gray (8-bit RGB with `color`), full range
+    (black 0, white 255), size x size, square pixels. Frames already in `out_dir` are deleted
+    first. Returns the frame count."""
     # setsar=1: the PNGs are square-pixel images, whatever the source's aspect ratio was.
-    # format=gray: swscale maps limited-range YUV (16-235) to full-range gray (0-255); checked
-    # on ffmpeg 5.1, 7.0 and 9.0, and tests/test_video.py checks it for the ffmpeg in use.
-    scale = f"{_fit_filter(fit, size)},setsar=1,format=gray"
+    # format=gray (rgb24): swscale maps limited-range YUV (16-235) to full range (0-255);
+    # checked on ffmpeg 5.1, 7.0 and 9.0, and tests/test_video.py checks it for the ffmpeg in use.
+    scale = f"{_fit_filter(fit, size)},setsar=1,format={'rgb24' if color else 'gray'}"
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in frame_numbers(out_dir):
         (out_dir / (FRAME_PATTERN % old)).unlink()
@@ -202,7 +204,7 @@ def encode_video(
     """Encode a 1-based PNG sequence (`frames/output/frame_%05d.png`) as H.264 in an mp4.
 
     Each frame is upscaled `scale` times with nearest neighbour, so one attention cell stays
-    one sharp block. With `side_by_side_pattern` (the gray targets) the picture is
+    one sharp block. With `side_by_side_pattern` (the targets, gray or RGB) the picture is
     target | attention. `audio` is muxed as AAC and the video cut to the shorter of the two.
     """
     rate = _rate(fps)

@@ -3,6 +3,7 @@
     uv run python benchmarks/full_video.py                                  # 3,286 frames
     uv run python benchmarks/full_video.py --frames 640 --device cpu        # a CPU projection
     uv run python benchmarks/full_video.py --device cuda --chunk-size 512   # a GPU run
+    uv run python benchmarks/full_video.py --render zscore                  # the original's look
 
 A shadow-art video as long as Bad Apple!! at 15 fps (the clips of `benchmarks/clips.py`, one after
 another) is solved on a GPT-2-XL-shaped stand-in checkpoint in the batches of
@@ -26,10 +27,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from badapple.checkpoint import open_checkpoint  # noqa: E402
 from badapple.head import load_head  # noqa: E402
+from badapple.layout import token_count  # noqa: E402
 from badapple.pipeline import pick_device, solve_order  # noqa: E402
+from badapple.render import RENDERS  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solve_frames  # noqa: E402
+from badapple.targets import aimed_logits  # noqa: E402
 from benchmarks.clips import CLIP_KINDS, make_clip  # noqa: E402
-from benchmarks.solvers import FULL_VIDEO_FRAMES, write_checkpoints  # noqa: E402
+from benchmarks.solvers import FULL_VIDEO_FRAMES, contrast_of, write_checkpoints  # noqa: E402
 
 
 def video_frames(count: int, size: int) -> np.ndarray:
@@ -48,6 +52,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="frame side in pixels")
     parser.add_argument("--chunk-size", type=int, default=64, help="frames solved at once")
     parser.add_argument("--method", choices=list(SOLVERS), default="reduced", help="solver")
+    parser.add_argument("--render", choices=RENDERS, default="sink", help="as optimize.py's")
     parser.add_argument("--checkpoint", choices=["default", "hard"], default="hard")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     args = parser.parse_args()
@@ -55,13 +60,15 @@ def main() -> None:
     settings = METHOD_DEFAULTS[args.method]
     frames = video_frames(args.frames, args.size)  # [F, T, T] on the host, like the PNGs
     print(
-        f"{args.frames} frames of {args.size}x{args.size}, method {args.method}, chunks of "
+        f"{args.frames} frames of {args.size}x{args.size}, method {args.method}, render "
+        f"{args.render}, chunks of "
         f"{args.chunk_size}, on {device} ({torch.get_num_threads()} CPU threads)"
     )
 
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = write_checkpoints(Path(folder))[args.checkpoint]
-        weights = load_head(open_checkpoint(str(checkpoint)), (0,), args.size).to(device)
+        tokens = token_count(args.size, args.render)
+        weights = load_head(open_checkpoint(str(checkpoint)), (0,), tokens).to(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     batches = solve_order(
@@ -72,9 +79,10 @@ def main() -> None:
     started = time.perf_counter()
     for batch in batches:
         pictures = torch.from_numpy(frames[np.array(batch) - 1]).to(device)[:, None]
+        targets = aimed_logits(pictures, args.render, contrast_of(args.method, args.render))
         starts = {frame: solved[frame - 1] for frame in batch if frame - 1 in solved}
         solution = solve_frames(
-            args.method, weights, pictures, batch, settings, lambda loss: None, starts
+            args.method, weights, targets, batch, settings, lambda loss: None, starts
         )
         losses.append(solution.loss.cpu())
         next_solved = dict(zip(batch, solution.embeddings, strict=True))

@@ -1,20 +1,26 @@
-"""Benchmark: the solvers side by side, on runs of consecutive shadow-art frames.
+"""Benchmark: methods, renders and layouts side by side, on runs of consecutive shadow-art frames.
 
-    uv run python benchmarks/solvers.py                          # the README's table
-    uv run python benchmarks/solvers.py --frames-per-clip 3 --methods reduced   # a quick look
+    uv run python benchmarks/solvers.py                  # the README's table (adam takes ~6 min)
+    uv run python benchmarks/solvers.py --configs reduced/sink/half --frames-per-clip 2  # a look
 
-Both methods run in this one process, at their default settings, on the same frames and the same
-checkpoints: two GPT-2-XL-shaped random ones written here (the real GPT-2 XL cannot be
-downloaded everywhere): transformers' default init, and a "hard" one whose query and key weights
-are scaled by 0.6, so its reachable logit range is much smaller. Frames are the clips of
-`benchmarks/clips.py`, solved as optimize.py solves a video: batch k holds the k-th frame of
-every clip, each frame after the first started from its predecessor's solution where the method
-does warm starts. Prints a table and writes benchmarks/results/solvers.json:
+Every configuration runs in this one process, at its method's default settings, on the same
+frames and the same checkpoints: two GPT-2-XL-shaped random ones written here (the real GPT-2 XL
+cannot be downloaded everywhere): transformers' default init, and a "hard" one whose query and
+key weights are scaled by 0.6, so its reachable logit range is much smaller. A configuration is
+METHOD/RENDER/LAYOUT, as optimize.py's --method, --render and --full-frame (heads 0 and 1) run
+it; the target is the run's (`targets.aimed_logits`, contrast 6 nats, the original's exact target
+for adam under zscore). Frames are the clips of `benchmarks/clips.py`, solved as optimize.py
+solves a video: batch k holds the k-th frame of every clip, each frame after the first started
+from its predecessor's solution where the method does warm starts.
+
+Pictures are judged as a user would judge them: transformers' own GPT2Model runs the solved
+inputs_embeds, and its attention is rendered as optimize.py renders it (default blur). Prints a
+table and writes benchmarks/results/solvers.json:
 
     seconds_per_frame   wall time of the solver (forward, backward, lift) / frames
-    loss                the original's logit-space loss of the saved embeddings
-    mae, iou, corr      the rendered picture against the target, as in metrics.json
-    flicker             mean |change| between consecutive rendered frames minus the targets'
+    mae, iou, corr      the picture against the target over what the layout shows (the lower
+                        triangle for half frame, the whole square for full frame)
+    flicker             mean |change| between consecutive pictures minus the targets', there
 """
 
 import argparse
@@ -22,7 +28,7 @@ import json
 import sys
 import tempfile
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -31,16 +37,32 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
 from badapple.checkpoint import open_checkpoint  # noqa: E402
-from badapple.head import attention_scores, causal_attention, load_head  # noqa: E402
-from badapple.layout import head_pictures  # noqa: E402
-from badapple.metrics import mean_metrics, picture_metrics  # noqa: E402
-from badapple.render import attention_picture  # noqa: E402
+from badapple.head import load_head  # noqa: E402
+from badapple.layout import (  # noqa: E402
+    SCORED_REGION,
+    head_pictures,
+    layout_metrics,
+    layout_picture,
+    token_count,
+)
+from badapple.metrics import mean_metrics  # noqa: E402
+from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS  # noqa: E402
+from badapple.targets import DEFAULT_CONTRAST_NATS, aimed_logits  # noqa: E402
+from badapple.verify import one_layer_gpt2, transformers_attention  # noqa: E402
 from benchmarks.clips import CLIP_KINDS, make_clip  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "solvers.json"
 HARD_QUERY_KEY_GAIN = 0.6  # the "hard" checkpoint's Q/K weights and biases, times this
 FULL_VIDEO_FRAMES = 3286  # Bad Apple!! at 15 fps, for the projected full-run time
+LAYOUT_HEADS = {"half": (0,), "full": (0, 1)}
+CONFIGS = (
+    "reduced/sink/half",  # the default
+    "reduced/sink/full",
+    "reduced/zscore/half",  # the default before true tone
+    "reduced/zscore/full",
+    "adam/zscore/half",  # the original
+)
 
 
 def write_checkpoints(folder: Path) -> dict[str, Path]:
@@ -61,45 +83,62 @@ def write_checkpoints(folder: Path) -> dict[str, Path]:
     return paths
 
 
+def contrast_of(method: str, render: str) -> float | None:
+    """The target's contrast as optimize.py resolves it when --contrast is not given."""
+    return None if (method, render) == ("adam", "zscore") else DEFAULT_CONTRAST_NATS
+
+
 def solve_runs(
-    weights, clips: np.ndarray, method: str, layout: str = "half"
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Solve clips [C, N, T, T] frame by frame, as optimize.py does: batch k = frame k of every
-    clip, each head of `weights` given its picture of the `layout` (layout.py). Returns
-    embeddings [C, N, T, d], losses [C, N] (averaged over heads) and the solver's seconds."""
+    weights, clips: np.ndarray, method: str, render: str, layout: str
+) -> tuple[torch.Tensor, float]:
+    """Solve clips [K, N, C, T, T] (C channels: 1 gray, 3 colour) frame by frame, as
+    optimize.py does: batch k = frame k of every clip, started from batch k-1 where the method
+    does warm starts. Returns embeddings [K, N, T', d] and the solver's seconds."""
     settings = METHOD_DEFAULTS[method]
     solve = SOLVERS[method]
     clip_count, frame_count = clips.shape[:2]
-    embeddings, losses, previous = [], [], None
+
+    def batch(k: int) -> tuple[torch.Tensor, list[int]]:
+        pictures = head_pictures(torch.from_numpy(clips[:, k]), layout)  # [K, H, T, T]
+        targets = aimed_logits(pictures, render, contrast_of(method, render))
+        return targets, [clip * frame_count + k + 1 for clip in range(clip_count)]
+
+    # untimed: a process's first solve pays for torch's start-up, seconds at small sizes
+    solve(weights, *batch(0), replace(settings, steps=2, seeds=1), lambda loss: None, None)
+    embeddings, previous = [], None
     started = time.perf_counter()
     for k in range(frame_count):
-        pictures = head_pictures(torch.from_numpy(clips[:, k]), layout)  # [C, H, T, T]
-        numbers = [clip * frame_count + k + 1 for clip in range(clip_count)]
+        targets, numbers = batch(k)
         starts = previous if settings.warm_steps and previous is not None else None
-        solution = solve(weights, pictures, numbers, settings, lambda loss: None, starts)
+        solution = solve(weights, targets, numbers, settings, lambda loss: None, starts)
         previous = solution.embeddings
         embeddings.append(solution.embeddings)
-        losses.append(solution.loss)
     seconds = time.perf_counter() - started
-    return torch.stack(embeddings, 1), torch.stack(losses, 1), seconds
+    return torch.stack(embeddings, 1), seconds
 
 
-def score(weights, clips: np.ndarray, embeddings: torch.Tensor, losses: torch.Tensor) -> dict:
-    """Picture metrics and flicker of solved clips, averaged over every frame."""
+def score(
+    model,
+    heads: tuple[int, ...],
+    clips: np.ndarray,
+    embeddings: torch.Tensor,
+    render: str,
+    layout: str,
+) -> dict:
+    """Picture metrics and flicker of solved clips through transformers, over every frame."""
     records, flicker = [], []
-    for clip, clip_embeddings in zip(clips, embeddings, strict=True):
-        with torch.no_grad():
-            attention = causal_attention(attention_scores(clip_embeddings, weights))[:, 0]
-        pictures = np.stack([attention_picture(a) for a in attention.numpy()])  # [N, T, T]
-        records += [picture_metrics(p, t) for p, t in zip(pictures, clip, strict=True)]
-        lower = np.tri(clip.shape[-1], dtype=bool)
+    shown_area = np.tri(clips.shape[-1], dtype=bool) if SCORED_REGION[layout] == "lower" else True
+    for clip, clip_embeddings in zip(clips, embeddings, strict=True):  # [N, T, T], [N, T', d]
+        attention = transformers_attention(model, clip_embeddings, heads).numpy()  # [N, H, T', T']
+        blur = DEFAULT_BLUR_SIGMA_PIXELS[render]
+        pictures = np.stack([layout_picture(a, layout, render, blur)[0] for a in attention])
+        records += [layout_metrics(p, t, layout) for p, t in zip(pictures, clip, strict=True)]
         if len(clip) > 1:
-            shown = np.abs(np.diff(pictures, axis=0))[:, lower].mean()
-            wanted = np.abs(np.diff(clip, axis=0))[:, lower].mean()
+            shown = (np.abs(np.diff(pictures, axis=0)) * shown_area).mean()
+            wanted = (np.abs(np.diff(clip, axis=0)) * shown_area).mean()
             flicker.append(shown - wanted)
     means = mean_metrics([{**record, "loss": None} for record in records])
     return {
-        "loss": float(losses.mean()),
         "mae": means["mae"],
         "iou": means["iou"],
         "corr": means["corr"],
@@ -112,70 +151,79 @@ def main() -> None:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--frames-per-clip", type=int, default=4, help="consecutive frames")
+    parser.add_argument("--frames-per-clip", type=int, default=2, help="consecutive frames")
     parser.add_argument("--size", type=int, default=256, help="frame side in pixels")
     parser.add_argument("--kinds", default=",".join(CLIP_KINDS), help="clip kinds to use")
-    parser.add_argument("--methods", default="reduced,adam", help="solvers to compare")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="METHOD/RENDER/LAYOUT list")
     parser.add_argument("--checkpoints", default="default,hard", help="which stand-ins")
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
-    kinds, methods = args.kinds.split(","), args.methods.split(",")
+    kinds, configs = args.kinds.split(","), [c.split("/") for c in args.configs.split(",")]
     clips = np.stack([make_clip(kind, args.frames_per_clip, args.size) for kind in kinds])
     frames = clips.shape[0] * clips.shape[1]
     print(
         f"{len(kinds)} clips x {args.frames_per_clip} frames of {args.size}x{args.size}, "
-        f"methods {', '.join(methods)}, {torch.get_num_threads()} CPU threads"
+        f"{torch.get_num_threads()} CPU threads"
     )
+    print(_header())
 
     results = []
     with tempfile.TemporaryDirectory() as folder:
         checkpoints = write_checkpoints(Path(folder))
         for name in args.checkpoints.split(","):
-            weights = load_head(open_checkpoint(str(checkpoints[name])), (0,), args.size)
-            for method in methods:
-                embeddings, losses, seconds = solve_runs(weights, clips, method)
+            checkpoint = open_checkpoint(str(checkpoints[name]))
+            model = one_layer_gpt2(checkpoint)
+            for method, render, layout in configs:
+                heads = LAYOUT_HEADS[layout]
+                weights = load_head(checkpoint, heads, token_count(args.size, render))
+                embeddings, seconds = solve_runs(weights, clips[:, :, None], method, render, layout)
                 row = {
                     "checkpoint": name,
-                    "method": method,
+                    "config": f"{method}/{render}/{layout}",
                     "seconds_per_frame": seconds / frames,
-                    **score(weights, clips, embeddings, losses),
+                    **score(model, heads, clips, embeddings, render, layout),
                 }
                 results.append(row)
                 print(_format_row(row), flush=True)
 
     print()
-    print(_table(results))
+    print("\n".join([_header()] + [_format_row(row) for row in results]))
     for name in args.checkpoints.split(","):
-        rows = {row["method"]: row for row in results if row["checkpoint"] == name}
-        if {"reduced", "adam"} <= rows.keys():
-            speedup = rows["adam"]["seconds_per_frame"] / rows["reduced"]["seconds_per_frame"]
-            print(f"{name}: reduced is {speedup:.0f}x faster per frame than adam")
+        rows = {row["config"]: row for row in results if row["checkpoint"] == name}
+        if {CONFIGS[0], "adam/zscore/half"} <= rows.keys():
+            speedup = (
+                rows["adam/zscore/half"]["seconds_per_frame"]
+                / rows[CONFIGS[0]]["seconds_per_frame"]
+            )
+            print(f"{name}: {CONFIGS[0]} is {speedup:.0f}x faster per frame than adam/zscore/half")
     for row in results:
-        if row["method"] == "reduced":
+        if row["config"].startswith("reduced"):
             minutes = row["seconds_per_frame"] * FULL_VIDEO_FRAMES / 60
-            print(f"{row['checkpoint']}: {FULL_VIDEO_FRAMES} frames projected at {minutes:.1f} min")
+            print(
+                f"{row['checkpoint']} {row['config']}: {FULL_VIDEO_FRAMES} frames projected at "
+                f"{minutes:.1f} min (solver only; half the frames here start cold)"
+            )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    settings = {method: asdict(METHOD_DEFAULTS[method]) for method in methods}
+    methods = sorted({method for method, _, _ in configs})
     report = {
         "args": {**vars(args), "output": str(args.output)},
-        "settings": settings,
+        "settings": {method: asdict(METHOD_DEFAULTS[method]) for method in methods},
         "results": results,
     }
     args.output.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.output}")
 
 
+def _header() -> str:
+    return "checkpoint config               s/frame    mae    iou   corr  flicker"
+
+
 def _format_row(row: dict) -> str:
     return (
-        f"{row['checkpoint']:8} {row['method']:8} {row['seconds_per_frame']:9.3f} "
-        f"{row['loss']:8.4f} {row['mae']:6.3f} {row['iou']:6.3f} {row['corr']:6.3f} "
+        f"{row['checkpoint']:10} {row['config']:20} {row['seconds_per_frame']:8.3f} "
+        f"{row['mae']:6.3f} {row['iou']:6.3f} {row['corr']:6.3f} "
         + (f"{row['flicker']:+8.4f}" if row["flicker"] is not None else "       -")
     )
-
-
-def _table(results: list[dict]) -> str:
-    header = "checkpoint method   s/frame      loss    mae    iou   corr  flicker"
-    return "\n".join([header] + [_format_row(row) for row in results])
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ TINY = dict(
 )
 # Eight heads of 8: several heads' queries and keys (2·H·8 columns) stay independent in d=64.
 TINY_EIGHT_HEADS = {**TINY, "n_head": 8, "n_positions": 320}
+# Sixteen heads of 8 in d=128: the 6 heads of a full-frame colour run (96 columns) stay
+# independent.
+TINY_SIXTEEN_HEADS = {**TINY, "n_embd": 128, "n_head": 16}
 # GPT-2 XL's layer shapes (d=1600, 25 heads of 64), one layer, a token table of 16 rows.
 XL_SHAPED = dict(
     n_layer=1,
@@ -82,6 +85,11 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_eight_heads_checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("tiny-gpt2-8"), seed=3, **TINY_EIGHT_HEADS)
+
+
+@pytest.fixture(scope="session")
+def tiny_sixteen_heads_checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("tiny-gpt2-16"), seed=4, **TINY_SIXTEEN_HEADS)
 
 
 @pytest.fixture(scope="session")

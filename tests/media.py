@@ -56,6 +56,33 @@ def make_clip(
     return path
 
 
+def make_colour_clip(
+    path: Path, *, seconds: float = 2.0, width: int = 320, height: int = 240
+) -> Path:
+    """An H.264 mp4 (yuv444p, so colours keep full resolution) of saturated red, green and blue
+    squares and a yellow bar moving over a dark blue-to-teal gradient, with an AAC sine tone."""
+    w, h, fps = width, height, 30
+    shapes = [  # (colour, box width, box height, x at time t, y at time t)
+        ("red", w // 4, w // 4, f"{w // 10}+{w // 6}*t", f"{h // 8}"),
+        ("lime", w // 5, w // 5, f"{w * 3 // 5}", f"{h // 10}+{h // 5}*t"),
+        ("blue", w // 4, w // 5, f"{w // 2}-{w // 8}*t", f"{h * 3 // 5}"),
+        ("yellow", w // 2, h // 12, f"{w // 6}", f"{h * 4 // 5}-{h // 10}*t"),
+    ]
+    gradient = f"gradients=s={w}x{h}:c0=0x102060:c1=0x30a0a0:x0=0:y0=0:x1={w}:y1={h}:speed=0"
+    inputs = ["-f", "lavfi", "-i", f"{gradient}:r={fps}"]
+    graph, last = [], "0"
+    for index, (colour, box_w, box_h, x, y) in enumerate(shapes, start=1):
+        inputs += ["-f", "lavfi", "-i", f"color=c={colour}:s={box_w}x{box_h}:r={fps}"]
+        graph.append(f"[{last}][{index}]overlay=x='{x}':y='{y}'[v{index}]")
+        last = f"v{index}"
+    graph.append(f"[{last}]format=yuv444p[video]")
+    inputs += ["-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}"]
+    outputs = ["-filter_complex", ";".join(graph), "-map", "[video]", "-c:v", "libx264"]
+    outputs += ["-map", f"{len(shapes) + 1}:a", "-c:a", "aac"]
+    _ffmpeg([*inputs, *outputs, "-t", str(seconds), str(path)])
+    return path
+
+
 def make_variable_rate_clip(path: Path) -> Path:
     """2 s of make_clip at a variable frame rate: 10 fps for the first second, then 30 fps."""
     steady = make_clip(path.with_name("steady_" + path.name), seconds=2, fps=30, audio=False)

@@ -249,6 +249,14 @@ CASES: dict[str, tuple[Callable[[World], list], str]] = {
         frames_as_long_as_the_positions,
         "frames of 32x32 need 33 positions under --render sink (one a row, plus the sink) but",
     ),
+    "optimize: --heads on a gray half frame": (
+        lambda w: w.optimize("--heads", "0,1"),
+        "--heads 0,1 needs --full-frame or colour targets; a gray half-frame run plays on one",
+    ),
+    "optimize: one head for a gray full frame": (
+        lambda w: w.optimize("--full-frame", "--heads", "3"),
+        "--heads 3: a gray full-frame run plays on 2 different heads, e.g. --heads 0,1",
+    ),
     "optimize: --device cuda without CUDA": (
         lambda w: w.optimize("--device", "cuda"),
         "--device cuda, but torch sees no CUDA GPU; use --device cpu",

@@ -1,6 +1,7 @@
 """The solvers and the pipeline on a CUDA GPU; skipped where torch sees none."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -8,6 +9,7 @@ import torch
 from badapple.checkpoint import open_checkpoint
 from badapple.head import attention_scores, causal_attention, load_head
 from badapple.solvers import METHOD_DEFAULTS, solve_adam, solve_reduced
+from badapple.targets import DEFAULT_CONTRAST_NATS, sink_target
 from badapple.verify import one_layer_gpt2, transformers_attention
 from tests.scripts import FPS, SIZE, assert_ok, run
 
@@ -28,9 +30,11 @@ def block_frames(frames: int, size: int) -> torch.Tensor:
 @pytest.mark.parametrize("solve", [solve_reduced, solve_adam])
 def test_solutions_found_on_the_gpu_are_gpt2_inputs(tiny_checkpoint, solve):
     checkpoint = open_checkpoint(str(tiny_checkpoint))
-    weights = load_head(checkpoint, (0,), tokens=32)
+    weights = load_head(checkpoint, (0,), tokens=33)  # the sink and 32 rows
     settings = METHOD_DEFAULTS["reduced"] if solve is solve_reduced else METHOD_DEFAULTS["adam"]
-    pictures = block_frames(3, 32)
+    if solve is solve_adam:
+        settings = replace(settings, steps=200)  # the original's 1500 are not needed here
+    pictures = sink_target(block_frames(3, 32), DEFAULT_CONTRAST_NATS)  # [3, 1, 33, 33]
     on_gpu = solve(weights.to("cuda"), pictures.cuda(), [1, 2, 3], settings, lambda loss: None)
     embeddings = on_gpu.embeddings.cpu()
     assert torch.isfinite(embeddings).all()
@@ -65,4 +69,4 @@ def test_optimize_runs_on_cuda(tmp_path, tiny_checkpoint):
     )
     metrics = json.loads((frames / "output" / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda")
-    assert metrics["verify"]["max_abs_difference"] <= 1e-4
+    assert metrics["means"]["corr"] > 0.98  # true tone on the GPU: as on the CPU (0.999)

@@ -9,22 +9,35 @@ from pathlib import Path
 import numpy as np
 import pytest
 from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import QuadMesh
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 from PIL import Image
 
 from badapple.errors import UserError
 from badapple.figures import (
-    FIGURE_FILES,
+    LOSS_FIGURES,
+    PIXEL_FIGURES,
+    best_worst,
+    cumulative_quality,
+    figure_files,
     hero_frame,
     layout_and_heads,
     pick_hero,
     pixel_metrics_timeline,
+    ranked_by_corr,
     rolling_mean,
+    target_vs_output,
     write_all_figures,
 )
 from badapple.storage import FramesDir
 
 REPO = Path(__file__).parents[1]
 SIZE = 64  # pixels per side of the fake frames
+ALL_FIGURES = list(PIXEL_FIGURES + LOSS_FIGURES)  # what a run with the original's loss gets
+SINK_LOSS = "sink: logit MSE against ln(pixel) relative to the sink, floored at -contrast"
+ORIGINAL_LOSS = "original: logit MSE against log of the row-normalised frame"
 
 
 def make_run(root: Path, count: int) -> FramesDir:
@@ -69,9 +82,17 @@ def make_run(root: Path, count: int) -> FramesDir:
     return folder
 
 
-def check_figures(out_dir: Path) -> None:
-    assert sorted(p.name for p in out_dir.iterdir()) == sorted(FIGURE_FILES)  # no .part left
-    for name in FIGURE_FILES:
+def rewrite_metrics(folder: FramesDir, **changes) -> dict:
+    """Change top-level fields of the run's metrics.json; return the new metrics."""
+    metrics = json.loads(folder.metrics.read_text())
+    metrics.update(changes)
+    folder.metrics.write_text(json.dumps(metrics))
+    return metrics
+
+
+def check_figures(out_dir: Path, names: list[str] = ALL_FIGURES) -> None:
+    assert sorted(p.name for p in out_dir.iterdir()) == sorted(names)  # no .part left
+    for name in names:
         with Image.open(out_dir / name) as image:
             assert image.format == "PNG"
             assert image.width > 200 and image.height > 200, name
@@ -82,7 +103,7 @@ def check_figures(out_dir: Path) -> None:
 def test_write_all_figures(tmp_path: Path) -> None:
     folder = make_run(tmp_path / "frames", count=5)
     paths = write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
-    assert [p.name for p in paths] == list(FIGURE_FILES)
+    assert [p.name for p in paths] == ALL_FIGURES  # no loss_kind: an older run, original's loss
     check_figures(tmp_path / "plots")
 
 
@@ -165,3 +186,168 @@ def test_a_full_frame_run_is_drawn_with_its_heads(tmp_path: Path) -> None:
     assert "heads 2 + 5 transposed" in hero_frame(metrics, folder).axes[1].get_title()
     write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
     check_figures(tmp_path / "plots")
+
+
+def test_a_sink_run_gets_no_loss_figures(tmp_path: Path) -> None:
+    """A sink run's loss is not the original's: comparing it with the original's would mislead."""
+    folder = make_run(tmp_path / "frames", count=4)
+    metrics = rewrite_metrics(folder, render="sink", loss_kind=SINK_LOSS, colormap="viridis")
+    assert figure_files(metrics) == list(PIXEL_FIGURES)
+    paths = write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
+    assert [p.name for p in paths] == [
+        "pixel_metrics.png",
+        "cumulative_quality.png",
+        "best_worst.png",
+        "target_vs_output.png",
+        "hero_frame.png",
+    ]
+    check_figures(tmp_path / "plots", list(PIXEL_FIGURES))
+
+
+def test_a_zscore_run_gets_the_loss_figures_too(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "frames", count=4)
+    metrics = rewrite_metrics(folder, render="zscore", loss_kind=ORIGINAL_LOSS)
+    assert figure_files(metrics) == ALL_FIGURES
+    paths = write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
+    assert {"loss_timeline.png", "loss_histogram.png"} <= {p.name for p in paths}
+    check_figures(tmp_path / "plots")
+
+
+def test_best_worst_ranks_by_corr_not_loss(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "frames", count=6)  # loss rises with the frame: 1 is best by it
+    metrics = json.loads(folder.metrics.read_text())
+    for entry, corr in zip(metrics["frames"], [0.5, None, 0.9, 0.7, 0.95, 0.1], strict=True):
+        entry["corr"] = corr
+    ranked, key = ranked_by_corr(metrics)
+    assert key == "corr"
+    assert [e["frame"] for e in ranked] == [5, 3, 4, 1, 6]  # frame 2 has no corr: in neither half
+
+    figure = best_worst(metrics, folder, count=2)
+    titles = [figure.axes[i].get_title() for i in range(8)]  # rows: best, attention, worst, ...
+    assert titles[0].startswith("frame 5") and titles[1].startswith("frame 3")
+    assert titles[4].startswith("frame 6") and titles[5].startswith("frame 1")
+    assert "corr 0.950" in titles[0]
+    assert figure.get_suptitle().endswith("by corr")
+
+    for entry in metrics["frames"]:
+        entry["corr"] = None
+    ranked, key = ranked_by_corr(metrics)  # no corr at all: falls back to the loss
+    assert key == "loss" and [e["frame"] for e in ranked] == [1, 2, 3, 4, 5, 6]
+
+
+def drawn_text_boxes(figure: Figure, monkeypatch: pytest.MonkeyPatch) -> dict[str, list]:
+    """Render `figure` with Agg; the window extent of every non-empty Text artist it drew
+    (titles, axis and tick labels, annotations, legend texts), keyed by the text."""
+    boxes: dict[str, list] = {}
+    draw = Text.draw
+
+    def recording_draw(self: Text, renderer) -> None:
+        draw(self, renderer)
+        if self.get_visible() and self.get_text().strip():
+            boxes.setdefault(self.get_text(), []).append(self.get_window_extent(renderer))
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Text, "draw", recording_draw)
+        FigureCanvasAgg(figure).draw()
+    return boxes
+
+
+def assert_no_text_overlaps(figure: Figure, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every drawn text lies inside the figure and clear of every other; returns the texts."""
+    boxes = drawn_text_boxes(figure, monkeypatch)
+    flat = [(text, box) for text, found in boxes.items() for box in found]
+    page = figure.bbox
+    for text, box in flat:
+        inside = box.x0 >= page.x0 and box.x1 <= page.x1 and box.y0 >= page.y0 and box.y1 <= page.y1
+        assert inside, f"{text!r} is cut off at the figure's edge"
+    for i, (text_a, a) in enumerate(flat):
+        for text_b, b in flat[i + 1 :]:
+            wide = min(a.x1, b.x1) - max(a.x0, b.x0)
+            high = min(a.y1, b.y1) - max(a.y0, b.y0)
+            assert wide <= 0 or high <= 0, f"{text_a!r} overlaps {text_b!r}"
+    return list(boxes)
+
+
+def test_cumulative_quality_by_corr_has_no_overlapping_labels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_run(tmp_path / "frames", count=1)
+    metrics = json.loads(folder.metrics.read_text())
+    # 10 frames; 0.9 and 0.95 are reached by nearly the same shares, the case where labels
+    # floating beside the two marks land on each other. Frame 11 has no corr.
+    corr = [0.2, 0.5, 0.8, 0.91, 0.96, 0.97, 0.97, 0.98, 0.99, 0.99, None]
+    metrics["frames"] = [
+        {"frame": i + 1, "loss": 1.0, "mae": 0.1, "iou": 0.5, "corr": c} for i, c in enumerate(corr)
+    ]
+    figure = cumulative_quality(metrics)
+    texts = assert_no_text_overlaps(figure, monkeypatch)
+    # the shares are written out, in the legend: 7 of the 10 frames reach 0.9, 6 reach 0.95
+    assert "corr ≥ 0.90: 70%" in texts and "corr ≥ 0.95: 60%" in texts
+    assert any("10 frames\n1 frame without a corr" in text for text in texts)  # the title was drawn
+    curve = figure.axes[0].get_lines()[0]
+    shares = dict(zip(curve.get_xdata(), curve.get_ydata(), strict=True))
+    assert shares[0.91] == pytest.approx(70.0)  # corr >= 0.91: 7 of the 10 frames with a corr
+
+
+def test_pixel_metrics_rows_and_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = make_run(tmp_path / "frames", count=5)
+    metrics = json.loads(folder.metrics.read_text())
+    figure = pixel_metrics_timeline(metrics)
+    rows = [ax.get_ylabel() for ax in figure.axes]
+    assert rows == ["Pearson correlation", "IoU", "MAE"]  # corr first: it judges a frame
+    texts = assert_no_text_overlaps(figure, monkeypatch)
+    assert "one frame" in texts  # the legend was drawn and checked too
+    for entry in metrics["frames"]:
+        entry["corr"] = entry["iou"] = None
+    texts = assert_no_text_overlaps(pixel_metrics_timeline(metrics), monkeypatch)
+    assert "no values (all null)" in texts
+
+
+def colorbar_cmap(figure: Figure) -> str:
+    """The colormap name of the hero figure's colorbar: its solids are a QuadMesh."""
+    return next(c for c in figure.axes[2].collections if isinstance(c, QuadMesh)).get_cmap().name
+
+
+def test_hero_colorbar_says_what_a_level_means(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "frames", count=3)
+    metrics = json.loads(folder.metrics.read_text())  # an older run: zscore, magma
+    figure = hero_frame(metrics, folder)
+    colorbar = figure.axes[2]
+    assert colorbar.get_ylabel().startswith("attention (row z-score")
+    assert colorbar_cmap(figure) == "magma"
+    assert "loss" in figure.get_suptitle()  # the original's loss, comparable with its numbers
+    assert figure.axes[1].get_title().startswith("gpt2 layer 0\nhead 0")
+
+    metrics.update(render="sink", loss_kind=SINK_LOSS, colormap="viridis")
+    figure = hero_frame(metrics, folder)
+    colorbar = figure.axes[2]
+    assert colorbar.get_ylabel() == (
+        "attention relative to the row's sink (0 none, 1 as much as the sink)"
+    )
+    assert colorbar_cmap(figure) == "viridis"
+    assert "loss" not in figure.get_suptitle()
+
+
+def test_a_colour_run_shows_rgb_targets(tmp_path: Path) -> None:
+    folder = make_run(tmp_path / "frames", count=3)
+    rows = np.arange(SIZE)[:, None].repeat(SIZE, axis=1)  # [SIZE, SIZE]
+    for frame in range(1, 4):
+        rgb = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+        rgb[..., frame - 1] = 255  # frame 1 red, 2 green, 3 blue
+        rgb[rows < SIZE // 2] = 0  # with a black top half, so the target shows a shape
+        Image.fromarray(rgb).save(folder.target_png(frame))
+    metrics = rewrite_metrics(
+        folder, channels=3, render="sink", loss_kind=SINK_LOSS, heads=[0, 1, 2]
+    )
+    for entry in metrics["frames"]:
+        entry["corr_per_channel"] = [entry["corr"]] * 3
+    folder.metrics.write_text(json.dumps(metrics))
+
+    target = target_vs_output(metrics, folder).axes[0].images[0].get_array()
+    assert target.shape == (SIZE, SIZE, 3)
+    assert target[SIZE - 1, 0].tolist() == [1.0, 0.0, 0.0]  # frame 1: red in [0, 1], not gray
+    hero = hero_frame(metrics, folder)
+    assert len(hero.axes) == 2  # no colorbar: the map is RGB, no colormap to explain
+    assert "heads 0, 1, 2" in hero.axes[1].get_title()
+    write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
+    check_figures(tmp_path / "plots", list(PIXEL_FIGURES))

@@ -193,8 +193,9 @@ def test_the_hand_written_gradient_equals_autograds(tiny_eight_heads_checkpoint)
 
     weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (1, 6), tokens=16)
     space = reachable_space(weights)
-    whitened = project_to_ball(torch.randn(3, 16, space.dims), space.radius)
-    targets = target_logits(torch.rand(3, 2, 16, 16))
+    generator = torch.Generator().manual_seed(0)
+    whitened = project_to_ball(torch.randn(3, 16, space.dims, generator=generator), space.radius)
+    targets = target_logits(torch.rand(3, 2, 16, 16, generator=generator))
     losses, gradient = _whitened_losses(space, weights)(whitened, targets)
 
     whitened = whitened.clone().requires_grad_(True)
@@ -203,4 +204,6 @@ def test_the_hand_written_gradient_equals_autograds(tiny_eight_heads_checkpoint)
     reference = logit_space_loss(scores, targets).mean(-1)  # [3], averaged over the heads
     reference.sum().backward()
     assert torch.allclose(losses, reference.detach(), rtol=1e-5)
-    assert torch.allclose(gradient, whitened.grad, rtol=1e-4, atol=1e-7)
+    # float32: entries near 0 carry the rounding of the large ones, so judge on their scale
+    error = (gradient - whitened.grad).abs().max() / whitened.grad.abs().max()
+    assert error < 1e-5, error

@@ -4,10 +4,12 @@ import torch
 
 from badapple.targets import (
     PIXEL_FLOOR,
+    aimed_logits,
     centre_rows,
     logit_space_loss,
     picture_target,
     row_normalised_target,
+    sink_target,
     target_logits,
 )
 
@@ -98,3 +100,21 @@ def test_a_frame_without_any_pattern_marks_two_percent_of_every_row():
     # and so does one of a head whose partner head shows a pattern (one full-frame picture)
     heads = torch.stack([torch.zeros(120, 120), frame])
     assert (picture_target(heads, 6.0)[0, 119] > 0).nonzero().flatten().tolist() == [0]
+
+
+def test_sink_target_puts_each_pixel_at_its_log_level_relative_to_the_sink():
+    frame = torch.tensor([[1.0, 0.0], [0.5, 0.0]])
+    logits = sink_target(frame, contrast_nats=6.0)  # [3, 3]: token 0 the sink
+    assert logits.shape == (3, 3) and (logits.triu(1) == 0).all()
+    relative = logits - logits[:, :1]  # each entry against its row's sink
+    assert math.isclose(float(relative[1, 1]), 0.0, abs_tol=1e-6)  # white: the sink's level
+    assert math.isclose(float(relative[2, 1]), math.log(0.5), rel_tol=1e-6)  # gray
+    assert math.isclose(float(relative[2, 2]), -6.0, rel_tol=1e-6)  # black: floored
+    assert torch.allclose(centre_rows(logits), logits)  # already row-centred
+
+
+def test_aimed_logits_pick_the_target_of_each_render():
+    frames = torch.rand(2, 1, 6, 6)
+    assert torch.equal(aimed_logits(frames, "sink", 6.0), sink_target(frames, 6.0))
+    assert torch.equal(aimed_logits(frames, "zscore", 6.0), picture_target(frames, 6.0))
+    assert torch.equal(aimed_logits(frames, "zscore", None), target_logits(frames))
