@@ -9,9 +9,9 @@ Reads frames/meta.json, frames/output/frame_*.png, frames/audio.m4a (if any) and
 
 import argparse
 
+from badapple.assemble import OUTPUT_NAME, assemble
 from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
-from badapple.pipeline import OUTPUT_NAME, assemble
 
 
 def main() -> None:

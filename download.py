@@ -13,8 +13,8 @@ complete; --force redoes it.
 import argparse
 
 from badapple.cli import HelpFormatter
+from badapple.download import BAD_APPLE_URL, download
 from badapple.errors import exit_on_error
-from badapple.pipeline import BAD_APPLE_URL, download
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import matplotlib
 
 from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
-from badapple.pipeline import DEFAULT_MODEL, optimize
+from badapple.optimize import DEFAULT_MODEL, optimize
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solver_settings
 from badapple.targets import DEFAULT_CONTRAST_NATS

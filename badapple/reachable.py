@@ -7,7 +7,7 @@ Row i of ln_1's output is γ⊙zᵢ + β, where zᵢ = (xᵢ - mean) / sqrt(var 
 
 and since zᵢ is centred only the row-centred Ac = A - mean_rows(A) matters. With G = AcᵀAc = L Lᵀ
 (Cholesky), the reachable qkᵢ are exactly c + √d·uᵢ Lᵀ for uᵢ in the open unit ball: a solid
-ellipsoid. Solvers work on u (whitened: every direction equally easy), and `lift_embeddings` turns
+ellipsoid. Solvers work on u (whitened: every direction equally easy), and `lift_factored` turns
 u back into real GPT-2 inputs:
 
     zᵢ = √d·uᵢ L⁻¹ Acᵀ   the minimum-norm centred z with z Ac = √d·uᵢ Lᵀ; ‖zᵢ‖² = d‖uᵢ‖²
@@ -97,26 +97,46 @@ def project_to_ball(whitened: torch.Tensor, radius: float) -> torch.Tensor:
     return whitened * (radius / norms.clamp(min=radius))
 
 
-def lift_embeddings(
-    whitened: torch.Tensor, space: ReachableSpace, weights: HeadWeights
-) -> torch.Tensor:
-    """GPT-2 inputs_embeds whose layer-0 queries and keys are those of `whitened`.
+@dataclass(frozen=True)
+class Factored:
+    """Embeddings in a compact exact form: inputs_embeds = coefficients @ basis + offset."""
 
-    [B, T, 2·H·hd] -> [B, T, d]. Rows must lie inside the ball of `space.radius`.
+    coefficients: torch.Tensor  # [B, T, k]
+    basis: torch.Tensor  # [k, d]
+    offset: torch.Tensor  # [T, d]
+
+    def inputs_embeds(self) -> torch.Tensor:
+        """[B, T, d] float32: the one formula the solver and every reader use, so what a run
+        renders is, bit for bit, what a later run reads back."""
+        return self.coefficients.float() @ self.basis.float() + self.offset.float()
+
+
+def lift_factored(whitened: torch.Tensor, space: ReachableSpace, weights: HeadWeights) -> Factored:
+    """GPT-2 inputs_embeds whose layer-0 queries and keys are those of `whitened`, factored.
+
+    [B, T, 2·H·hd] -> coefficients [B, T, 2·H·hd + 1], basis [2·H·hd + 1, d], offset [T, d].
+    Rows must lie inside the ball of `space.radius`. Line by line the lift of the module's
+    docstring, with each row's z and null-space term kept as coefficients of fixed vectors:
+
+        zᵢ = uᵢ @ lift                       ‖zᵢ‖² = d‖uᵢ‖² (lift's rows: orthogonal, norm √d)
+        ẑᵢ = zᵢ + sᵢ n,  sᵢ = √(d(1-ε) - d‖uᵢ‖²)
+        xᵢ = ẑᵢ - wpeᵢ = [uᵢ, sᵢ] @ [lift; n] - wpeᵢ
     """
     d_model, tokens = weights.d_model, whitened.shape[1]
-    whitened = whitened.double()
-    centred = whitened @ space.lift.double()  # z [B, T, d], ‖z‖² = d‖u‖²
-    slack = d_model * (1 - weights.ln_eps) - centred.square().sum(dim=-1, keepdim=True)
-    normalised = centred + slack.clamp(min=0).sqrt() * space.null_direction.double()  # ẑ
-    return (normalised - weights.position[:tokens].double()).float()
+    squared_norm = whitened.double().square().sum(dim=-1, keepdim=True)  # ‖u‖² [B, T, 1]
+    slack = (d_model * (1 - weights.ln_eps) - d_model * squared_norm).clamp(min=0).sqrt()  # s
+    return Factored(
+        coefficients=torch.cat([whitened.double(), slack], dim=-1).float(),
+        basis=torch.cat([space.lift, space.null_direction[None]]),
+        offset=-weights.position[:tokens],
+    )
 
 
 def whiten_embeddings(
     embeddings: torch.Tensor, space: ReachableSpace, weights: HeadWeights
 ) -> torch.Tensor:
     """The whitened coordinates of existing inputs_embeds (e.g. a saved frame's), the inverse of
-    `lift_embeddings` on what the heads see: [B, T, d] -> [B, T, 2·H·hd]."""
+    `lift_factored` on what the heads see: [B, T, d] -> [B, T, 2·H·hd]."""
     hidden = layer_norm_input(embeddings, weights)  # [B, T, d]
     projected = hidden @ weights.query_key_weight + weights.query_key_bias  # qk [B, T, 2·H·hd]
     # u @ basis = qk - offset, with basis upper triangular

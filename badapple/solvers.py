@@ -25,8 +25,9 @@ import torch
 
 from badapple.head import HeadWeights, attention_scores
 from badapple.reachable import (
+    Factored,
     ReachableSpace,
-    lift_embeddings,
+    lift_factored,
     project_to_ball,
     queries_keys_from_whitened,
     reachable_space,
@@ -73,6 +74,9 @@ def solver_settings(method: str, **overrides: float | int | None) -> SolverSetti
 class Solution:
     embeddings: torch.Tensor  # [B, T, d] the inputs_embeds to feed GPT-2
     loss: torch.Tensor  # [B] each frame's logit-space loss against its targets, mean over heads
+    # the same embeddings in a compact exact form, where the method has one (reduced); then
+    # `embeddings` is exactly `factored.inputs_embeds()`
+    factored: Factored | None = None
 
 
 StepCallback = Callable[[float], None]  # called with the batch's mean loss after each step
@@ -85,7 +89,8 @@ class _Variables:
     # variables [N, T, D], targets [N, H, T, T] -> losses [N], gradient of their sum [N, T, D]
     losses_and_gradient: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     project: Callable[[torch.Tensor], torch.Tensor]  # back into the feasible set, [N, T, D]
-    to_embeddings: Callable[[torch.Tensor], torch.Tensor]  # [N, T, D] -> [N, T, d]
+    # [N, T, D] -> [N, T, d], or the same in a compact exact form
+    to_embeddings: Callable[[torch.Tensor], torch.Tensor | Factored]
     from_embeddings: Callable[[torch.Tensor], torch.Tensor]  # [N, T, d] -> [N, T, D]
     dims: int  # D
 
@@ -245,10 +250,12 @@ def _solve(
             chosen = random_starts[0]
         steps, lr = settings.steps - explore_steps, settings.lr
     solved = _adam_phase(chosen, variables, targets, steps, lr, settings, on_step)
-    embeddings = variables.to_embeddings(solved)
+    lifted = variables.to_embeddings(solved)
+    factored = lifted if isinstance(lifted, Factored) else None
+    embeddings = factored.inputs_embeds() if factored is not None else lifted
     # Scored on the embeddings themselves: what GPT-2 will see, lift included.
     loss = _frame_losses(attention_scores(embeddings, weights), targets)
-    return Solution(embeddings=embeddings, loss=loss)
+    return Solution(embeddings=embeddings, loss=loss, factored=factored)
 
 
 def solve_adam(
@@ -286,7 +293,7 @@ def solve_reduced(
     variables = _Variables(
         losses_and_gradient=_whitened_losses(space, weights),
         project=lambda whitened: project_to_ball(whitened, space.radius),
-        to_embeddings=lambda whitened: lift_embeddings(whitened, space, weights),
+        to_embeddings=lambda whitened: lift_factored(whitened, space, weights),
         from_embeddings=lambda embeddings: whiten_embeddings(embeddings, space, weights),
         dims=space.dims,
     )
@@ -308,12 +315,9 @@ def solve_frames(
 ) -> Solution:
     """Solve a batch in which the frames found in `starts` ({frame: [T, d]}) start there and the
     others at random: two calls of the solver, one Solution in the order of `frames`."""
-    embeddings = torch.empty(
-        len(frames), targets.shape[-1], weights.d_model, device=targets.device
-    )  # [B, T, d]
-    loss = torch.empty(len(frames), device=targets.device)  # [B]
     warm = [index for index, frame in enumerate(frames) if frame in starts]
     cold = [index for index, frame in enumerate(frames) if frame not in starts]
+    parts = []  # (indices, Solution)
     for group in (warm, cold):
         if not group:
             continue
@@ -329,5 +333,16 @@ def solve_frames(
             on_step,
             group_starts,
         )
-        embeddings[group], loss[group] = solution.embeddings, solution.loss
-    return Solution(embeddings=embeddings, loss=loss)
+        parts.append((group, solution))
+    if len(parts) == 1:
+        return parts[0][1]
+    order = torch.tensor([index for group, _ in parts for index in group])
+    unsorted = torch.argsort(order)  # back to the order of `frames`
+    embeddings = torch.cat([solution.embeddings for _, solution in parts])[unsorted]
+    loss = torch.cat([solution.loss for _, solution in parts])[unsorted]
+    factored = None
+    if parts[0][1].factored is not None:  # both groups share the weights: one basis, one offset
+        first = parts[0][1].factored
+        coefficients = torch.cat([solution.factored.coefficients for _, solution in parts])
+        factored = Factored(coefficients[unsorted], first.basis, first.offset)
+    return Solution(embeddings=embeddings, loss=loss, factored=factored)

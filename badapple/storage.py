@@ -8,13 +8,13 @@
       output/frame_00001.png ...     RGB attention maps: the colormap's, or    (optimize.py)
                                      each channel its head's in colour
       output/metrics.json            run settings and per-frame figures        (optimize.py)
-      embeddings/frames_00001-00064.safetensors
-                                     `frames` int64 [n], `embeddings` float32 [n, size, d]
+      embeddings/chunk_00001.safetensors
+                                     what is solved, and how (chunks.py)      (optimize.py)
       .lock                          PID of the optimize.py working here       (optimize.py)
 
 Every file is written under a temporary name and renamed into place, so a crash never leaves a
 half-written file that a later run would trust; and what a rerun finds is checked before it is
-trusted (`png_problem`, `chunk_frames`), since a disk or a user can still damage it.
+trusted (`png_problem`, `chunks.chunk_info`), since a disk or a user can still damage it.
 """
 
 import json
@@ -24,15 +24,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from badapple.errors import DamagedFileError, UserError
-
-if TYPE_CHECKING:
-    import torch
 
 FRAME_PATTERN = "frame_%05d.png"  # the original's numbering, also ffmpeg's sequence pattern
 _FRAME_RE = re.compile(r"^frame_(\d{5,})\.png$")
@@ -184,54 +180,6 @@ def read_rgb_png(path: Path) -> np.ndarray:
     """A PNG as uint8 RGB, [H, W, 3]."""
     with Image.open(path) as image:
         return np.asarray(image.convert("RGB"))
-
-
-# torch is imported where embeddings are handled, not above: plot.py reads this module and
-# would otherwise wait seconds for a torch import it never uses.
-
-
-def write_embeddings(
-    path: Path, frames: "torch.Tensor", embeddings: "torch.Tensor", metadata: dict[str, str]
-) -> None:
-    """Save one chunk: `frames` int64 [n] (1-based) and `embeddings` float32 [n, T, d]."""
-    import torch
-    from safetensors.torch import save
-
-    tensors = {
-        "frames": frames.to(torch.int64).contiguous().cpu(),
-        "embeddings": embeddings.to(torch.float32).contiguous().cpu(),
-    }
-    # Serialised here and written by Python, so a full disk raises OSError(ENOSPC) like every
-    # other write (safetensors' own save_file reports I/O errors as its own exception type).
-    data = save(tensors, metadata=metadata)
-    write_atomic(path, lambda temporary: temporary.write_bytes(data))
-
-
-def read_embeddings(path: Path) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """Load one chunk: (frames int64 [n], embeddings float32 [n, T, d])."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as chunk:
-        return chunk.get_tensor("frames"), chunk.get_tensor("embeddings")
-
-
-def chunk_frames(path: Path) -> set[int] | None:
-    """The frame numbers a chunk file holds embeddings for; None when it is missing or damaged.
-
-    Reads the header and the `frames` tensor only. safetensors checks that the header's offsets
-    cover the file exactly, so a truncated file is caught without reading the embeddings.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as chunk:
-            frames = chunk.get_tensor("frames")
-            rows = chunk.get_slice("embeddings").get_shape()[0]
-    except (OSError, SafetensorError, KeyError, ValueError, RuntimeError):
-        return None
-    if frames.ndim != 1 or len(frames) != rows:
-        return None
-    return set(frames.tolist())
 
 
 @contextmanager

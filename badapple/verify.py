@@ -5,11 +5,18 @@ layer 0 from the checkpoint's config and weights, runs its own eager attention, 
 attention weights must equal the ones our reduced forward computed from the same embeddings.
 """
 
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from badapple.checkpoint import ATTENTION_TENSORS, Checkpoint, read_tensors
+from badapple.chunks import read_inputs_embeds
+from badapple.errors import UserError
+from badapple.head import HeadWeights, attention_scores, causal_attention
+from badapple.storage import FramesDir, read_rgb_png
 
 if TYPE_CHECKING:
     from transformers import GPT2Model
@@ -52,3 +59,68 @@ def transformers_attention(
     """Layer-0 attention weights of `heads`: [B, T, d] -> [B, H, T, T]."""
     outputs = model(inputs_embeds=embeddings, output_attentions=True)
     return outputs.attentions[0][:, list(heads)]
+
+
+def verify_frames(
+    folder: FramesDir,
+    checkpoint: Checkpoint,
+    weights: HeadWeights,
+    picture: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    held: dict[int, Path],
+    wanted: range,
+    count: int,
+) -> dict:
+    """Check `count` saved frames, spread over `wanted`, through transformers' GPT2Model: every
+    head of the run from one forward pass of the saved embeddings (sink token included). Its
+    attention must match ours, and its rendering (`picture`: maps -> (picture, PNG pixels)) must
+    be the saved PNG. Raise on a mismatch; return what was checked."""
+    done = [frame for frame in wanted if frame in held]
+    spread = np.linspace(0, len(done) - 1, min(count, len(done))).round().astype(int)
+    chosen = [done[i] for i in spread]
+    model = one_layer_gpt2(checkpoint)
+    cpu_weights = weights.to("cpu")
+    worst, worst_png, worst_frame = 0.0, 0.0, chosen[0] if chosen else None
+    by_file: dict[Path, list[int]] = {}
+    for frame in chosen:
+        by_file.setdefault(held[frame], []).append(frame)
+    for path, frames in by_file.items():
+        saved_frames, embeddings = read_inputs_embeds(path)  # [n, T', d]
+        row_of = {int(saved): row for row, saved in enumerate(saved_frames)}
+        for frame in frames:
+            embedding = embeddings[row_of[frame]][None]  # [1, T', d]
+            reference = transformers_attention(model, embedding, weights.heads)  # [1, H, T', T']
+            with torch.no_grad():
+                ours = causal_attention(attention_scores(embedding, cpu_weights))
+            worst = max(worst, float((reference - ours).abs().max()))
+            _, pixels = picture(reference[0].numpy())  # [T, T, 3] uint8
+            saved_pixels = read_rgb_png(folder.output_png(frame))
+            png_difference = float(np.abs(pixels.astype(np.float64) - saved_pixels).mean())
+            if png_difference >= worst_png:
+                worst_png, worst_frame = png_difference, frame
+    heads = ", ".join(map(str, weights.heads))
+    print(
+        f"verify: {len(chosen)} frames through transformers' GPT2Model, layer 0 "
+        f"head{'s' if len(weights.heads) > 1 else ''} {heads}: "
+        f"max |attention difference| = {worst:.2e} (tolerance {TOLERANCE:g}); "
+        f"PNGs differ from its rendering by at most {worst_png:.3f} gray levels on average "
+        f"(tolerance {PNG_TOLERANCE_LEVELS:g})"
+    )
+    if worst > TOLERANCE:
+        raise UserError(
+            f"verification failed: transformers' attention differs by {worst:.2e} "
+            f"> {TOLERANCE:g}; the saved embeddings do not reproduce the maps"
+        )
+    if worst_png >= PNG_TOLERANCE_LEVELS:
+        raise UserError(
+            f"verification failed: {folder.output_png(worst_frame)} differs from the rendering "
+            f"of its embeddings by {worst_png:.2f} gray levels on average; rerun optimize.py "
+            "--force to redo it"
+        )
+    return {
+        "frames": chosen,
+        "heads": list(weights.heads),
+        "max_abs_difference": worst,
+        "tolerance": TOLERANCE,
+        "max_png_difference_levels": worst_png,
+        "png_tolerance_levels": PNG_TOLERANCE_LEVELS,
+    }

@@ -7,7 +7,7 @@
 
 A shadow-art video as long as Bad Apple!! at 15 fps (the clips of `benchmarks/clips.py`, one after
 another) is solved on a GPT-2-XL-shaped stand-in checkpoint in the batches of
-`pipeline.solve_order`: each frame after a run's first starts from its predecessor's solution.
+`schedule.solve_order`: each frame after a run's first starts from its predecessor's solution.
 Only the solver is timed (no PNGs, no files); embeddings are dropped once their successors have
 started, as in optimize.py, so memory stays that of one chunk. Prints seconds per frame, the
 total, the projection to the full video, and peak memory (GPU: allocated by torch; CPU: RSS).
@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 from badapple.checkpoint import open_checkpoint  # noqa: E402
 from badapple.head import load_head  # noqa: E402
 from badapple.layout import token_count  # noqa: E402
-from badapple.pipeline import pick_device, solve_order  # noqa: E402
+from badapple.optimize import pick_device  # noqa: E402
 from badapple.render import RENDERS  # noqa: E402
+from badapple.schedule import solve_order  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solve_frames  # noqa: E402
 from badapple.targets import aimed_logits  # noqa: E402
 from benchmarks.clips import CLIP_KINDS, make_clip  # noqa: E402

@@ -107,6 +107,7 @@ def stored_tensors(directory: Path) -> dict[str, torch.Tensor]:
     return tensors
 
 
+@pytest.mark.slow  # its fixture writes a 2 GB checkpoint
 def test_ranged_reads_of_a_2gb_checkpoint_fetch_only_layer_0(xl_full_vocab_checkpoint):
     filesystem = CountingFileSystem()
     fetched = fetch_tensors(filesystem, str(xl_full_vocab_checkpoint), ATTENTION_TENSORS)

@@ -14,10 +14,11 @@ import pytest
 import torch
 
 from badapple.checkpoint import open_checkpoint
+from badapple.chunks import read_inputs_embeds
 from badapple.head import attention_scores, causal_attention, load_head
 from badapple.layout import head_pictures, layout_picture
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
-from badapple.storage import FramesDir, read_embeddings, read_rgb_png, read_target_png
+from badapple.storage import FramesDir, read_rgb_png, read_target_png
 from badapple.targets import DEFAULT_CONTRAST_NATS, sink_target
 from badapple.verify import one_layer_gpt2, transformers_attention
 from badapple.video import probe
@@ -78,7 +79,7 @@ def test_a_colour_run_shows_the_colours_through_transformers(
     # the PNG is, against the colour target
     model = one_layer_gpt2(open_checkpoint(str(tiny_sixteen_heads_checkpoint)))
     chunk = folder.embeddings / metrics["frames"][0]["embeddings"]
-    frames, embeddings = read_embeddings(chunk)  # [n, T+1, d]
+    frames, embeddings = read_inputs_embeds(chunk)  # [n, T+1, d]
     attention = transformers_attention(model, embeddings, tuple(metrics["heads"])).numpy()
     for frame, maps in zip(frames.tolist(), attention, strict=True):
         picture = layout_picture(maps, metrics["layout"], "sink", 0.0)  # [3, T, T]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from badapple.checkpoint import open_checkpoint
+from badapple.chunks import read_inputs_embeds, write_chunk
 from badapple.head import attention_scores, causal_attention, load_head
 from badapple.layout import head_pictures, layout_metrics, layout_picture, token_count
 from badapple.render import (
@@ -16,7 +17,6 @@ from badapple.render import (
     full_frame_sink_picture,
 )
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
-from badapple.storage import read_embeddings, write_embeddings
 from badapple.targets import DEFAULT_CONTRAST_NATS, aimed_logits, sink_target, target_logits
 from badapple.verify import one_layer_gpt2, transformers_attention
 
@@ -160,8 +160,8 @@ def test_one_transformers_forward_reproduces_both_heads(solved, tmp_path):
     weights, embeddings, attention = results["full"]
     tokens = token_count(SIZE, render)
     path = tmp_path / "frames_00001-00001.safetensors"
-    write_embeddings(path, torch.tensor([1]), embeddings, metadata={"layout": "full"})
-    _, saved = read_embeddings(path)  # [1, T, d]
+    write_chunk(path, [1], embeddings, {"layout": "full"}, seconds_per_frame=0.0)
+    _, saved = read_inputs_embeds(path)  # [1, T, d]
     reference = transformers_attention(one_layer_gpt2(checkpoint), saved, weights.heads)
     assert reference.shape == (1, 2, tokens, tokens)
     assert (reference[0] - torch.from_numpy(attention)).abs().max() < 1e-4

@@ -6,7 +6,7 @@ import torch
 from badapple.checkpoint import open_checkpoint
 from badapple.head import load_head
 from badapple.reachable import (
-    lift_embeddings,
+    lift_factored,
     project_to_ball,
     queries_keys_from_whitened,
     reachable_space,
@@ -30,7 +30,7 @@ def test_lifted_embeddings_give_the_optimised_queries_and_keys_in_transformers(
     weights = load_head(checkpoint, heads, tokens=24)
     space = reachable_space(weights)
     whitened = random_rows(2, 24, space.dims, space.radius)
-    embeddings = lift_embeddings(whitened, space, weights)  # [2, 24, d]
+    embeddings = lift_factored(whitened, space, weights).inputs_embeds()  # [2, 24, d]
     wanted_queries, wanted_keys = queries_keys_from_whitened(whitened, space, len(heads))
 
     # transformers' own layer 0: ln_1, then c_attn, whose output is [Q | K | V] for all heads
@@ -51,7 +51,7 @@ def test_the_lift_is_exact_and_unit_scale(tiny_eight_heads_checkpoint):
     weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (0, 2), tokens=16)
     space = reachable_space(weights)
     whitened = random_rows(3, 16, space.dims, space.radius)
-    embeddings = lift_embeddings(whitened, space, weights)
+    embeddings = lift_factored(whitened, space, weights).inputs_embeds()
     # x + wpe has variance 1 - eps and zero mean, so ln_1 leaves it as it is (times gamma)
     inputs = embeddings + weights.position
     assert torch.allclose(inputs.mean(-1), torch.zeros(3, 16), atol=1e-5)
@@ -69,7 +69,7 @@ def test_every_input_lands_inside_the_ellipsoid_and_its_surface_is_reached(tiny_
         assert (norms < 1).all()
     # rows on the surface of the ball (the most extreme queries and keys) are real inputs
     surface = project_to_ball(torch.randn(2, 16, space.dims) * 10, space.radius)
-    lifted = lift_embeddings(surface, space, weights)
+    lifted = lift_factored(surface, space, weights).inputs_embeds()
     assert torch.allclose(whiten_embeddings(lifted, space, weights), surface, atol=1e-4)
 
 

@@ -7,7 +7,6 @@ import torch
 from badapple.checkpoint import open_checkpoint
 from badapple.head import attention_scores, causal_attention, load_head
 from badapple.metrics import picture_metrics
-from badapple.pipeline import solve_order
 from badapple.render import attention_picture, sink_picture
 from badapple.solvers import (
     METHOD_DEFAULTS,
@@ -142,14 +141,6 @@ def test_a_warm_start_runs_warm_steps_from_the_given_embeddings(tiny_problem):
         return float(logit_space_loss(attention_scores(embeddings, weights), targets[1:2]).mean())
 
     assert aimed_loss(moved.embeddings) < 0.5 * aimed_loss(first.embeddings)
-
-
-def test_solve_order_follows_each_frame_with_its_successor():
-    assert solve_order([1, 2, 3, 4, 5], 2, warm=False) == [[1, 2], [3, 4], [5]]
-    # runs 1-3 and 4-5: each batch takes the next frame of every run
-    assert solve_order([1, 2, 3, 4, 5], 2, warm=True) == [[1, 4], [2, 5], [3]]
-    assert solve_order([7], 64, warm=True) == [[7]]
-    assert solve_order([], 4, warm=True) == []
 
 
 def test_reduced_shows_a_small_clip_recognisably_in_the_originals_rendering(tiny_checkpoint):

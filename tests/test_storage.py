@@ -8,17 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from badapple.errors import UserError, exit_on_error
-from badapple.storage import (
-    chunk_frames,
-    frames_lock,
-    png_problem,
-    write_atomic,
-    write_embeddings,
-    write_png,
-)
+from badapple.storage import frames_lock, png_problem, write_atomic, write_png
 
 
 def test_a_failed_write_leaves_the_old_file_and_names_the_path(tmp_path):
@@ -50,15 +42,6 @@ def test_png_problem_tells_missing_damaged_and_wrong_size(tmp_path):
     assert png_problem(path).startswith("damaged")
     path.write_text("not a picture")
     assert png_problem(path) == "damaged (not an image)"
-
-
-def test_chunk_frames_reads_whole_chunks_only(tmp_path):
-    path = tmp_path / "frames_00003-00004.safetensors"
-    assert chunk_frames(path) is None
-    write_embeddings(path, torch.tensor([3, 4]), torch.zeros(2, 8, 16), metadata={})
-    assert chunk_frames(path) == {3, 4}
-    path.write_bytes(path.read_bytes()[:-1])
-    assert chunk_frames(path) is None
 
 
 def test_the_lock_refuses_a_second_holder_but_not_a_dead_one(tmp_path):

@@ -1,0 +1,120 @@
+"""The record of what is solved: one safetensors file per chunk of frames, frames/embeddings/.
+
+    frames        int64 [n]          1-based frame numbers (a chunk's frames need not be
+                                     consecutive: see `schedule.solve_order`)
+    embeddings    float32 [n, T, d]  the inputs_embeds to feed GPT-2 (--method adam), or the
+                                     compact exact form of the reduced solver:
+    coefficients  float32 [n, T, k]
+    basis         float32 [k, d]     inputs_embeds = coefficients @ basis + offset
+    offset        float32 [T, d]
+
+and the JSON metadata "badapple": {"settings": the settings that decide what was solved (the
+model and its hub commit, layout, heads, render, contrast, method, solver settings, tokens),
+"seconds_per_frame": the solver's time}. The reduced solver's inputs lie row by row in a small
+affine subspace (reachable.py: the heads' whitened queries and keys, one null-space direction,
+minus wpe), so k = 2·H·64 + 1 numbers a row hold them exactly: 129 instead of 1,600 for one head.
+
+These files are the one record of what is solved: the PNGs and metrics.json derive from them, so
+a lost PNG or another colormap is re-rendered, not re-solved. Files are named chunk_00001... in
+the order written; a frame held by several (some frames solved again with --force) is the newest
+file's.
+"""
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save
+
+from badapple.reachable import Factored
+from badapple.storage import write_atomic
+
+METADATA_KEY = "badapple"
+_NAME = re.compile(r"^chunk_(\d{5,})\.safetensors$")
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    """What a chunk file says of itself, read without its embeddings."""
+
+    frames: list[int]
+    settings: dict
+    seconds_per_frame: float
+
+
+def chunk_number(path: Path) -> int | None:
+    match = _NAME.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def next_chunk_path(folder: Path) -> Path:
+    """A name after every chunk file in `folder`: chunk_00001.safetensors, chunk_00002..."""
+    numbers = [chunk_number(path) for path in folder.glob("chunk_*.safetensors")]
+    last = max([number for number in numbers if number is not None], default=0)
+    return folder / f"chunk_{last + 1:05d}.safetensors"
+
+
+def write_chunk(
+    path: Path,
+    frames: list[int],
+    embeddings: torch.Tensor | Factored,
+    settings: dict,
+    seconds_per_frame: float,
+) -> None:
+    """Save one chunk: `embeddings` [n, T, d] as they are, or `Factored` in its compact form."""
+    tensors = {"frames": torch.tensor(frames, dtype=torch.int64)}
+    if isinstance(embeddings, Factored):
+        tensors["coefficients"] = embeddings.coefficients
+        tensors["basis"] = embeddings.basis
+        tensors["offset"] = embeddings.offset
+    else:
+        tensors["embeddings"] = embeddings
+    tensors = {name: t.float().contiguous().cpu() if t.is_floating_point() else t.contiguous()
+               for name, t in tensors.items()}  # fmt: skip
+    record = {"settings": settings, "seconds_per_frame": seconds_per_frame}
+    # Serialised here and written by Python, so a full disk raises OSError(ENOSPC) like every
+    # other write (safetensors' own save_file reports I/O errors as its own exception type).
+    data = save(tensors, metadata={METADATA_KEY: json.dumps(record)})
+    write_atomic(path, lambda temporary: temporary.write_bytes(data))
+
+
+def chunk_info(path: Path) -> ChunkInfo | None:
+    """A chunk file's frames, settings and time; None when it is missing, damaged or not ours.
+
+    Reads the header and the `frames` tensor only. safetensors checks that the header's offsets
+    cover the file exactly, so a truncated file is caught without reading the embeddings.
+    """
+    try:
+        with safe_open(str(path), framework="pt") as chunk:
+            frames = chunk.get_tensor("frames")
+            names = set(chunk.keys())
+            if names == {"frames", "embeddings"}:
+                rows = chunk.get_slice("embeddings").get_shape()[0]
+            elif names == {"frames", "coefficients", "basis", "offset"}:
+                rows = chunk.get_slice("coefficients").get_shape()[0]
+            else:
+                return None
+            record = json.loads((chunk.metadata() or {})[METADATA_KEY])
+    except (OSError, SafetensorError, KeyError, ValueError, RuntimeError):
+        return None
+    if frames.ndim != 1 or len(frames) != rows or not isinstance(record, dict):
+        return None
+    return ChunkInfo(
+        frames=frames.tolist(),
+        settings=record.get("settings", {}),
+        seconds_per_frame=float(record.get("seconds_per_frame", 0.0)),
+    )
+
+
+def read_inputs_embeds(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The one reader of chunk files: (frames int64 [n], inputs_embeds float32 [n, T, d]),
+    whichever form the file holds."""
+    with safe_open(str(path), framework="pt") as chunk:
+        frames = chunk.get_tensor("frames")
+        if "embeddings" in chunk.keys():
+            return frames, chunk.get_tensor("embeddings")
+        factored = Factored(*(chunk.get_tensor(n) for n in ("coefficients", "basis", "offset")))
+    return frames, factored.inputs_embeds()

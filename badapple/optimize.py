@@ -1,0 +1,594 @@
+"""Stage 2, optimize.py: targets -> embeddings -> attention maps -> pictures.
+
+    frames/embeddings/chunk_*.safetensors  what is solved, with its settings (chunks.py): the
+                                           one record of the run
+    frames/output/frame_00001.png ...      the pictures, rendered from those embeddings
+    frames/output/metrics.json             settings, and per frame its figures
+
+A run solves the wanted frames no chunk file holds with its settings, then renders every solved
+frame whose PNG or record is missing, damaged or drawn with other display settings (--blur,
+--colormap): re-rendering takes milliseconds a frame, re-solving seconds. --force solves the
+wanted frames again. Keyword names are optimize.py's flag names.
+"""
+
+import functools
+import inspect
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from badapple.checkpoint import open_checkpoint
+from badapple.chunks import chunk_info, next_chunk_path, read_inputs_embeds, write_chunk
+from badapple.errors import DamagedFileError, UserError
+from badapple.head import HeadWeights, attention_scores, causal_attention, load_head
+from badapple.layout import (
+    HEADS_PER_CHANNEL,
+    channel_correlations,
+    head_pictures,
+    layout_metrics,
+    layout_picture,
+    token_count,
+)
+from badapple.metrics import mean_metrics
+from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS, colorize
+from badapple.schedule import solve_order
+from badapple.solvers import SOLVERS, solve_frames, solver_settings
+from badapple.storage import (
+    FramesDir,
+    frames_lock,
+    png_problem,
+    read_json,
+    read_target_png,
+    write_json,
+    write_png,
+)
+from badapple.targets import DEFAULT_CONTRAST_NATS, aimed_logits, logit_space_loss, target_logits
+from badapple.verify import verify_frames
+
+DEFAULT_MODEL = "openai-community/gpt2-xl"
+# The heads a run plays on when --heads is not given: channel c on head c (R, G, B in colour),
+# and in full frame the transposed channels on the heads after them.
+DEFAULT_HEADS = {
+    (1, "full"): (0, 1),  # A the frame, B its transpose
+    (3, "half"): (0, 1, 2),  # R, G, B
+    (3, "full"): (0, 1, 2, 3, 4, 5),  # A_R, A_G, A_B, B_R, B_G, B_B
+}
+CHANNEL_NAMES = {1: ("gray",), 3: ("R", "G", "B")}
+DISPLAY_SETTINGS = ("blur", "colormap")  # change the pictures, not what is solved
+# What `loss` in metrics.json measures, by render: the logit-space MSE of the scores (row-centred,
+# over the causal entries) against the original's target, or against the sink target.
+LOSS_KINDS = {
+    "zscore": "original: logit MSE against log of the row-normalised frame",
+    "sink": "sink: logit MSE against ln(pixel) relative to the sink, floored at -contrast",
+}
+STEP_REPORT_INTERVAL = 25  # steps between updates of the progress bar's objective
+RENDER_BATCH = 64  # frames rendered from a chunk file at once
+
+
+def pick_device(name: str) -> torch.device:
+    """The torch device for --device auto|cpu|cuda|mps; auto prefers CUDA, then MPS, then CPU."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise UserError("--device cuda, but torch sees no CUDA GPU; use --device cpu (or auto)")
+    if name == "mps" and not mps:
+        raise UserError("--device mps, but torch sees no Apple GPU; use --device cpu (or auto)")
+    if name == "cpu" and cuda:
+        warnings.warn("running on the CPU although a CUDA GPU is available", stacklevel=2)
+    return torch.device(name)
+
+
+def parse_frame_range(frames: str | None, frame_count: int) -> range:
+    """--frames START:END (1-based, both included) as a range; None means every frame."""
+    if frames is None:
+        return range(1, frame_count + 1)
+    start_text, _, end_text = frames.partition(":")
+    try:
+        start, end = int(start_text), int(end_text or start_text)
+    except ValueError:
+        raise UserError(f"--frames {frames}: expected START:END, e.g. 1:64") from None
+    if start < 1:
+        raise UserError(f"--frames {frames}: frames are numbered from 1, e.g. --frames 1:{end}")
+    if start > end:
+        raise UserError(
+            f"--frames {frames}: START is after END; did you mean --frames {end}:{start}?"
+        )
+    if end > frame_count:
+        raise UserError(f"--frames {frames}: the video has only {frame_count} frames")
+    return range(start, end + 1)
+
+
+def _holding_frames_lock(function: Callable[..., dict]) -> Callable[..., dict]:
+    """Run `function` holding the lock of its `frames_dir`, so that two runs never write the
+    same files; a second run is refused with a message naming the first one's PID. With the
+    lock held, any temporary file there was left by a run that died: it is deleted."""
+    default_dir = inspect.signature(function).parameters["frames_dir"].default
+
+    @functools.wraps(function)
+    def locked(**kwargs) -> dict:
+        root = Path(kwargs.get("frames_dir", default_dir))
+        if not root.is_dir():  # nothing to guard: the run stops at the missing meta.json
+            return function(**kwargs)
+        with frames_lock(root):
+            for stale in (*root.glob("output/*.part"), *root.glob("embeddings/*.part")):
+                stale.unlink()
+            return function(**kwargs)
+
+    return locked
+
+
+@dataclass(frozen=True)
+class Look:
+    """How a run turns frames into targets, and attention maps into pictures."""
+
+    layout: str  # "half" or "full"
+    render: str  # "sink" or "zscore"
+    contrast: float | None  # nats from white to black in the target; None: the original's
+    blur: float  # gaussian sigma in pixels, 0 for none
+    colormap: str | None  # matplotlib's name, for gray runs; None in colour
+    channels: int  # 1 gray, 3 colour
+
+    def targets(self, pictures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits the solver fits, and those `loss` is reported against (LOSS_KINDS):
+        frames [B, C, T, T] -> 2 x [B, H, T', T']."""
+        maps = head_pictures(pictures, self.layout)  # [B, H, T, T]
+        aimed = aimed_logits(maps, self.render, self.contrast)
+        return aimed, (aimed if self.render == "sink" else target_logits(maps))
+
+    def picture(self, attention: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One frame's maps [H, T', T'] as its picture [C, T, T] in [0, 1] and the PNG's
+        pixels [T, T, 3] uint8: the colormap's for gray, each channel its head's in colour."""
+        picture = layout_picture(attention, self.layout, self.render, self.blur)
+        if self.channels == 1:
+            return picture, colorize(picture[0], self.colormap)
+        return picture, np.round(picture.transpose(1, 2, 0) * 255).astype(np.uint8)
+
+
+@_holding_frames_lock
+def optimize(
+    *,
+    model: str = DEFAULT_MODEL,
+    steps: int | None = None,
+    lr: float | None = None,
+    lr_min: float | None = None,
+    init_scale: float | None = None,
+    head: int = 0,
+    full_frame: bool = False,
+    heads: tuple[int, ...] | None = None,
+    render: str = "sink",
+    contrast: float | None = None,
+    blur: float | None = None,
+    colormap: str | None = None,
+    chunk_size: int = 64,
+    seeds: int | None = None,
+    method: str = "reduced",
+    device: str = "auto",
+    frames: str | None = None,
+    frames_dir: str = "frames",
+    seed: int = 0,
+    force: bool = False,
+    verify: int = 0,
+) -> dict:
+    """Fit every target frame, save the embeddings, render the maps; returns metrics.json.
+
+    Solver settings left as None take the method's defaults (`solvers.METHOD_DEFAULTS`).
+    Half frame (the original's) plays on `head`; `full_frame` plays the frame on heads[0] and
+    its transpose on heads[1], and stitches the two maps into the whole square (layout.py).
+    Colour targets (download.py --color) play R, G, B on three heads (six in full frame).
+    `render` "sink" (true tone) puts an attention sink in front of the frame's rows; "zscore"
+    is the original's rendering (render.py). `contrast` None: 6 nats, or the original's exact
+    target for adam under zscore; `blur` None: the render's default.
+    """
+    call = dict(locals())
+    if method not in SOLVERS:
+        raise UserError(f"--method {method} is unknown; pick one of {', '.join(SOLVERS)}")
+    if render not in RENDERS:
+        raise UserError(f"--render {render} is unknown; pick one of {', '.join(RENDERS)}")
+    folder = FramesDir(Path(frames_dir))
+    meta = read_json(folder.meta)
+    if meta is None:
+        raise UserError(f"{folder.meta} not found; run download.py first")
+    size, wanted = meta["size"], parse_frame_range(frames, meta["frame_count"])
+    channels = meta.get("channels", 1)  # 1 gray, 3 colour (download.py --color)
+    layout = "full" if full_frame else "half"
+    run_heads = _run_heads(channels, layout, head, heads)
+    if channels == 3 and render != "sink":
+        raise UserError(
+            f"colour targets need --render sink: --render {render} shows each row's pattern, "
+            "not its level, so three heads would not mix into the frame's colours"
+        )
+    if channels == 3 and colormap is not None:
+        raise UserError(
+            f"--colormap {colormap} is for gray runs: a colour run's channels are its heads' "
+            "maps; drop --colormap"
+        )
+    colormap = DEFAULT_COLORMAP if channels == 1 and colormap is None else colormap
+    settings = solver_settings(
+        method, steps=steps, lr=lr, lr_min=lr_min, init_scale=init_scale, seeds=seeds, seed=seed
+    )
+    if contrast is None and not (render == "zscore" and method == "adam"):
+        contrast = DEFAULT_CONTRAST_NATS  # adam under zscore keeps the original's exact target
+    blur = DEFAULT_BLUR_SIGMA_PIXELS[render] if blur is None else blur
+    _check_targets(folder, wanted, size)
+
+    torch_device = pick_device(device)
+    checkpoint = open_checkpoint(model)
+    tokens = token_count(size, render)
+    if tokens > checkpoint.n_positions:
+        raise UserError(
+            f"frames of {size}x{size} need {tokens} positions under --render {render} (one a "
+            f"row{', plus the sink' if tokens > size else ''}) but {checkpoint.name} has "
+            f"{checkpoint.n_positions}; rerun download.py with --size "
+            f"{checkpoint.n_positions - (tokens - size)} or less"
+        )
+    weights = load_head(checkpoint, run_heads, tokens).to(torch_device)
+    look = Look(layout, render, contrast, blur, colormap, channels)
+    # What decides the embeddings: a chunk file solved with other settings is another run's.
+    solved_with = {
+        "model": model,
+        "model_commit": checkpoint.revision,
+        "layout": layout,
+        "channels": channels,
+        "heads": list(run_heads),
+        "render": render,
+        "contrast": contrast,
+        "tokens": tokens,
+        "method": method,
+        **asdict(settings),
+    }
+    display = {"blur": blur, "colormap": colormap}
+
+    held = _solved_frames(folder, solved_with, force)  # frame -> its chunk file
+    if force:
+        held = {frame: path for frame, path in held.items() if frame not in wanted}
+    todo = [frame for frame in wanted if frame not in held]
+    metrics = _previous_metrics(folder)
+    records = _valid_records(folder, metrics, solved_with, display, held, size)
+    rerender = sorted(frame for frame in held if frame not in records)
+
+    print(
+        f"{checkpoint.name}: d={checkpoint.n_embd}, {_playing(run_heads, channels, layout)} of "
+        f"{checkpoint.n_head}; render {render} ({tokens} tokens), method {method}, "
+        f"{settings.steps} steps"
+        + (f" ({settings.warm_steps} from the previous frame)" if settings.warm_steps else "")
+        + f", on {torch_device}"
+    )
+    print(
+        f"frames {wanted.start}..{wanted.stop - 1}: {len(wanted) - len(todo)} done, "
+        f"{len(todo)} to do in chunks of {chunk_size}"
+        + (f"; {len(rerender)} solved frames to render again" if rerender else "")
+    )
+    if force:
+        metrics.pop("total_seconds", None)  # the clock restarts with the frames it redoes
+    metrics.update(
+        args={**call, **asdict(settings), **solved_with, **display, "heads": list(run_heads)},
+        settings=solved_with,
+        display=display,
+        layout=layout,
+        heads=list(run_heads),
+        channels=channels,
+        render=render,
+        contrast=contrast,
+        blur=blur,
+        colormap=colormap,
+        tokens=tokens,
+        loss_kind=LOSS_KINDS[render],
+        model_commit=checkpoint.revision,
+        device=str(torch_device),
+        size=size,
+        fps=meta["fps"],
+    )
+
+    by_file: dict[Path, list[int]] = {}
+    for frame in rerender:
+        by_file.setdefault(held[frame], []).append(frame)
+    for path, chunk in by_file.items():
+        chunk_frames, embeddings = read_inputs_embeds(path)  # [n, T', d]
+        row_of = {int(saved): row for row, saved in enumerate(chunk_frames)}
+        seconds = chunk_info(path).seconds_per_frame
+        for first in range(0, len(chunk), RENDER_BATCH):
+            batch = chunk[first : first + RENDER_BATCH]
+            rows = embeddings[[row_of[frame] for frame in batch]].to(torch_device)
+            records.update(_render_frames(folder, batch, rows, path, seconds, weights, look))
+    _write_metrics(folder, metrics, records)
+
+    started = time.perf_counter()
+    solved: dict[int, torch.Tensor] = {}  # the last chunk's embeddings, warm starts of the next
+    with tqdm(total=len(todo), unit="frame", dynamic_ncols=True) as bar:
+        means_shown, steps_taken = _finished_means(records), 0
+
+        def report(objective: float) -> None:
+            # the objective the solver is at, beside the finished frames' means
+            nonlocal steps_taken
+            steps_taken += 1
+            if steps_taken % STEP_REPORT_INTERVAL == 0:
+                bar.set_postfix({**means_shown, "fitting": f"{objective:.4f}"})
+
+        for chunk in solve_order(todo, chunk_size, warm=settings.warm_steps > 0):
+            starts = _warm_starts(chunk, solved, held) if settings.warm_steps else {}
+            solved_at = time.perf_counter()
+            pictures = _targets(folder, chunk, channels).to(torch_device)  # [B, C, T, T]
+            aimed, _ = look.targets(pictures)
+            solution = solve_frames(method, weights, aimed, chunk, settings, report, starts)
+            seconds = (time.perf_counter() - solved_at) / len(chunk)
+            path = next_chunk_path(folder.embeddings)
+            saved = solution.factored or solution.embeddings
+            write_chunk(path, chunk, saved, solved_with, seconds)
+            held.update(dict.fromkeys(chunk, path))
+            solved = dict(zip(chunk, solution.embeddings, strict=True))
+            records.update(
+                _render_frames(folder, chunk, solution.embeddings, path, seconds, weights, look)
+            )
+            metrics["total_seconds"] = (
+                metrics.get("total_seconds", 0.0) + time.perf_counter() - started
+            )
+            started = time.perf_counter()
+            _write_metrics(folder, metrics, records)
+            means_shown = _finished_means(records)
+            bar.set_postfix(means_shown)
+            bar.update(len(chunk))
+    _drop_unused_chunks(folder, held)
+
+    if verify:
+        metrics["verify"] = verify_frames(
+            folder, checkpoint, weights, look.picture, held, wanted, verify
+        )
+        _write_metrics(folder, metrics, records)
+    means = metrics["means"]
+    print(
+        "means: "
+        + ", ".join(f"{name} {value:.4f}" for name, value in means.items() if value is not None)
+    )
+    print(
+        f"attention maps in {folder.output}, embeddings in {folder.embeddings}; "
+        "next: uv run python assemble.py"
+    )
+    return metrics
+
+
+def _run_heads(
+    channels: int, layout: str, head: int, heads: tuple[int, ...] | None
+) -> tuple[int, ...]:
+    """The heads a run plays on, in the order of `layout.head_pictures`: --head for a gray half
+    frame, --heads (or `DEFAULT_HEADS`) otherwise, checked for count and repeats."""
+    if channels == 1 and layout == "half":
+        if heads is not None:
+            raise UserError(
+                f"--heads {','.join(map(str, heads))} needs --full-frame or colour targets; "
+                "a gray half-frame run plays on one --head"
+            )
+        return (head,)
+    wanted = channels * HEADS_PER_CHANNEL[layout]
+    if heads is None:
+        return DEFAULT_HEADS[channels, layout]
+    example = ",".join(map(str, DEFAULT_HEADS[channels, layout]))
+    kind = f"{'colour' if channels == 3 else 'gray'} {layout}-frame run"
+    if len(heads) != wanted or len(set(heads)) != wanted:
+        raise UserError(
+            f"--heads {','.join(map(str, heads))}: a {kind} plays on {wanted} different heads, "
+            f"e.g. --heads {example}"
+        )
+    return tuple(heads)
+
+
+def _playing(heads: tuple[int, ...], channels: int, layout: str) -> str:
+    """What each head shows, for the start-up line: "heads 0 (R), 1 (G), 2 (B)"."""
+    names = list(CHANNEL_NAMES[channels])
+    if layout == "full":
+        names = [f"{n} of the frame" for n in names] + [f"{n} transposed" for n in names]
+    if len(heads) == 1:
+        return f"head {heads[0]}"
+    shown = ", ".join(f"{h} ({n})" for h, n in zip(heads, names, strict=True))
+    return f"heads {shown}, {layout} frame"
+
+
+def _check_targets(folder: FramesDir, wanted: range, size: int) -> None:
+    """Refuse to start unless every wanted target frame is there, whole and size x size."""
+    for frame in wanted:
+        path = folder.target_png(frame)
+        problem = png_problem(path, size)
+        if problem == "missing":
+            missing = [f for f in wanted if not folder.target_png(f).exists()]
+            raise UserError(
+                f"{folder.targets} lacks {len(missing)} of the {len(wanted)} target frames "
+                f"wanted (first: {path.name}); rerun download.py --force"
+            )
+        if problem is not None:
+            if not problem.startswith("damaged"):
+                problem += " (meta.json's size)"
+            raise UserError(f"{path} is {problem}; rerun download.py --force")
+
+
+def _solved_frames(folder: FramesDir, solved_with: dict, force: bool) -> dict[int, Path]:
+    """Each frame a chunk file holds with these settings -> the newest such file.
+
+    A damaged chunk file is reported and deleted (its frames are solved again). A file of
+    another run (other settings, or an older version's format) cannot be mixed with ours: an
+    error, unless --force, which deletes it and the pictures drawn from it.
+    """
+    held: dict[Path, list[int]] = {}
+    others = []
+    for path in sorted(folder.embeddings.glob("*.safetensors")):
+        info = chunk_info(path)
+        if info is None and path.name.startswith("chunk_"):
+            path.unlink()
+            warnings.warn(
+                f"{path} is damaged; deleted it, its frames are solved again", stacklevel=3
+            )
+        elif info is None or info.settings != solved_with:
+            others.append((path, info.settings if info else {}))
+        else:
+            held[path] = info.frames
+    if others and not force:
+        path, theirs = others[0]
+        name = next((n for n in solved_with if theirs.get(n) != solved_with[n]), None)
+        ours = _as_flag(name, solved_with.get(name))
+        which = (
+            f"a run with {_as_flag(name, theirs.get(name))}, not {ours}"
+            if theirs
+            else "embeddings from an older optimize.py"
+        )
+        raise UserError(
+            f"{folder.embeddings} holds {which} ({path.name}); rerun with --force to replace "
+            "it, or use another --frames-dir"
+        )
+    if others:
+        for path, _ in others:
+            path.unlink()
+        shutil.rmtree(folder.output, ignore_errors=True)  # its pictures are no longer ours
+    newest = {}
+    for path in sorted(held, key=lambda p: (len(p.name), p.name)):  # chunk_00009 < chunk_00010
+        newest.update(dict.fromkeys(held[path], path))
+    return newest
+
+
+def _as_flag(name: str | None, value) -> str:
+    """A setting as the flags that give it, for messages: "--heads 0,1"."""
+    if name == "layout":
+        return "full frame (--full-frame)" if value == "full" else "half frame (no --full-frame)"
+    if name == "channels":
+        return "colour targets (download.py --color)" if value == 3 else "gray targets"
+    if name == "contrast" and value is None:
+        return "the original's target (no --contrast)"
+    if name == "model_commit":
+        return f"--model at commit {value}"
+    if name == "heads" and isinstance(value, list):
+        return f"--heads {','.join(map(str, value))}" if len(value) > 1 else f"--head {value[0]}"
+    return f"--{str(name).replace('_', '-')} {value}"
+
+
+def _previous_metrics(folder: FramesDir) -> dict:
+    """metrics.json of an earlier run, or a fresh one; a damaged one is moved aside (its
+    frames are rendered again from their chunk files)."""
+    try:
+        metrics = read_json(folder.metrics)
+    except DamagedFileError as error:
+        aside = error.path.with_name(error.path.name + ".damaged")
+        os.replace(error.path, aside)
+        warnings.warn(
+            f"{error.path} is damaged; moved it to {aside.name}, its frames are rendered again",
+            stacklevel=3,
+        )
+        return {"frames": []}
+    return metrics or {"frames": []}
+
+
+def _valid_records(
+    folder: FramesDir,
+    metrics: dict,
+    solved_with: dict,
+    display: dict,
+    held: dict[int, Path],
+    size: int,
+) -> dict[int, dict]:
+    """The records of metrics.json that still describe a solved frame's PNG: same settings and
+    display, drawn from the chunk file that holds the frame now, PNG whole. Damaged PNGs are
+    reported."""
+    if metrics.get("settings") != solved_with or metrics.get("display") != display:
+        return {}  # another run's, or drawn another way: every picture is drawn again
+    records = {}
+    for record in metrics.get("frames", []):
+        frame = record.get("frame")
+        if frame not in held or record.get("embeddings") != held[frame].name:
+            continue
+        problem = png_problem(folder.output_png(frame), size)
+        if problem is not None:
+            if problem != "missing":
+                warnings.warn(
+                    f"{folder.output_png(frame)} is {problem}; rendering frame {frame} again",
+                    stacklevel=3,
+                )
+            continue
+        records[frame] = record
+    return records
+
+
+def _targets(folder: FramesDir, frames: list[int], channels: int) -> torch.Tensor:
+    """The target frames, [B, C, T, T] in [0, 1]; every one was checked before the run."""
+    return torch.from_numpy(
+        np.stack([read_target_png(folder.target_png(f), channels) for f in frames])
+    )
+
+
+def _warm_starts(
+    chunk: list[int], solved: dict[int, torch.Tensor], held: dict[int, Path]
+) -> dict[int, torch.Tensor]:
+    """Each frame's predecessor's embeddings [T, d], where there is one: from the last chunk, or
+    from a chunk file an earlier run saved (a resumed run continues where it stopped)."""
+    starts = {frame: solved[frame - 1] for frame in chunk if frame - 1 in solved}
+    by_file: dict[Path, list[int]] = {}
+    for frame in chunk:
+        if frame not in starts and frame - 1 in held:
+            by_file.setdefault(held[frame - 1], []).append(frame)
+    for path, frames in by_file.items():
+        saved_frames, embeddings = read_inputs_embeds(path)
+        row_of = {int(saved): row for row, saved in enumerate(saved_frames)}
+        starts.update({frame: embeddings[row_of[frame - 1]] for frame in frames})
+    return starts
+
+
+def _render_frames(
+    folder: FramesDir,
+    frames: list[int],
+    embeddings: torch.Tensor,
+    chunk_file: Path,
+    seconds_per_frame: float,
+    weights: HeadWeights,
+    look: Look,
+) -> dict[int, dict]:
+    """Render frames from their saved embeddings [B, T', d]: the PNGs, and their records."""
+    pictures = _targets(folder, frames, look.channels).to(embeddings.device)  # [B, C, T, T]
+    _, reported = look.targets(pictures)
+    with torch.no_grad():
+        scores = attention_scores(embeddings, weights)  # [B, H, T', T']
+        attention = causal_attention(scores).cpu().numpy()
+        head_losses = logit_space_loss(scores, reported).cpu()  # [B, H]
+    targets = pictures.cpu().numpy()
+    records = {}
+    for index, frame in enumerate(frames):
+        picture, pixels = look.picture(attention[index])  # [C, T, T], [T, T, 3]
+        write_png(folder.output_png(frame), pixels)
+        records[frame] = {
+            "frame": frame,
+            "loss": float(head_losses[index].mean()),  # LOSS_KINDS[render], the mean over heads
+            "loss_per_head": head_losses[index].tolist(),  # in the order of `heads`
+            "seconds": seconds_per_frame,  # the solver's
+            **layout_metrics(picture, targets[index], look.layout),
+            "embeddings": chunk_file.name,
+        }
+        if look.channels == 3:  # each channel's corr too, R G B
+            records[frame]["corr_per_channel"] = channel_correlations(
+                picture, targets[index], look.layout
+            )
+    return records
+
+
+def _drop_unused_chunks(folder: FramesDir, held: dict[int, Path]) -> None:
+    """Delete chunk files none of whose frames they are the record of any more (all solved
+    again, with --force, into newer files)."""
+    used = set(held.values())
+    for path in folder.embeddings.glob("chunk_*.safetensors"):
+        if path not in used:
+            path.unlink()
+
+
+def _finished_means(records: dict[int, dict]) -> dict[str, str]:
+    """The progress bar's figures: the finished frames' means, as the summary prints them."""
+    means = mean_metrics(list(records.values()))
+    return {name: f"{means[name]:.4f}" for name in ("loss", "corr") if means[name] is not None}
+
+
+def _write_metrics(folder: FramesDir, metrics: dict, records: dict[int, dict]) -> None:
+    metrics["frames"] = [records[frame] for frame in sorted(records)]
+    metrics["frame_count"] = len(records)
+    metrics["means"] = mean_metrics(metrics["frames"])
+    write_json(folder.metrics, metrics)
