@@ -151,7 +151,7 @@ def test_bad_colour_flags_get_one_line(
     assert not (frames / "output").exists()  # nothing started, nothing lost
 
 
-def test_color_on_a_gray_folder_needs_force(tmp_path, downloaded):
+def test_switching_gray_and_colour_targets_needs_force(tmp_path, downloaded):
     frames = tmp_path / "frames"
     shutil.copytree(downloaded, frames)
     source = json.loads((frames / "meta.json").read_text())["source"]
@@ -162,3 +162,8 @@ def test_color_on_a_gray_folder_needs_force(tmp_path, downloaded):
     assert sorted(p.read_bytes() for p in (frames / "targets").iterdir()) == before
     assert_ok(run("download.py", *flags, "--force"))
     assert json.loads((frames / "meta.json").read_text())["channels"] == 1
+    # and the other way round: --color on the gray folder it now is
+    before = sorted(p.read_bytes() for p in (frames / "targets").iterdir())
+    result = run("download.py", *flags, "--color")
+    assert_user_error(result, "holds gray targets; rerun with --force to replace them with colour")
+    assert sorted(p.read_bytes() for p in (frames / "targets").iterdir()) == before

@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 from safetensors import safe_open
+from safetensors.torch import save_file
 
 from badapple import storage
 from badapple.checkpoint import open_checkpoint
@@ -344,6 +345,49 @@ def test_damaged_files_are_reported_and_recomputed(tmp_path, pipeline_run, tiny_
     assert any("metrics.json is damaged" in line for line in warning_lines(rerun)), rerun.stderr
     assert folder.metrics.with_name("metrics.json.damaged").exists()  # kept, not deleted
     assert_same_outputs(folder, FramesDir(pipeline_run / "frames"), solved_again)
+
+
+def test_another_colormap_or_blur_is_rendered_again_not_solved_again(
+    tmp_path, pipeline_run, tiny_checkpoint
+):
+    folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
+    chunks = {path.name: path.read_bytes() for path in folder.embeddings.iterdir()}
+    flags = ["--model", tiny_checkpoint, "--frames-dir", folder.root, *RUN]
+    result = run("optimize.py", *flags, "--colormap", "gray", "--blur", "0.5")
+    assert_ok(result)
+    assert f"{COUNT} done, 0 to do in chunks of 4; {COUNT} solved frames to render again" in (
+        result.stdout
+    )
+    assert {path.name: path.read_bytes() for path in folder.embeddings.iterdir()} == chunks
+    for frame in (1, COUNT):  # drawn from the same embeddings, now blurred and in gray
+        pixels = read_rgb_png(folder.output_png(frame))
+        assert (pixels[..., 0] == pixels[..., 1]).all() and (pixels[..., 1] == pixels[..., 2]).all()
+        target = read_gray_png(folder.target_png(frame))
+        assert (
+            np.corrcoef(pixels[..., 0][np.tri(SIZE, dtype=bool)], target[np.tri(SIZE, dtype=bool)])[
+                0, 1
+            ]
+            > 0.9
+        )
+    metrics = json.loads(folder.metrics.read_text())
+    assert metrics["display"] == {"blur": 0.5, "colormap": "gray"}
+    # the same settings again: nothing to solve, nothing to draw
+    again = run("optimize.py", *flags, "--colormap", "gray", "--blur", "0.5")
+    assert_ok(again)
+    assert f"{COUNT} done, 0 to do in chunks of 4\n" in again.stdout
+
+
+def test_embeddings_of_an_older_version_are_not_mixed_in(tmp_path, pipeline_run, tiny_checkpoint):
+    folder = fresh_copy(pipeline_run, tmp_path / "frames")
+    folder.embeddings.mkdir()
+    old = folder.embeddings / "frames_00001-00004.safetensors"  # no settings recorded
+    save_file({"frames": torch.tensor([1, 2, 3, 4]), "embeddings": torch.zeros(4, SIZE, 64)}, old)
+    flags = ["--model", tiny_checkpoint, "--frames-dir", folder.root, *FAST]
+    result = run("optimize.py", *flags)
+    assert_user_error(result, "holds embeddings from an older optimize.py (frames_00001-00004")
+    assert old.exists()  # nothing lost
+    assert_ok(run("optimize.py", *flags, "--force"))
+    assert not old.exists() and len(saved_embeddings(folder)) == COUNT
 
 
 def test_a_full_disk_stops_with_one_line_and_keeps_finished_frames(
