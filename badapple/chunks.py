@@ -22,6 +22,7 @@ file's.
 
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,3 +119,17 @@ def read_inputs_embeds(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
             return frames, chunk.get_tensor("embeddings")
         factored = Factored(*(chunk.get_tensor(n) for n in ("coefficients", "basis", "offset")))
     return frames, factored.inputs_embeds()
+
+
+def saved_inputs_embeds(
+    held: dict[int, Path], frames: list[int]
+) -> Iterator[tuple[Path, list[int], torch.Tensor]]:
+    """The saved inputs_embeds of `frames`, each chunk file read once: (file, its frames among
+    `frames`, their embeddings [k, T, d]), file after file. `held` maps a frame to its file."""
+    by_file: dict[Path, list[int]] = {}
+    for frame in frames:
+        by_file.setdefault(held[frame], []).append(frame)
+    for path, wanted in by_file.items():
+        saved_frames, embeddings = read_inputs_embeds(path)  # [n, T, d]
+        row_of = {int(saved): row for row, saved in enumerate(saved_frames)}
+        yield path, wanted, embeddings[[row_of[frame] for frame in wanted]]

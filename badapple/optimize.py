@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from badapple.checkpoint import open_checkpoint
-from badapple.chunks import chunk_info, next_chunk_path, read_inputs_embeds, write_chunk
+from badapple.chunks import chunk_info, next_chunk_path, saved_inputs_embeds, write_chunk
 from badapple.errors import DamagedFileError, UserError
 from badapple.head import HeadWeights, attention_scores, causal_attention, load_head
 from badapple.layout import (
@@ -288,17 +288,12 @@ def optimize(
         fps=meta["fps"],
     )
 
-    by_file: dict[Path, list[int]] = {}
-    for frame in rerender:
-        by_file.setdefault(held[frame], []).append(frame)
-    for path, chunk in by_file.items():
-        chunk_frames, embeddings = read_inputs_embeds(path)  # [n, T', d]
-        row_of = {int(saved): row for row, saved in enumerate(chunk_frames)}
+    for path, chunk, embeddings in saved_inputs_embeds(held, rerender):  # [n, T', d]
         seconds = chunk_info(path).seconds_per_frame
         for first in range(0, len(chunk), RENDER_BATCH):
-            batch = chunk[first : first + RENDER_BATCH]
-            rows = embeddings[[row_of[frame] for frame in batch]].to(torch_device)
-            records.update(_render_frames(folder, batch, rows, path, seconds, weights, look))
+            batch = slice(first, first + RENDER_BATCH)
+            rows = embeddings[batch].to(torch_device)
+            records.update(_render_frames(folder, chunk[batch], rows, path, seconds, weights, look))
     _write_metrics(folder, metrics, records)
 
     started = time.perf_counter()
@@ -525,14 +520,9 @@ def _warm_starts(
     """Each frame's predecessor's embeddings [T, d], where there is one: from the last chunk, or
     from a chunk file an earlier run saved (a resumed run continues where it stopped)."""
     starts = {frame: solved[frame - 1] for frame in chunk if frame - 1 in solved}
-    by_file: dict[Path, list[int]] = {}
-    for frame in chunk:
-        if frame not in starts and frame - 1 in held:
-            by_file.setdefault(held[frame - 1], []).append(frame)
-    for path, frames in by_file.items():
-        saved_frames, embeddings = read_inputs_embeds(path)
-        row_of = {int(saved): row for row, saved in enumerate(saved_frames)}
-        starts.update({frame: embeddings[row_of[frame - 1]] for frame in frames})
+    on_disk = [frame - 1 for frame in chunk if frame not in starts and frame - 1 in held]
+    for _, predecessors, embeddings in saved_inputs_embeds(held, on_disk):
+        starts.update({frame + 1: e for frame, e in zip(predecessors, embeddings, strict=True)})
     return starts
 
 

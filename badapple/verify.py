@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from badapple.checkpoint import ATTENTION_TENSORS, Checkpoint, read_tensors
-from badapple.chunks import read_inputs_embeds
+from badapple.chunks import saved_inputs_embeds
 from badapple.errors import UserError
 from badapple.head import HeadWeights, attention_scores, causal_attention
 from badapple.storage import FramesDir, read_rgb_png
@@ -80,14 +80,8 @@ def verify_frames(
     model = one_layer_gpt2(checkpoint)
     cpu_weights = weights.to("cpu")
     worst, worst_png, worst_frame = 0.0, 0.0, chosen[0] if chosen else None
-    by_file: dict[Path, list[int]] = {}
-    for frame in chosen:
-        by_file.setdefault(held[frame], []).append(frame)
-    for path, frames in by_file.items():
-        saved_frames, embeddings = read_inputs_embeds(path)  # [n, T', d]
-        row_of = {int(saved): row for row, saved in enumerate(saved_frames)}
-        for frame in frames:
-            embedding = embeddings[row_of[frame]][None]  # [1, T', d]
+    for _, frames, embeddings in saved_inputs_embeds(held, chosen):  # [k, T', d]
+        for frame, embedding in zip(frames, embeddings[:, None], strict=True):  # [1, T', d]
             reference = transformers_attention(model, embedding, weights.heads)  # [1, H, T', T']
             with torch.no_grad():
                 ours = causal_attention(attention_scores(embedding, cpu_weights))

@@ -37,17 +37,7 @@ def make_clip(
     if color:
         shapes.append(("red", w // 8, w // 8, f"{w // 2}", f"{h // 2}"))
 
-    inputs = ["-f", "lavfi", "-i", f"color=c=black:s={w}x{h}:r={fps}"]
-    graph, last = [], "0"
-    for index, (colour, box_w, box_h, x, y) in enumerate(shapes, start=1):
-        inputs += ["-f", "lavfi", "-i", f"color=c={colour}:s={box_w}x{box_h}:r={fps}"]
-        graph.append(f"[{last}][{index}]overlay=x='{x}':y='{y}'[v{index}]")
-        last = f"v{index}"
-    graph.append(f"[{last}]format={pixel_format}[video]")
-    outputs = ["-filter_complex", ";".join(graph), "-map", "[video]", "-c:v", "libx264"]
-    if audio:
-        inputs += ["-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}"]
-        outputs += ["-map", f"{len(shapes) + 1}:a", "-c:a", "aac"]
+    inputs, outputs = _moving_shapes(f"color=c=black:s={w}x{h}", shapes, fps, pixel_format, audio)
     if frames is not None:
         outputs += ["-frames:v", str(frames)]
     if faststart:
@@ -69,18 +59,28 @@ def make_colour_clip(
         ("yellow", w // 2, h // 12, f"{w // 6}", f"{h * 4 // 5}-{h // 10}*t"),
     ]
     gradient = f"gradients=s={w}x{h}:c0=0x102060:c1=0x30a0a0:x0=0:y0=0:x1={w}:y1={h}:speed=0"
-    inputs = ["-f", "lavfi", "-i", f"{gradient}:r={fps}"]
+    inputs, outputs = _moving_shapes(gradient, shapes, fps, "yuv444p", audio=True)
+    _ffmpeg([*inputs, *outputs, "-t", str(seconds), str(path)])
+    return path
+
+
+def _moving_shapes(
+    background: str, shapes: list[tuple], fps: int, pixel_format: str, audio: bool
+) -> tuple[list[str], list[str]]:
+    """ffmpeg's inputs and outputs for boxes (colour, width, height, x(t), y(t)) moving over a
+    lavfi `background`, H.264, with an AAC sine tone when `audio`."""
+    inputs = ["-f", "lavfi", "-i", f"{background}:r={fps}"]
     graph, last = [], "0"
     for index, (colour, box_w, box_h, x, y) in enumerate(shapes, start=1):
         inputs += ["-f", "lavfi", "-i", f"color=c={colour}:s={box_w}x{box_h}:r={fps}"]
         graph.append(f"[{last}][{index}]overlay=x='{x}':y='{y}'[v{index}]")
         last = f"v{index}"
-    graph.append(f"[{last}]format=yuv444p[video]")
-    inputs += ["-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}"]
+    graph.append(f"[{last}]format={pixel_format}[video]")
     outputs = ["-filter_complex", ";".join(graph), "-map", "[video]", "-c:v", "libx264"]
-    outputs += ["-map", f"{len(shapes) + 1}:a", "-c:a", "aac"]
-    _ffmpeg([*inputs, *outputs, "-t", str(seconds), str(path)])
-    return path
+    if audio:
+        inputs += ["-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}"]
+        outputs += ["-map", f"{len(shapes) + 1}:a", "-c:a", "aac"]
+    return inputs, outputs
 
 
 def make_variable_rate_clip(path: Path) -> Path:
