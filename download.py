@@ -11,6 +11,7 @@ complete; --force redoes it.
 """
 
 import argparse
+import math
 
 from badapple.cli import HelpFormatter
 from badapple.download import BAD_APPLE_URL, download
@@ -62,14 +63,14 @@ def main() -> None:
     )
     parser.add_argument("--force", action="store_true", help="redo steps whose output exists")
     args = parser.parse_args()
-    if args.fps <= 0:
-        parser.error("--fps must be positive")
+    if not 0 < args.fps < math.inf:
+        parser.error("--fps must be a positive finite number")
     if not 2 <= args.size <= 4096:
         parser.error("--size must be between 2 and 4096 pixels")
-    if args.start is not None and args.start < 0:
-        parser.error("--start must be >= 0 seconds")
-    if args.duration is not None and args.duration <= 0:
-        parser.error("--duration must be positive")
+    if args.start is not None and not 0 <= args.start < math.inf:
+        parser.error("--start must be >= 0 seconds, a finite number")
+    if args.duration is not None and not 0 < args.duration < math.inf:
+        parser.error("--duration must be a positive finite number of seconds")
     with exit_on_error("download.py"):
         download(**vars(args))
 

@@ -21,6 +21,7 @@ frames/.lock refuses a second.
 """
 
 import argparse
+import math
 
 import matplotlib
 
@@ -30,6 +31,9 @@ from badapple.optimize import DEFAULT_MODEL, optimize
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solver_settings
 from badapple.targets import DEFAULT_CONTRAST_NATS
+
+MAX_CONTRAST_NATS = 80.0  # e^-80: far below float32's resolution of a weight already
+MAX_BLUR_SIGMA_PIXELS = 64.0  # a quarter of a 256-pixel frame: nothing is left to see
 
 
 def _per_method(name: str) -> str:
@@ -91,7 +95,10 @@ def main() -> None:
         help=f"std of the random starts ({_per_method('init_scale')})",
     )
     parser.add_argument(
-        "--head", type=int, default=0, help="layer-0 attention head to play on (half frame)"
+        "--head",
+        type=int,
+        default=None,
+        help="layer-0 attention head of a gray half-frame run (default 0); other runs take --heads",
     )
     parser.add_argument(
         "--full-frame",
@@ -189,24 +196,30 @@ def main() -> None:
         parser.error("--chunk-size must be at least 1")
     if settings.seeds < 1:
         parser.error("--seeds must be at least 1")
-    if settings.lr <= 0 or settings.lr_min < 0 or settings.lr_min > settings.lr:
-        parser.error("need 0 <= --lr-min <= --lr and --lr > 0")
-    if settings.init_scale <= 0:
-        parser.error("--init-scale must be positive")
-    if args.head < 0:
+    if not (0 <= settings.lr_min <= settings.lr < math.inf and settings.lr > 0):
+        parser.error("need 0 <= --lr-min <= --lr and --lr > 0, finite numbers")
+    if not 0 < settings.init_scale < math.inf:
+        parser.error("--init-scale must be a positive finite number")
+    if args.head is not None and args.head < 0:
         parser.error("--head must be >= 0")
     args.heads = _head_list(parser, args.heads) if args.heads is not None else None
     if args.verify < 0:
         parser.error("--verify must be >= 0")
-    if args.contrast is not None and not args.contrast > 0:
-        parser.error(f"--contrast {args.contrast:g}: must be a positive number of nats, e.g. 6")
-    if args.blur is not None and not args.blur >= 0:
-        parser.error(f"--blur {args.blur:g}: must be >= 0 pixels (0 for none)")
+    # finite too: inf would end in a traceback, deep in the solver or the JSON writer
+    if args.contrast is not None and not 0 < args.contrast <= MAX_CONTRAST_NATS:
+        parser.error(
+            f"--contrast {args.contrast:g}: must be a positive number of nats up to "
+            f"{MAX_CONTRAST_NATS:g}, e.g. 6"
+        )
+    if args.blur is not None and not 0 <= args.blur <= MAX_BLUR_SIGMA_PIXELS:
+        parser.error(f"--blur {args.blur:g}: must be 0 (none) to {MAX_BLUR_SIGMA_PIXELS:g} pixels")
     if args.colormap is not None and args.colormap not in matplotlib.colormaps:
         parser.error(
             f"--colormap {args.colormap}: not a matplotlib colormap; try magma, gray or viridis"
         )
-    with exit_on_error("optimize.py"):
+    # with --force the same command would solve its frames again, not resume them
+    resume = "run it without --force to resume" if args.force else "run the same command to resume"
+    with exit_on_error("optimize.py", resume=resume):
         optimize(**vars(args))
 
 

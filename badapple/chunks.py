@@ -30,6 +30,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
+from badapple.errors import UserError
 from badapple.reachable import Factored
 from badapple.storage import write_atomic
 
@@ -99,6 +100,10 @@ def chunk_info(path: Path) -> ChunkInfo | None:
             else:
                 return None
             record = json.loads((chunk.metadata() or {})[METADATA_KEY])
+    except FileNotFoundError:
+        return None
+    except PermissionError as error:  # whole, maybe: never taken for damage and deleted
+        raise UserError(f"cannot read {path} ({error.strerror}); check its permissions") from None
     except (OSError, SafetensorError, KeyError, ValueError, RuntimeError):
         return None
     if frames.ndim != 1 or len(frames) != rows or not isinstance(record, dict):

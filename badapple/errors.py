@@ -41,7 +41,7 @@ class DamagedFileError(UserError):
 
 
 @contextmanager
-def exit_on_error(script: str) -> Iterator[None]:
+def exit_on_error(script: str, resume: str = "run the same command to resume") -> Iterator[None]:
     """Turn the expected failures of a script into one line on stderr and an exit code.
 
     Inside it, SIGTERM raises KeyboardInterrupt, so `kill` stops a run as cleanly as Ctrl-C
@@ -59,7 +59,7 @@ def exit_on_error(script: str) -> Iterator[None]:
         sys.exit(f"{script}: error: {error}")
     except KeyboardInterrupt:
         print(
-            f"\n{script}: interrupted; finished work is saved, run the same command to resume",
+            f"\n{script}: interrupted; finished work is saved, {resume}",
             file=sys.stderr,
         )
         sys.exit(INTERRUPTED_EXIT_CODE)

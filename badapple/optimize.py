@@ -63,12 +63,26 @@ DEFAULT_HEADS = {
 }
 CHANNEL_NAMES = {1: ("gray",), 3: ("R", "G", "B")}
 DISPLAY_SETTINGS = ("blur", "colormap")  # change the pictures, not what is solved
+# meta.json's record of where the targets come from (download.py's flags)
+VIDEO_SETTINGS = ("source", "fps", "fit", "start", "duration", "frame_count")
 # What `loss` in metrics.json measures, by render: the logit-space MSE of the scores (row-centred,
 # over the causal entries) against the original's target, or against the sink target.
 LOSS_KINDS = {
     "zscore": "original: logit MSE against log of the row-normalised frame",
     "sink": "sink: logit MSE against ln(pixel) relative to the sink, floored at -contrast",
 }
+# the solve settings that are optimize.py flags of the same name (the others are fixed defaults)
+FLAG_SETTINGS = (
+    "model",
+    "render",
+    "method",
+    "steps",
+    "lr",
+    "lr_min",
+    "init_scale",
+    "seeds",
+    "seed",
+)
 STEP_REPORT_INTERVAL = 25  # steps between updates of the progress bar's objective
 RENDER_BATCH = 64  # frames rendered from a chunk file at once
 
@@ -161,7 +175,7 @@ def optimize(
     lr: float | None = None,
     lr_min: float | None = None,
     init_scale: float | None = None,
-    head: int = 0,
+    head: int | None = None,
     full_frame: bool = False,
     heads: tuple[int, ...] | None = None,
     render: str = "sink",
@@ -181,8 +195,8 @@ def optimize(
     """Fit every target frame, save the embeddings, render the maps; returns metrics.json.
 
     Solver settings left as None take the method's defaults (`solvers.METHOD_DEFAULTS`).
-    Half frame (the original's) plays on `head`; `full_frame` plays the frame on heads[0] and
-    its transpose on heads[1], and stitches the two maps into the whole square (layout.py).
+    Half frame (the original's) plays on `head` (None: 0); `full_frame` plays the frame on
+    heads[0] and its transpose on heads[1], and stitches the two maps into the whole square.
     Colour targets (download.py --color) play R, G, B on three heads (six in full frame).
     `render` "sink" (true tone) puts an attention sink in front of the frame's rows; "zscore"
     is the original's rendering (render.py). `contrast` None: 6 nats, or the original's exact
@@ -234,6 +248,8 @@ def optimize(
     look = Look(layout, render, contrast, blur, colormap, channels)
     # What decides the embeddings: a chunk file solved with other settings is another run's.
     solved_with = {
+        # the targets: another video, part of it or frame rate is another run
+        "video": {key: meta.get(key) for key in VIDEO_SETTINGS},
         "model": model,
         "model_commit": checkpoint.revision,
         "layout": layout,
@@ -269,6 +285,7 @@ def optimize(
     )
     if force:
         metrics.pop("total_seconds", None)  # the clock restarts with the frames it redoes
+    metrics.pop("verify", None)  # a check of other files, maybe: --verify checks these anew
     metrics.update(
         args={**call, **asdict(settings), **solved_with, **display, "heads": list(run_heads)},
         settings=solved_with,
@@ -288,13 +305,16 @@ def optimize(
         fps=meta["fps"],
     )
 
+    # Written before drawing: a stopped re-render then leaves records that say which pictures
+    # are drawn the new way, so no rerun trusts a picture drawn the old way.
+    _write_metrics(folder, metrics, records)
     for path, chunk, embeddings in saved_inputs_embeds(held, rerender):  # [n, T', d]
         seconds = chunk_info(path).seconds_per_frame
         for first in range(0, len(chunk), RENDER_BATCH):
             batch = slice(first, first + RENDER_BATCH)
             rows = embeddings[batch].to(torch_device)
             records.update(_render_frames(folder, chunk[batch], rows, path, seconds, weights, look))
-    _write_metrics(folder, metrics, records)
+            _write_metrics(folder, metrics, records)
 
     started = time.perf_counter()
     solved: dict[int, torch.Tensor] = {}  # the last chunk's embeddings, warm starts of the next
@@ -351,7 +371,7 @@ def optimize(
 
 
 def _run_heads(
-    channels: int, layout: str, head: int, heads: tuple[int, ...] | None
+    channels: int, layout: str, head: int | None, heads: tuple[int, ...] | None
 ) -> tuple[int, ...]:
     """The heads a run plays on, in the order of `layout.head_pictures`: --head for a gray half
     frame, --heads (or `DEFAULT_HEADS`) otherwise, checked for count and repeats."""
@@ -361,7 +381,13 @@ def _run_heads(
                 f"--heads {','.join(map(str, heads))} needs --full-frame or colour targets; "
                 "a gray half-frame run plays on one --head"
             )
-        return (head,)
+        return (0 if head is None else head,)
+    if head is not None:
+        kind = "colour" if channels == 3 else "full-frame"
+        raise UserError(
+            f"--head {head} is for a gray half-frame run; a {kind} run plays on --heads, "
+            f"e.g. --heads {','.join(map(str, DEFAULT_HEADS[channels, layout]))}"
+        )
     wanted = channels * HEADS_PER_CHANNEL[layout]
     if heads is None:
         return DEFAULT_HEADS[channels, layout]
@@ -425,7 +451,7 @@ def _solved_frames(folder: FramesDir, solved_with: dict, force: bool) -> dict[in
             held[path] = info.frames
     if others and not force:
         path, theirs = others[0]
-        name = next((n for n in solved_with if theirs.get(n) != solved_with[n]), None)
+        name = next((n for n in solved_with if theirs.get(n) != solved_with[n]), "model")
         ours = _as_flag(name, solved_with.get(name))
         which = (
             f"a run with {_as_flag(name, theirs.get(name))}, not {ours}"
@@ -446,8 +472,10 @@ def _solved_frames(folder: FramesDir, solved_with: dict, force: bool) -> dict[in
     return newest
 
 
-def _as_flag(name: str | None, value) -> str:
-    """A setting as the flags that give it, for messages: "--heads 0,1"."""
+def _as_flag(name: str, value) -> str:
+    """A setting of `_solved_frames`' identity as the flags that give it, for messages."""
+    if name == "video":
+        return f"targets from {(value or {}).get('source')} (download.py)"
     if name == "layout":
         return "full frame (--full-frame)" if value == "full" else "half frame (no --full-frame)"
     if name == "channels":
@@ -456,9 +484,13 @@ def _as_flag(name: str | None, value) -> str:
         return "the original's target (no --contrast)"
     if name == "model_commit":
         return f"--model at commit {value}"
+    if name == "tokens":
+        return f"{value} tokens (download.py --size, plus the sink under --render sink)"
     if name == "heads" and isinstance(value, list):
         return f"--heads {','.join(map(str, value))}" if len(value) > 1 else f"--head {value[0]}"
-    return f"--{str(name).replace('_', '-')} {value}"
+    if name in FLAG_SETTINGS:
+        return f"--{name.replace('_', '-')} {value}"
+    return f"{name} {value} (another version's default)"
 
 
 def _previous_metrics(folder: FramesDir) -> dict:

@@ -231,7 +231,7 @@ CASES: dict[str, tuple[Callable[[World], list], str]] = {
     ),
     "optimize: --contrast 0": (
         lambda w: w.optimize("--contrast", "0"),
-        "--contrast 0: must be a positive number of nats, e.g. 6",
+        "--contrast 0: must be a positive number of nats up to 80, e.g. 6",
     ),
     "optimize: --contrast nan": (
         lambda w: w.optimize("--contrast", "nan"),
@@ -239,7 +239,27 @@ CASES: dict[str, tuple[Callable[[World], list], str]] = {
     ),
     "optimize: a negative --blur": (
         lambda w: w.optimize("--blur", "-1"),
-        "--blur -1: must be >= 0 pixels (0 for none)",
+        "--blur -1: must be 0 (none) to 64 pixels",
+    ),
+    "optimize: --contrast inf": (
+        lambda w: w.optimize("--contrast", "inf"),
+        "--contrast inf: must be a positive number of nats up to 80",
+    ),
+    "optimize: --blur inf": (
+        lambda w: w.optimize("--blur", "inf"),
+        "--blur inf: must be 0 (none) to 64 pixels",
+    ),
+    "optimize: --lr nan": (
+        lambda w: w.optimize("--lr", "nan"),
+        "need 0 <= --lr-min <= --lr and --lr > 0, finite numbers",
+    ),
+    "download: --fps nan": (
+        lambda w: [*w.download(w.fixture("clip")), "--fps", "nan"],
+        "--fps must be a positive finite number",
+    ),
+    "optimize: --head on a full frame": (
+        lambda w: w.optimize("--full-frame", "--head", "3"),
+        "--head 3 is for a gray half-frame run; a full-frame run plays on --heads, e.g. --heads",
     ),
     "optimize: an unknown --colormap": (
         lambda w: w.optimize("--colormap", "sunset"),
@@ -293,6 +313,10 @@ FLAG_ERRORS = {
     "optimize: --contrast 0",
     "optimize: --contrast nan",
     "optimize: a negative --blur",
+    "optimize: --contrast inf",
+    "optimize: --blur inf",
+    "optimize: --lr nan",
+    "download: --fps nan",
     "optimize: an unknown --colormap",
 }
 

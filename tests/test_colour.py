@@ -138,6 +138,7 @@ def test_a_pure_red_square_appears_in_red_only_on_the_red_heads(tiny_sixteen_hea
             "a colour full-frame run plays on 6 different heads",
         ),
         (["--heads", "0,1,16"], "head 16 is out of range"),
+        (["--head", "5"], "--head 5 is for a gray half-frame run; a colour run plays on --heads"),
     ],
 )
 def test_bad_colour_flags_get_one_line(

@@ -377,6 +377,62 @@ def test_another_colormap_or_blur_is_rendered_again_not_solved_again(
     assert f"{COUNT} done, 0 to do in chunks of 4\n" in again.stdout
 
 
+def test_a_stopped_rerender_leaves_no_picture_drawn_the_other_way(
+    tmp_path, pipeline_run, tiny_checkpoint, monkeypatch
+):
+    import badapple.optimize as stage
+
+    folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
+    common = dict(model=str(tiny_checkpoint), frames_dir=str(folder.root), device="cpu")
+    real_write, written = stage.write_png, []
+
+    def stopped_after_five(path, pixels):
+        if len(written) == 5:
+            raise KeyboardInterrupt  # Ctrl-C while the gray pictures are drawn
+        written.append(path)
+        real_write(path, pixels)
+
+    monkeypatch.setattr(stage, "write_png", stopped_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        optimize(**common, steps=200, chunk_size=4, colormap="gray")
+    monkeypatch.setattr(stage, "write_png", real_write)
+    # back to magma: the five gray pictures must be drawn again, as every other one
+    metrics = optimize(**common, steps=200, chunk_size=4)
+    assert len(metrics["frames"]) == COUNT
+    for frame in range(1, COUNT + 1):
+        pixels = read_rgb_png(folder.output_png(frame))
+        assert not (pixels[..., 0] == pixels[..., 2]).all(), frame  # magma, not gray
+    assert_same_outputs(folder, FramesDir(pipeline_run / "frames"))
+
+
+def test_another_video_in_the_folder_is_another_run(tmp_path, pipeline_run, tiny_checkpoint, clip):
+    folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
+    frames_flags = ["--frames-dir", folder.root, "--size", SIZE]
+    assert_ok(run("download.py", "--input", clip, *frames_flags, "--fps", 5))  # other targets
+    result = run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", folder.root, *RUN)
+    assert_user_error(result, "holds a run with targets from")
+    assert len(saved_embeddings(folder)) == COUNT  # the old run's, still there
+
+
+def test_verify_fails_when_transformers_disagrees(
+    tmp_path, pipeline_run, tiny_checkpoint, monkeypatch
+):
+    import badapple.verify
+
+    folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
+    real = badapple.verify.transformers_attention
+    monkeypatch.setattr(
+        badapple.verify,
+        "transformers_attention",
+        lambda *args: real(*args).roll(1, dims=-1),  # a forward that is not ours
+    )
+    with pytest.raises(UserError, match="verification failed: transformers' attention differs"):
+        optimize(
+            model=str(tiny_checkpoint), frames_dir=str(folder.root), steps=200, chunk_size=4,
+            device="cpu", verify=2,
+        )  # fmt: skip
+
+
 def test_embeddings_of_an_older_version_are_not_mixed_in(tmp_path, pipeline_run, tiny_checkpoint):
     folder = fresh_copy(pipeline_run, tmp_path / "frames")
     folder.embeddings.mkdir()
