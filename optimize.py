@@ -6,8 +6,9 @@
     uv run python optimize.py --render zscore                  # the original's look
     uv run python optimize.py --full-frame                     # colour targets: heads 0..5
 
-Reads frames/meta.json and frames/targets/*.png. Writes frames/output/frame_00001.png ... (RGB,
-magma), frames/output/metrics.json and frames/embeddings/*.safetensors (the inputs_embeds).
+Reads frames/meta.json and frames/targets/*.png. Writes frames/embeddings/chunk_*.safetensors
+(the inputs_embeds and the settings they were solved with: the record), and from them
+frames/output/frame_00001.png ... (RGB, magma) and frames/output/metrics.json.
 Half frame (the original's) shows the lower triangle of each frame on one head; --full-frame
 shows it on head A and the transposed frame on head B, of the same forward pass, and stitches
 A's map below the diagonal and B's transposed above it into the whole square.
@@ -15,7 +16,8 @@ True tone (--render sink, the default) puts an attention sink at token 0, so a f
 takes T+1 tokens and each pixel shows its weight relative to its row's sink weight.
 Colour targets (download.py --color) play R, G and B on three heads of one forward pass (six in
 full frame), and the PNGs show each head's true-tone map as one channel.
-Resumes: frames whose outputs exist are skipped (damaged ones are redone); --force redoes them.
+Resumes: solved frames are not solved again; a missing or damaged PNG or metrics.json, or
+another --blur or --colormap, is drawn again from the saved embeddings; --force solves again.
 Ctrl-C or kill stops it with exit code 130 and keeps every finished chunk. One run per folder:
 frames/.lock refuses a second.
 """

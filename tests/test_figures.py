@@ -64,7 +64,7 @@ def make_run(root: Path, count: int) -> FramesDir:
                 "mae": 0.05 * frame,
                 "iou": None if frame == 2 else 0.9 - 0.05 * frame,
                 "corr": None if frame == 2 else 0.95 - 0.1 * frame,
-                "embeddings": "frames_00001-00064.safetensors",
+                "embeddings": "chunk_00001.safetensors",
             }
         )
     losses = [e["loss"] for e in entries]
