@@ -379,7 +379,7 @@ def hero_frame(metrics: dict, frames_dir: FramesDir) -> Figure:
     """One representative frame, large: the target beside the attention map it became."""
     entry = pick_hero(metrics, frames_dir)
     model = metrics.get("args", {}).get("model", "gpt2")
-    figure = _figure(12.5, 6.4)
+    figure = _figure(12.5, 6.9)  # room under the map for its label, over it for two title lines
     left, right = figure.subplots(1, 2)
     _show(left, _target(metrics, frames_dir, entry["frame"]))
     left.set_title(f"target, {_frame_title(metrics, entry)}")

@@ -351,3 +351,14 @@ def test_a_colour_run_shows_rgb_targets(tmp_path: Path) -> None:
     assert "heads 0, 1, 2" in hero.axes[1].get_title()
     write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
     check_figures(tmp_path / "plots", list(PIXEL_FIGURES))
+
+
+def test_hero_frame_labels_stay_inside_the_figure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = make_run(tmp_path / "frames", count=3)
+    metrics = json.loads(folder.metrics.read_text())
+    # a long local model path and six heads: the two-line title of a colour full-frame run
+    metrics["args"]["model"] = "/home/someone/checkpoints/gpt2-xl-finetuned"
+    texts = assert_no_text_overlaps(hero_frame(metrics, folder), monkeypatch)
+    assert "key token position" in texts  # the bottom label was drawn, and whole
