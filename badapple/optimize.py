@@ -313,7 +313,10 @@ def optimize(
         for first in range(0, len(chunk), RENDER_BATCH):
             batch = slice(first, first + RENDER_BATCH)
             rows = embeddings[batch].to(torch_device)
-            records.update(_render_frames(folder, chunk[batch], rows, path, seconds, weights, look))
+            pictures = _targets(folder, chunk[batch], channels).to(torch_device)
+            records.update(
+                _render_frames(folder, chunk[batch], pictures, rows, path, seconds, weights, look)
+            )
             _write_metrics(folder, metrics, records)
 
     started = time.perf_counter()
@@ -340,8 +343,10 @@ def optimize(
             write_chunk(path, chunk, saved, solved_with, seconds)
             held.update(dict.fromkeys(chunk, path))
             solved = dict(zip(chunk, solution.embeddings, strict=True))
-            records.update(
-                _render_frames(folder, chunk, solution.embeddings, path, seconds, weights, look)
+            records.update(  # the targets read once, for the solver and the records
+                _render_frames(
+                    folder, chunk, pictures, solution.embeddings, path, seconds, weights, look
+                )
             )
             metrics["total_seconds"] = (
                 metrics.get("total_seconds", 0.0) + time.perf_counter() - started
@@ -561,14 +566,15 @@ def _warm_starts(
 def _render_frames(
     folder: FramesDir,
     frames: list[int],
+    pictures: torch.Tensor,
     embeddings: torch.Tensor,
     chunk_file: Path,
     seconds_per_frame: float,
     weights: HeadWeights,
     look: Look,
 ) -> dict[int, dict]:
-    """Render frames from their saved embeddings [B, T', d]: the PNGs, and their records."""
-    pictures = _targets(folder, frames, look.channels).to(embeddings.device)  # [B, C, T, T]
+    """Render frames from their saved embeddings [B, T', d], against their target frames
+    `pictures` [B, C, T, T] on the same device: the PNGs, and their records."""
     _, reported = look.targets(pictures)
     with torch.no_grad():
         scores = attention_scores(embeddings, weights)  # [B, H, T', T']
