@@ -61,23 +61,28 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from badapple.checkpoint import open_checkpoint  # noqa: E402
 from badapple.head import load_head  # noqa: E402
 from badapple.layout import (  # noqa: E402
-    SCORED_REGION,
     channel_correlations,
     layout_metrics,
-    layout_picture,
     token_count,
 )
 from badapple.metrics import mean_metrics  # noqa: E402
+from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS  # noqa: E402
 from badapple.targets import DEFAULT_CONTRAST_NATS  # noqa: E402
-from badapple.verify import one_layer_gpt2, transformers_attention  # noqa: E402
+from badapple.verify import one_layer_gpt2  # noqa: E402
 from benchmarks.clips import FPS, STAGE  # noqa: E402
-from benchmarks.solvers import solve_runs, write_checkpoints  # noqa: E402
+from benchmarks.solvers import (  # noqa: E402
+    flicker,
+    rendered_clip,
+    solve_runs,
+    write_checkpoints,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "colour.json"
 PICTURE = ROOT / "docs" / "colour_strip.png"
 COLOUR_KINDS = ("photo", "cartoon")
-METHOD, RENDER, BLUR = "reduced", "sink", 0.0  # colour runs need the sink render; no blur
+METHOD, RENDER = "reduced", "sink"  # colour runs need the sink render
+BLUR = DEFAULT_BLUR_SIGMA_PIXELS[RENDER]  # as optimize.py draws them: none
 LAYOUT_HEADS = {"half": (0, 1, 2), "full": (0, 1, 2, 3, 4, 5)}  # R G B, then R G B transposed
 GRAY_HEADS = (0,)
 LUMA = (0.299, 0.587, 0.114)  # Rec. 601 luma: the gray frame of a colour one
@@ -252,24 +257,17 @@ def score(
     """Metrics of solved clips [K, N, C, T, T] through transformers: a summary per clip, and
     each clip's last picture [C, T, T] with its own metrics."""
     summaries, last = [], []
-    shown_area = np.tri(clips.shape[-1], dtype=bool) if SCORED_REGION[layout] == "lower" else True
-    for clip, clip_embeddings in zip(clips, embeddings, strict=True):
-        attention = transformers_attention(model, clip_embeddings, heads).numpy()  # [N, H, T', T']
-        pictures = np.stack([layout_picture(a, layout, RENDER, BLUR) for a in attention])
-        records = []
-        for picture, target in zip(pictures, clip, strict=True):
-            records.append(
-                {
-                    **layout_metrics(picture, target, layout),
-                    "corr_per_channel": channel_correlations(picture, target, layout),
-                }
-            )
-        flicker = []
-        if len(clip) > 1:
-            shown = (np.abs(np.diff(pictures, axis=0)) * shown_area).mean()
-            wanted = (np.abs(np.diff(clip, axis=0)) * shown_area).mean()
-            flicker.append(float(shown - wanted))
-        summaries.append({"records": records, "flicker": flicker})
+    for clip, clip_embeddings in zip(clips, embeddings, strict=True):  # [N, C, T, T], [N, T', d]
+        pictures = rendered_clip(model, heads, clip_embeddings, RENDER, layout)
+        records = [
+            {
+                **layout_metrics(picture, target, layout),
+                "corr_per_channel": channel_correlations(picture, target, layout),
+            }
+            for picture, target in zip(pictures, clip, strict=True)
+        ]
+        change = flicker(pictures, clip, layout)
+        summaries.append({"records": records, "flicker": [] if change is None else [change]})
         last.append((pictures[-1], records[-1]))
     return summaries, last
 

@@ -117,6 +117,27 @@ def solve_runs(
     return torch.stack(embeddings, 1), seconds
 
 
+def rendered_clip(
+    model, heads: tuple[int, ...], embeddings: torch.Tensor, render: str, layout: str
+) -> np.ndarray:
+    """A solved clip as a user would see it: transformers' own attention of its inputs_embeds
+    [N, T', d], rendered as optimize.py renders it -> pictures [N, C, T, T]."""
+    attention = transformers_attention(model, embeddings, heads).numpy()  # [N, H, T', T']
+    blur = DEFAULT_BLUR_SIGMA_PIXELS[render]
+    return np.stack([layout_picture(maps, layout, render, blur) for maps in attention])
+
+
+def flicker(pictures: np.ndarray, clip: np.ndarray, layout: str) -> float | None:
+    """Mean |change| between consecutive pictures minus the targets', over what the layout
+    shows: [N, C, T, T] each; None for a single frame."""
+    if len(clip) < 2:
+        return None
+    shown_area = np.tri(clip.shape[-1], dtype=bool) if SCORED_REGION[layout] == "lower" else True
+    shown = (np.abs(np.diff(pictures, axis=0)) * shown_area).mean()
+    wanted = (np.abs(np.diff(clip, axis=0)) * shown_area).mean()
+    return float(shown - wanted)
+
+
 def score(
     model,
     heads: tuple[int, ...],
@@ -125,24 +146,20 @@ def score(
     render: str,
     layout: str,
 ) -> dict:
-    """Picture metrics and flicker of solved clips through transformers, over every frame."""
-    records, flicker = [], []
-    shown_area = np.tri(clips.shape[-1], dtype=bool) if SCORED_REGION[layout] == "lower" else True
-    for clip, clip_embeddings in zip(clips, embeddings, strict=True):  # [N, T, T], [N, T', d]
-        attention = transformers_attention(model, clip_embeddings, heads).numpy()  # [N, H, T', T']
-        blur = DEFAULT_BLUR_SIGMA_PIXELS[render]
-        pictures = np.stack([layout_picture(a, layout, render, blur)[0] for a in attention])
+    """Picture metrics and flicker of solved clips [K, N, C, T, T] through transformers, over
+    every frame."""
+    records, flickers = [], []
+    for clip, clip_embeddings in zip(clips, embeddings, strict=True):  # [N, C, T, T], [N, T', d]
+        pictures = rendered_clip(model, heads, clip_embeddings, render, layout)
         records += [layout_metrics(p, t, layout) for p, t in zip(pictures, clip, strict=True)]
-        if len(clip) > 1:
-            shown = (np.abs(np.diff(pictures, axis=0)) * shown_area).mean()
-            wanted = (np.abs(np.diff(clip, axis=0)) * shown_area).mean()
-            flicker.append(shown - wanted)
+        flickers.append(flicker(pictures, clip, layout))
     means = mean_metrics([{**record, "loss": None} for record in records])
+    flickers = [value for value in flickers if value is not None]
     return {
         "mae": means["mae"],
         "iou": means["iou"],
         "corr": means["corr"],
-        "flicker": float(np.mean(flicker)) if flicker else None,
+        "flicker": float(np.mean(flickers)) if flickers else None,
     }
 
 
@@ -160,6 +177,7 @@ def main() -> None:
     args = parser.parse_args()
     kinds, configs = args.kinds.split(","), [c.split("/") for c in args.configs.split(",")]
     clips = np.stack([make_clip(kind, args.frames_per_clip, args.size) for kind in kinds])
+    clips = clips[:, :, None]  # [K, N, 1, T, T]: one channel, gray
     frames = clips.shape[0] * clips.shape[1]
     print(
         f"{len(kinds)} clips x {args.frames_per_clip} frames of {args.size}x{args.size}, "
@@ -176,7 +194,7 @@ def main() -> None:
             for method, render, layout in configs:
                 heads = LAYOUT_HEADS[layout]
                 weights = load_head(checkpoint, heads, token_count(args.size, render))
-                embeddings, seconds = solve_runs(weights, clips[:, :, None], method, render, layout)
+                embeddings, seconds = solve_runs(weights, clips, method, render, layout)
                 row = {
                     "checkpoint": name,
                     "config": f"{method}/{render}/{layout}",
