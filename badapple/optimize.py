@@ -26,7 +26,13 @@ import torch
 from tqdm import tqdm
 
 from badapple.checkpoint import open_checkpoint
-from badapple.chunks import chunk_info, next_chunk_path, saved_inputs_embeds, write_chunk
+from badapple.chunks import (
+    chunk_info,
+    chunk_number,
+    next_chunk_path,
+    saved_inputs_embeds,
+    write_chunk,
+)
 from badapple.errors import DamagedFileError, UserError
 from badapple.head import HeadWeights, attention_scores, causal_attention, load_head
 from badapple.layout import (
@@ -445,7 +451,7 @@ def _solved_frames(folder: FramesDir, solved_with: dict, force: bool) -> dict[in
     others = []
     for path in sorted(folder.embeddings.glob("*.safetensors")):
         info = chunk_info(path)
-        if info is None and path.name.startswith("chunk_"):
+        if info is None and chunk_number(path) is not None:
             path.unlink()
             warnings.warn(
                 f"{path} is damaged; deleted it, its frames are solved again", stacklevel=3
@@ -472,7 +478,8 @@ def _solved_frames(folder: FramesDir, solved_with: dict, force: bool) -> dict[in
             path.unlink()
         shutil.rmtree(folder.output, ignore_errors=True)  # its pictures are no longer ours
     newest = {}
-    for path in sorted(held, key=lambda p: (len(p.name), p.name)):  # chunk_00009 < chunk_00010
+    # oldest first, so that a newer file wins; a file not named by us counts as the oldest
+    for path in sorted(held, key=lambda path: chunk_number(path) or 0):
         newest.update(dict.fromkeys(held[path], path))
     return newest
 

@@ -100,7 +100,9 @@ def _stretch(z_scores: np.ndarray, shown: np.ndarray) -> np.ndarray:
     return np.clip((z_scores - low) / (high - low), 0, 1) if high > low else z_scores * 0
 
 
-def attention_picture(attention: np.ndarray, blur_sigma: float = 1.5) -> np.ndarray:
+def attention_picture(
+    attention: np.ndarray, blur_sigma: float = DEFAULT_BLUR_SIGMA_PIXELS["zscore"]
+) -> np.ndarray:
     """Half frame, the original's rendering: [T, T] -> [T, T] float32 in [0, 1]."""
     lower = np.tri(attention.shape[-1], dtype=bool)
     stretched = _stretch(row_z_scores(attention), lower)
@@ -108,7 +110,9 @@ def attention_picture(attention: np.ndarray, blur_sigma: float = 1.5) -> np.ndar
 
 
 def full_frame_picture(
-    attention_a: np.ndarray, attention_b: np.ndarray, blur_sigma: float = 1.5
+    attention_a: np.ndarray,
+    attention_b: np.ndarray,
+    blur_sigma: float = DEFAULT_BLUR_SIGMA_PIXELS["zscore"],
 ) -> np.ndarray:
     """Full frame in the original's rendering: 2 x [T, T] -> [T, T] float32 in [0, 1].
     Head A was fitted to the frame, head B to the transposed frame.
