@@ -33,6 +33,7 @@ from badapple.optimize import DEFAULT_MODEL, optimize
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solver_settings
 from badapple.targets import DEFAULT_CONTRAST_NATS
+from badapple.warm import METHOD_WARM_STARTS
 
 MAX_CONTRAST_NATS = 80.0  # e^-80: far below float32's resolution of a weight already
 MAX_BLUR_SIGMA_PIXELS = 64.0  # a quarter of a 256-pixel frame: nothing is left to see
@@ -78,8 +79,9 @@ def main() -> None:
         "--steps",
         type=int,
         default=None,
-        help=f"optimisation steps per frame started at random ({_per_method('steps')}); "
-        f"a frame started from its predecessor takes {_per_method('warm_steps')}",
+        help=f"most optimisation steps of a frame started at random ({_per_method('steps')}); "
+        "a frame stops once its loss has converged, and one started from its predecessor "
+        f"takes at most {METHOD_WARM_STARTS['reduced'].steps} (reduced)",
     )
     parser.add_argument(
         "--lr", type=float, default=None, help=f"learning rate ({_per_method('lr')})"

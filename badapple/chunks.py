@@ -1,7 +1,7 @@
 """The record of what is solved: one safetensors file per chunk of frames, frames/embeddings/.
 
     frames        int64 [n]          1-based frame numbers (a chunk's frames need not be
-                                     consecutive: see `schedule.solve_order`)
+                                     consecutive: see `warm.solve_order`)
     embeddings    float32 [n, T, d]  the inputs_embeds to feed GPT-2 (--method adam), or the
                                      compact exact form of the reduced solver:
     coefficients  float32 [n, T, k]

@@ -68,6 +68,20 @@ TIME_LABEL = "video time (s)"
 # --- reading metrics ------------------------------------------------------------------------
 
 
+def setting(metrics: dict, name: str, default=None):
+    """One setting of the run. metrics.json keeps each once: under "settings" what decided the
+    embeddings, under "display" how they are drawn."""
+    for group in (metrics.get("settings", {}), metrics.get("display", {})):
+        if name in group:
+            return group[name]
+    return default
+
+
+def frame_rate(metrics: dict) -> float | None:
+    """The video's frames per second, from the targets' record in the settings."""
+    return (setting(metrics, "video") or {}).get("fps")
+
+
 def load_metrics(frames_dir: FramesDir) -> dict:
     """The metrics of a run, checked for the fields the figures use."""
     path = frames_dir.metrics
@@ -77,7 +91,7 @@ def load_metrics(frames_dir: FramesDir) -> dict:
     frames = metrics.get("frames") if isinstance(metrics, dict) else None
     if not isinstance(frames, list) or not frames:
         raise UserError(f"{path} lists no frames; run optimize.py first")
-    fps = metrics.get("fps")
+    fps = frame_rate(metrics)
     if not isinstance(fps, int | float) or fps <= 0:
         raise UserError(f"{path} has no valid fps; rerun optimize.py to rewrite it")
     for entry in frames:
@@ -103,7 +117,7 @@ def figure_files(metrics: dict) -> list[str]:
 
 def is_colour(metrics: dict) -> bool:
     """Whether the run fits RGB targets (one map per channel, shown without a colormap)."""
-    return metrics.get("channels", 1) == 3
+    return setting(metrics, "channels", 1) == 3
 
 
 def values(metrics: dict, key: str) -> np.ndarray:
@@ -114,7 +128,7 @@ def values(metrics: dict, key: str) -> np.ndarray:
 def seconds(metrics: dict) -> np.ndarray:
     """Each frame's time in the video, float64 [frames]."""
     numbers = np.array([f["frame"] for f in metrics["frames"]], dtype=np.float64)
-    return (numbers - 1) / metrics["fps"]
+    return (numbers - 1) / frame_rate(metrics)
 
 
 def rolling_mean(series: np.ndarray, window: int) -> np.ndarray:
@@ -129,7 +143,7 @@ def rolling_mean(series: np.ndarray, window: int) -> np.ndarray:
 
 
 def _rolling_window(metrics: dict) -> int:
-    return max(1, round(metrics["fps"] * ROLLING_SECONDS))
+    return max(1, round(frame_rate(metrics) * ROLLING_SECONDS))
 
 
 def _number(value: float | None, digits: int = 2) -> str:
@@ -182,10 +196,7 @@ def _figure(width: float, height: float) -> Figure:
 
 def layout_and_heads(metrics: dict) -> tuple[str, list[int]]:
     """The run's layout ("half" or "full") and its heads, read from metrics.json."""
-    args = metrics.get("args", {})
-    layout = metrics.get("layout", args.get("layout", "half"))
-    heads = metrics.get("heads", args.get("heads", [args.get("head", 0)]))
-    return layout, list(heads)
+    return setting(metrics, "layout", "half"), list(setting(metrics, "heads", [0]))
 
 
 def _heads_label(metrics: dict) -> str:
@@ -201,7 +212,7 @@ def _heads_label(metrics: dict) -> str:
 
 
 def _frame_title(metrics: dict, entry: dict) -> str:
-    time = (entry["frame"] - 1) / metrics["fps"]
+    time = (entry["frame"] - 1) / frame_rate(metrics)
     return f"frame {entry['frame']} · {time:.1f} s"
 
 
@@ -378,7 +389,7 @@ def pick_hero(metrics: dict, frames_dir: FramesDir) -> dict:
 def hero_frame(metrics: dict, frames_dir: FramesDir) -> Figure:
     """One representative frame, large: the target beside the attention map it became."""
     entry = pick_hero(metrics, frames_dir)
-    model = metrics.get("args", {}).get("model", "gpt2")
+    model = setting(metrics, "model", "gpt2")
     figure = _figure(12.5, 6.9)  # room under the map for its label, over it for two title lines
     left, right = figure.subplots(1, 2)
     _show(left, _target(metrics, frames_dir, entry["frame"]))
@@ -392,10 +403,10 @@ def hero_frame(metrics: dict, frames_dir: FramesDir) -> Figure:
     if not is_colour(metrics):  # a colour map is RGB itself, no colormap to explain
         figure.colorbar(
             # runs from before --colormap were drawn with magma
-            ScalarMappable(Normalize(0, 1), cmap=metrics.get("colormap", "magma")),
+            ScalarMappable(Normalize(0, 1), cmap=setting(metrics, "colormap", "magma")),
             ax=right,
             shrink=0.85,
-            label=LEVEL_LABELS[metrics.get("render", "zscore")],
+            label=LEVEL_LABELS[setting(metrics, "render", "zscore")],
         )
     loss = f" · loss {entry['loss']:.3f}" if has_original_loss(metrics) else ""
     figure.suptitle(
@@ -424,7 +435,7 @@ def loss_timeline(metrics: dict) -> Figure:
         lw=1.8,
         marker="o" if few else None,
         ms=3,
-        label=f"rolling mean over {window} frames ({window / metrics['fps']:.1f} s)",
+        label=f"rolling mean over {window} frames ({window / frame_rate(metrics):.1f} s)",
     )
     ax.axhline(
         np.nanmedian(loss),

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from badapple.checkpoint import open_checkpoint
+from badapple.checkpoint import Checkpoint, open_checkpoint
 from badapple.chunks import (
     chunk_info,
     chunk_number,
@@ -45,8 +45,7 @@ from badapple.layout import (
 )
 from badapple.metrics import mean_metrics
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS, colorize
-from badapple.schedule import solve_order
-from badapple.solvers import SOLVERS, solve_frames, solver_settings
+from badapple.solvers import SOLVERS, Solution, SolverSettings, solve_frames, solver_settings
 from badapple.storage import (
     FramesDir,
     frames_lock,
@@ -56,8 +55,23 @@ from badapple.storage import (
     write_json,
     write_png,
 )
-from badapple.targets import DEFAULT_CONTRAST_NATS, aimed_logits, logit_space_loss, target_logits
+from badapple.targets import (
+    DEFAULT_CONTRAST_NATS,
+    PIXEL_TOLERANCE,
+    Target,
+    aimed_target,
+    fit_loss,
+    target_logits,
+)
 from badapple.verify import verify_frames
+from badapple.warm import (
+    METHOD_WARM_STARTS,
+    Predecessor,
+    WarmStarts,
+    solve_batch,
+    solve_order,
+    warm_settings,
+)
 
 DEFAULT_MODEL = "openai-community/gpt2-xl"
 # The heads a run plays on when --heads is not given: channel c on head c (R, G, B in colour),
@@ -75,8 +89,10 @@ VIDEO_SETTINGS = ("source", "fps", "fit", "start", "duration", "frame_count")
 # over the causal entries) against the original's target, or against the sink target.
 LOSS_KINDS = {
     "zscore": "original: logit MSE against log of the row-normalised frame",
-    "sink": "sink: logit MSE against ln(pixel) relative to the sink, floored at -contrast",
+    "sink": "sink: mean squared distance of each pixel's logit relative to the sink to the "
+    "range that shows it within the tolerance (targets.shown_range)",
 }
+SOLVE_FACTS = ("start", "steps")  # a record's facts of how its frame was solved, not drawn
 # the solve settings that are optimize.py flags of the same name (the others are fixed defaults)
 FLAG_SETTINGS = (
     "model",
@@ -157,12 +173,44 @@ class Look:
     colormap: str | None  # matplotlib's name, for gray runs; None in colour
     channels: int  # 1 gray, 3 colour
 
-    def targets(self, pictures: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The logits the solver fits, and those `loss` is reported against (LOSS_KINDS):
-        frames [B, C, T, T] -> 2 x [B, H, T', T']."""
-        maps = head_pictures(pictures, self.layout)  # [B, H, T, T]
-        aimed = aimed_logits(maps, self.render, self.contrast)
-        return aimed, (aimed if self.render == "sink" else target_logits(maps))
+    def aimed(self, pictures: torch.Tensor) -> Target:
+        """What the solver fits: frames [B, C, T, T] -> targets of [B, H, T', T']."""
+        return aimed_target(head_pictures(pictures, self.layout), self.render, self.contrast)
+
+    def reported(self, pictures: torch.Tensor) -> Target:
+        """What `loss` in metrics.json is measured against (LOSS_KINDS): under sink what is
+        fitted, under zscore the original's target."""
+        if self.render == "sink":
+            return self.aimed(pictures)
+        return target_logits(head_pictures(pictures, self.layout))
+
+    def judge(
+        self, weights: HeadWeights, pictures: torch.Tensor, embeddings: torch.Tensor
+    ) -> list[dict]:
+        """Each frame's picture and figures, from its embeddings [B, T', d] and its target frame
+        [B, C, T, T] on the weights' device: records with "pixels", the PNG's [T, T, 3] uint8,
+        which `_write_pngs` takes out."""
+        reported = self.reported(pictures)
+        with torch.no_grad():
+            scores = attention_scores(embeddings, weights)  # [B, H, T', T']
+            attention = causal_attention(scores).cpu().numpy()
+            head_losses = fit_loss(scores, reported).cpu()  # [B, H]
+        targets = pictures.cpu().numpy()
+        records = []
+        for index, maps in enumerate(attention):
+            picture, pixels = self.picture(maps)  # [C, T, T], [T, T, 3]
+            record = {
+                "loss": float(head_losses[index].mean()),  # LOSS_KINDS[render], mean over heads
+                "loss_per_head": head_losses[index].tolist(),  # in the order of `heads`
+                **layout_metrics(picture, targets[index], self.layout),
+                "pixels": pixels,
+            }
+            if self.channels == 3:  # each channel's corr too, R G B
+                record["corr_per_channel"] = channel_correlations(
+                    picture, targets[index], self.layout
+                )
+            records.append(record)
+        return records
 
     def picture(self, attention: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One frame's maps [H, T', T'] as its picture [C, T, T] in [0, 1] and the PNG's
@@ -171,6 +219,38 @@ class Look:
         if self.channels == 1:
             return picture, colorize(picture[0], self.colormap)
         return picture, np.round(picture.transpose(1, 2, 0) * 255).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class Run:
+    """Everything a run has resolved before it solves: its folder, frames, weights and settings."""
+
+    folder: FramesDir
+    wanted: range  # the frames asked for
+    size: int  # frame side in pixels
+    checkpoint: Checkpoint
+    weights: HeadWeights  # on the solve device
+    device: torch.device
+    look: Look
+    method: str
+    settings: SolverSettings  # of a frame solved from random starts
+    warm: WarmStarts | None  # how frames start from their predecessors; None: never
+    solved_with: dict  # what decides the embeddings: a chunk file of other ones is another run's
+    display: dict  # what decides only the pictures (DISPLAY_SETTINGS)
+
+
+@dataclass
+class Plan:
+    """What a run does: which solved frames it keeps, renders again and solves. Updated as it
+    goes: `held` and `records` always describe what is on disk."""
+
+    held: dict[int, Path]  # frame -> the chunk file that holds it
+    todo: list[int]  # frames to solve
+    rerender: list[int]  # solved frames whose PNG or record must be drawn again
+    records: dict[int, dict]  # frame -> its record in metrics.json
+    # frame -> how it was solved (SOLVE_FACTS), kept from the record of a frame drawn again
+    solve_facts: dict[int, dict]
+    previous_seconds: float  # the optimisation time of the frames kept
 
 
 @_holding_frames_lock
@@ -208,7 +288,38 @@ def optimize(
     is the original's rendering (render.py). `contrast` None: 6 nats, or the original's exact
     target for adam under zscore; `blur` None: the render's default.
     """
-    call = dict(locals())
+    run = _resolve(**locals())
+    plan = _plan(run, force)
+    metrics = _start_metrics(run, plan, force)
+    _render_again(run, plan, metrics)
+    _solve(run, plan, metrics, chunk_size)
+    _finish(run, plan, metrics, verify)
+    return metrics
+
+
+def _resolve(
+    *,
+    model: str,
+    steps: int | None,
+    lr: float | None,
+    lr_min: float | None,
+    init_scale: float | None,
+    head: int | None,
+    full_frame: bool,
+    heads: tuple[int, ...] | None,
+    render: str,
+    contrast: float | None,
+    blur: float | None,
+    colormap: str | None,
+    seeds: int | None,
+    method: str,
+    device: str,
+    frames: str | None,
+    frames_dir: str,
+    seed: int,
+    **_: object,  # the flags later steps take
+) -> Run:
+    """The run's settings, from its flags, meta.json and the checkpoint; every target checked."""
     if method not in SOLVERS:
         raise UserError(f"--method {method} is unknown; pick one of {', '.join(SOLVERS)}")
     if render not in RENDERS:
@@ -250,85 +361,121 @@ def optimize(
             f"{checkpoint.n_positions}; rerun download.py with --size "
             f"{checkpoint.n_positions - (tokens - size)} or less"
         )
-    weights = load_head(checkpoint, run_heads, tokens).to(torch_device)
-    look = Look(layout, render, contrast, blur, colormap, channels)
-    # What decides the embeddings: a chunk file solved with other settings is another run's.
-    solved_with = {
-        # the targets: another video, part of it or frame rate is another run
-        "video": {key: meta.get(key) for key in VIDEO_SETTINGS},
-        "model": model,
-        "model_commit": checkpoint.revision,
-        "layout": layout,
-        "channels": channels,
-        "heads": list(run_heads),
-        "render": render,
-        "contrast": contrast,
-        "tokens": tokens,
-        "method": method,
-        **asdict(settings),
-    }
-    display = {"blur": blur, "colormap": colormap}
+    warm = METHOD_WARM_STARTS[method]
+    return Run(
+        folder=folder,
+        wanted=wanted,
+        size=size,
+        checkpoint=checkpoint,
+        weights=load_head(checkpoint, run_heads, tokens).to(torch_device),
+        device=torch_device,
+        look=Look(layout, render, contrast, blur, colormap, channels),
+        method=method,
+        settings=settings,
+        warm=warm,
+        solved_with={
+            # the targets: another video, part of it or frame rate is another run
+            "video": {key: meta.get(key) for key in VIDEO_SETTINGS},
+            "model": model,
+            "model_commit": checkpoint.revision,
+            "layout": layout,
+            "channels": channels,
+            "heads": list(run_heads),
+            "render": render,
+            "contrast": contrast,
+            "tolerance": PIXEL_TOLERANCE if render == "sink" else None,
+            "tokens": tokens,
+            "method": method,
+            **asdict(settings),
+            "warm_starts": asdict(warm) if warm else None,
+        },
+        display={"blur": blur, "colormap": colormap},
+    )
 
-    held = _solved_frames(folder, solved_with, force)  # frame -> its chunk file
+
+def _plan(run: Run, force: bool) -> Plan:
+    """Which frames are solved (and kept), which are drawn again, which are solved; printed."""
+    held = _solved_frames(run.folder, run.solved_with, force)  # frame -> its chunk file
     if force:
-        held = {frame: path for frame, path in held.items() if frame not in wanted}
-    todo = [frame for frame in wanted if frame not in held]
-    metrics = _previous_metrics(folder)
-    records = _valid_records(folder, metrics, solved_with, display, held, size)
+        held = {frame: path for frame, path in held.items() if frame not in run.wanted}
+    todo = [frame for frame in run.wanted if frame not in held]
+    metrics = _previous_metrics(run.folder)
+    records = _valid_records(run.folder, metrics, run.solved_with, run.display, held, run.size)
     rerender = sorted(frame for frame in held if frame not in records)
-
+    solve_facts = {
+        record["frame"]: {name: record[name] for name in SOLVE_FACTS if name in record}
+        for record in metrics.get("frames", [])
+        if record.get("frame") in held and record.get("embeddings") == held[record["frame"]].name
+    }
+    checkpoint, settings, warm = run.checkpoint, run.settings, run.warm
     print(
-        f"{checkpoint.name}: d={checkpoint.n_embd}, {_playing(run_heads, channels, layout)} of "
-        f"{checkpoint.n_head}; render {render} ({tokens} tokens), method {method}, "
-        f"{settings.steps} steps"
-        + (f" ({settings.warm_steps} from the previous frame)" if settings.warm_steps else "")
-        + f", on {torch_device}"
+        f"{checkpoint.name}: d={checkpoint.n_embd}, "
+        f"{_playing(run.weights.heads, run.look.channels, run.look.layout)} of "
+        f"{checkpoint.n_head}; render {run.look.render} ({run.solved_with['tokens']} tokens), "
+        f"method {run.method}, up to {settings.steps} steps"
+        + (f" ({warm.steps} from the previous frame)" if warm else "")
+        + f", on {run.device}"
     )
     print(
-        f"frames {wanted.start}..{wanted.stop - 1}: {len(wanted) - len(todo)} done, "
-        f"{len(todo)} to do in chunks of {chunk_size}"
+        f"frames {run.wanted.start}..{run.wanted.stop - 1}: {len(run.wanted) - len(todo)} done, "
+        f"{len(todo)} to do"
         + (f"; {len(rerender)} solved frames to render again" if rerender else "")
     )
-    if force:
-        metrics.pop("total_seconds", None)  # the clock restarts with the frames it redoes
-    metrics.pop("verify", None)  # a check of other files, maybe: --verify checks these anew
-    metrics.update(
-        args={**call, **asdict(settings), **solved_with, **display, "heads": list(run_heads)},
-        settings=solved_with,
-        display=display,
-        layout=layout,
-        heads=list(run_heads),
-        channels=channels,
-        render=render,
-        contrast=contrast,
-        blur=blur,
-        colormap=colormap,
-        tokens=tokens,
-        loss_kind=LOSS_KINDS[render],
-        model_commit=checkpoint.revision,
-        device=str(torch_device),
-        size=size,
-        fps=meta["fps"],
+    return Plan(
+        held=held,
+        todo=todo,
+        rerender=rerender,
+        records=records,
+        solve_facts=solve_facts,
+        previous_seconds=0.0 if force else metrics.get("total_seconds", 0.0),
     )
 
-    # Written before drawing: a stopped re-render then leaves records that say which pictures
-    # are drawn the new way, so no rerun trusts a picture drawn the old way.
-    _write_metrics(folder, metrics, records)
-    for path, chunk, embeddings in saved_inputs_embeds(held, rerender):  # [n, T', d]
+
+def _start_metrics(run: Run, plan: Plan, force: bool) -> dict:
+    """metrics.json as this run starts it: the settings once, the records still valid.
+
+    Written before drawing: a stopped re-render then leaves records that say which pictures
+    are drawn the new way, so no rerun trusts a picture drawn the old way.
+    """
+    metrics = {
+        "settings": run.solved_with,
+        "display": run.display,
+        "loss_kind": LOSS_KINDS[run.look.render],
+        "device": str(run.device),
+        "total_seconds": plan.previous_seconds,  # the clock restarts with --force
+    }
+    _write_metrics(run.folder, metrics, plan.records)
+    return metrics
+
+
+def _render_again(run: Run, plan: Plan, metrics: dict) -> None:
+    """Draw the solved frames of `plan.rerender` from their chunk files, without solving."""
+    for path, chunk, embeddings in saved_inputs_embeds(plan.held, plan.rerender):  # [n, T', d]
         seconds = chunk_info(path).seconds_per_frame
         for first in range(0, len(chunk), RENDER_BATCH):
-            batch = slice(first, first + RENDER_BATCH)
-            rows = embeddings[batch].to(torch_device)
-            pictures = _targets(folder, chunk[batch], channels).to(torch_device)
-            records.update(
-                _render_frames(folder, chunk[batch], pictures, rows, path, seconds, weights, look)
-            )
-            _write_metrics(folder, metrics, records)
+            batch = chunk[first : first + RENDER_BATCH]
+            pictures = _targets(run.folder, batch, run.look.channels).to(run.device)
+            rows = embeddings[first : first + RENDER_BATCH].to(run.device)
+            records = run.look.judge(run.weights, pictures, rows)
+            _write_pngs(run, batch, records)
+            for frame, record in zip(batch, records, strict=True):
+                facts = plan.solve_facts.get(frame, {})
+                plan.records[frame] = {
+                    **record,
+                    **facts,
+                    "seconds": seconds,
+                    "embeddings": path.name,
+                }
+            _write_metrics(run.folder, metrics, plan.records)
 
+
+def _solve(run: Run, plan: Plan, metrics: dict, chunk_size: int) -> None:
+    """Solve `plan.todo` batch after batch (warm.py's order and starts), each batch saved as a
+    chunk file, then drawn; metrics.json after each."""
     started = time.perf_counter()
-    solved: dict[int, torch.Tensor] = {}  # the last chunk's embeddings, warm starts of the next
-    with tqdm(total=len(todo), unit="frame", dynamic_ncols=True) as bar:
-        means_shown, steps_taken = _finished_means(records), 0
+    solved: dict[int, Predecessor] = {}  # the last batch's frames, predecessors of the next
+    with tqdm(total=len(plan.todo), unit="frame", dynamic_ncols=True) as bar:
+        means_shown, steps_taken = _finished_means(plan.records), 0
 
         def report(objective: float) -> None:
             # the objective the solver is at, beside the finished frames' means
@@ -337,48 +484,82 @@ def optimize(
             if steps_taken % STEP_REPORT_INTERVAL == 0:
                 bar.set_postfix({**means_shown, "fitting": f"{objective:.4f}"})
 
-        for chunk in solve_order(todo, chunk_size, warm=settings.warm_steps > 0):
-            starts = _warm_starts(chunk, solved, held) if settings.warm_steps else {}
+        for batch in solve_order(plan.todo, chunk_size, warm=run.warm is not None):
             solved_at = time.perf_counter()
-            pictures = _targets(folder, chunk, channels).to(torch_device)  # [B, C, T, T]
-            aimed, _ = look.targets(pictures)
-            solution = solve_frames(method, weights, aimed, chunk, settings, report, starts)
-            seconds = (time.perf_counter() - solved_at) / len(chunk)
-            path = next_chunk_path(folder.embeddings)
-            saved = solution.factored or solution.embeddings
-            write_chunk(path, chunk, saved, solved_with, seconds)
-            held.update(dict.fromkeys(chunk, path))
-            solved = dict(zip(chunk, solution.embeddings, strict=True))
-            records.update(  # the targets read once, for the solver and the records
-                _render_frames(
-                    folder, chunk, pictures, solution.embeddings, path, seconds, weights, look
-                )
+            pictures = _targets(run.folder, batch, run.look.channels).to(run.device)  # [B,C,T,T]
+            predecessors = _predecessors(run, plan, batch, solved) if run.warm else {}
+            solution, records = solve_video_batch(
+                run.method, run.weights, run.look, run.settings, run.warm, batch, pictures,
+                predecessors, report,
+            )  # fmt: skip
+            seconds = (time.perf_counter() - solved_at) / len(batch)
+            path = next_chunk_path(run.folder.embeddings)
+            write_chunk(
+                path, batch, solution.factored or solution.embeddings, run.solved_with, seconds
             )
-            metrics["total_seconds"] = (
-                metrics.get("total_seconds", 0.0) + time.perf_counter() - started
-            )
+            plan.held.update(dict.fromkeys(batch, path))
+            _write_pngs(run, batch, records)
+            for frame, record, embeddings, picture in zip(
+                batch, records, solution.embeddings, pictures, strict=True
+            ):
+                plan.records[frame] = {**record, "seconds": seconds, "embeddings": path.name}
+                solved[frame] = Predecessor(embeddings, picture, record["mae"])
+            solved = {frame: solved[frame] for frame in batch}  # older ones are not needed
+            metrics["total_seconds"] += time.perf_counter() - started
             started = time.perf_counter()
-            _write_metrics(folder, metrics, records)
-            means_shown = _finished_means(records)
+            _write_metrics(run.folder, metrics, plan.records)
+            means_shown = _finished_means(plan.records)
             bar.set_postfix(means_shown)
-            bar.update(len(chunk))
-    _drop_unused_chunks(folder, held)
+            bar.update(len(batch))
+    _drop_unused_chunks(run.folder, plan.held)
 
+
+def solve_video_batch(
+    method: str,
+    weights: HeadWeights,
+    look: Look,
+    settings: SolverSettings,
+    warm: WarmStarts | None,
+    batch: list[int],
+    pictures: torch.Tensor,
+    predecessors: dict[int, Predecessor],
+    report: Callable[[float], None],
+) -> tuple[Solution, list[dict]]:
+    """One batch of a video, as optimize.py solves it: frames [B] and their targets
+    [B, C, T, T] by warm.py's policy from the `predecessors` found. Returns the Solution and
+    each frame's record (`Look.judge`'s, with how it started and its steps)."""
+    aimed = look.aimed(pictures)
+    start_settings = warm_settings(settings, warm) if warm else None
+
+    def solve(frames: list[int], starts: dict[int, torch.Tensor]) -> Solution:
+        index = [batch.index(frame) for frame in frames]
+        return solve_frames(
+            method, weights, aimed[index], frames, settings, report, starts, start_settings
+        )
+
+    def judge(frames: list[int], solution: Solution) -> list[dict]:
+        index = [batch.index(frame) for frame in frames]
+        return look.judge(weights, pictures[index], solution.embeddings)
+
+    return solve_batch(batch, pictures, predecessors, warm, solve, judge)
+
+
+def _finish(run: Run, plan: Plan, metrics: dict, verify: int) -> None:
+    """--verify through transformers, then the summary and what to run next."""
     if verify:
         metrics["verify"] = verify_frames(
-            folder, checkpoint, weights, look.picture, held, wanted, verify
+            run.folder, run.checkpoint, run.weights, run.look.picture, plan.held, run.wanted, verify
         )
-        _write_metrics(folder, metrics, records)
+        _write_metrics(run.folder, metrics, plan.records)
     means = metrics["means"]
     print(
         "means: "
         + ", ".join(f"{name} {value:.4f}" for name, value in means.items() if value is not None)
     )
     print(
-        f"attention maps in {folder.output}, embeddings in {folder.embeddings}; "
+        f"attention maps in {run.folder.output}, embeddings in {run.folder.embeddings}; "
         "next: uv run python assemble.py"
     )
-    return metrics
 
 
 def _run_heads(
@@ -558,53 +739,25 @@ def _targets(folder: FramesDir, frames: list[int], channels: int) -> torch.Tenso
     )
 
 
-def _warm_starts(
-    chunk: list[int], solved: dict[int, torch.Tensor], held: dict[int, Path]
-) -> dict[int, torch.Tensor]:
-    """Each frame's predecessor's embeddings [T, d], where there is one: from the last chunk, or
-    from a chunk file an earlier run saved (a resumed run continues where it stopped)."""
-    starts = {frame: solved[frame - 1] for frame in chunk if frame - 1 in solved}
-    on_disk = [frame - 1 for frame in chunk if frame not in starts and frame - 1 in held]
-    for _, predecessors, embeddings in saved_inputs_embeds(held, on_disk):
-        starts.update({frame + 1: e for frame, e in zip(predecessors, embeddings, strict=True)})
-    return starts
+def _predecessors(
+    run: Run, plan: Plan, batch: list[int], solved: dict[int, Predecessor]
+) -> dict[int, Predecessor]:
+    """Each frame's predecessor, where it is solved: from the last batch, or from a chunk file
+    an earlier run saved (a resumed run continues where it stopped)."""
+    found = {frame: solved[frame - 1] for frame in batch if frame - 1 in solved}
+    on_disk = [frame - 1 for frame in batch if frame not in found and frame - 1 in plan.held]
+    for _, predecessors, embeddings in saved_inputs_embeds(plan.held, on_disk):
+        pictures = _targets(run.folder, predecessors, run.look.channels)
+        for frame, rows, picture in zip(predecessors, embeddings, pictures, strict=True):
+            mae = plan.records.get(frame, {}).get("mae")
+            found[frame + 1] = Predecessor(rows.to(run.device), picture.to(run.device), mae)
+    return found
 
 
-def _render_frames(
-    folder: FramesDir,
-    frames: list[int],
-    pictures: torch.Tensor,
-    embeddings: torch.Tensor,
-    chunk_file: Path,
-    seconds_per_frame: float,
-    weights: HeadWeights,
-    look: Look,
-) -> dict[int, dict]:
-    """Render frames from their saved embeddings [B, T', d], against their target frames
-    `pictures` [B, C, T, T] on the same device: the PNGs, and their records."""
-    _, reported = look.targets(pictures)
-    with torch.no_grad():
-        scores = attention_scores(embeddings, weights)  # [B, H, T', T']
-        attention = causal_attention(scores).cpu().numpy()
-        head_losses = logit_space_loss(scores, reported).cpu()  # [B, H]
-    targets = pictures.cpu().numpy()
-    records = {}
-    for index, frame in enumerate(frames):
-        picture, pixels = look.picture(attention[index])  # [C, T, T], [T, T, 3]
-        write_png(folder.output_png(frame), pixels)
-        records[frame] = {
-            "frame": frame,
-            "loss": float(head_losses[index].mean()),  # LOSS_KINDS[render], the mean over heads
-            "loss_per_head": head_losses[index].tolist(),  # in the order of `heads`
-            "seconds": seconds_per_frame,  # the solver's
-            **layout_metrics(picture, targets[index], look.layout),
-            "embeddings": chunk_file.name,
-        }
-        if look.channels == 3:  # each channel's corr too, R G B
-            records[frame]["corr_per_channel"] = channel_correlations(
-                picture, targets[index], look.layout
-            )
-    return records
+def _write_pngs(run: Run, frames: list[int], records: list[dict]) -> None:
+    """Write each frame's PNG, taking its pixels out of its record."""
+    for frame, record in zip(frames, records, strict=True):
+        write_png(run.folder.output_png(frame), record.pop("pixels"))
 
 
 def _drop_unused_chunks(folder: FramesDir, held: dict[int, Path]) -> None:
@@ -623,7 +776,7 @@ def _finished_means(records: dict[int, dict]) -> dict[str, str]:
 
 
 def _write_metrics(folder: FramesDir, metrics: dict, records: dict[int, dict]) -> None:
-    metrics["frames"] = [records[frame] for frame in sorted(records)]
+    metrics["frames"] = [{"frame": frame, **records[frame]} for frame in sorted(records)]
     metrics["frame_count"] = len(records)
     metrics["means"] = mean_metrics(metrics["frames"])
     write_json(folder.metrics, metrics)

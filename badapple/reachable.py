@@ -47,12 +47,17 @@ class ReachableSpace:
 
 
 def reachable_space(weights: HeadWeights) -> ReachableSpace:
-    """The ellipsoid of `weights`' queries and keys; computed in float64, stored in float32."""
-    d_model = weights.d_model
-    weight = weights.query_key_weight.double()  # [d, 2·H·hd]
-    scaled = weights.ln_weight.double()[:, None] * weight  # A = diag(γ) W
+    """The ellipsoid of `weights`' queries and keys: computed in float64 on the CPU (an Apple GPU
+    has no float64), returned in float32 on the weights' device."""
+    d_model, device = weights.d_model, weights.position.device
+
+    def on_cpu(tensor: torch.Tensor) -> torch.Tensor:  # moved first, then widened there
+        return tensor.cpu().double()
+
+    weight = on_cpu(weights.query_key_weight)  # [d, 2·H·hd]
+    scaled = on_cpu(weights.ln_weight)[:, None] * weight  # A = diag(γ) W
     centred = scaled - scaled.mean(dim=0, keepdim=True)  # Ac: z is centred, so only this acts
-    offset = weights.ln_bias.double() @ weight + weights.query_key_bias.double()
+    offset = on_cpu(weights.ln_bias) @ weight + on_cpu(weights.query_key_bias)
     gram = centred.T @ centred  # G [2·H·hd, 2·H·hd]
     cholesky, info = torch.linalg.cholesky_ex(gram)
     if info != 0 or centred.shape[1] >= d_model - 1:
@@ -72,10 +77,10 @@ def reachable_space(weights: HeadWeights) -> ReachableSpace:
     direction -= (lift @ direction) @ lift / d_model
     direction /= direction.norm()
     return ReachableSpace(
-        offset=offset.float().to(weights.position.device),
-        basis=(root_d * cholesky.T).float().to(weights.position.device),
-        lift=lift.float().to(weights.position.device),
-        null_direction=direction.float().to(weights.position.device),
+        offset=offset.float().to(device),
+        basis=(root_d * cholesky.T).float().to(device),
+        lift=lift.float().to(device),
+        null_direction=direction.float().to(device),
         radius=math.sqrt(1 - weights.ln_eps) * (1 - BALL_MARGIN),
     )
 
@@ -123,10 +128,12 @@ def lift_factored(whitened: torch.Tensor, space: ReachableSpace, weights: HeadWe
         xᵢ = ẑᵢ - wpeᵢ = [uᵢ, sᵢ] @ [lift; n] - wpeᵢ
     """
     d_model, tokens = weights.d_model, whitened.shape[1]
-    squared_norm = whitened.double().square().sum(dim=-1, keepdim=True)  # ‖u‖² [B, T, 1]
+    # s in float64 on the CPU (an Apple GPU has none): on the ball's surface d(1-ε) - d‖u‖²
+    # cancels to 2e-4 of d, and float32's rounding of ‖u‖² would move s by 5e-4 of itself.
+    squared_norm = whitened.cpu().double().square().sum(dim=-1, keepdim=True)  # ‖u‖² [B, T, 1]
     slack = (d_model * (1 - weights.ln_eps) - d_model * squared_norm).clamp(min=0).sqrt()  # s
     return Factored(
-        coefficients=torch.cat([whitened.double(), slack], dim=-1).float(),
+        coefficients=torch.cat([whitened, slack.float().to(whitened.device)], dim=-1),
         basis=torch.cat([space.lift, space.null_direction[None]]),
         offset=-weights.position[:tokens],
     )

@@ -3,7 +3,7 @@
 Two renders, picked with `optimize.py --render`:
 
     sink    true tone (the default). Every map has an attention sink, token 0, and frame row r
-            is token r+1 (targets.sink_target). A pixel is its weight relative to its row's
+            is token r+1 (targets.shown_range). A pixel is its weight relative to its row's
             weight on the sink: clip(A[r+1, c+1] / A[r+1, 0], 0, 1). White is as much
             attention as the sink gets, black none, gray its share: each pixel shows its level,
             not only its row's pattern. No stretch; no blur by default.

@@ -4,12 +4,17 @@ Every solver has the same signature, so `optimize.py --method NAME` can pick any
 
     solve(weights, targets, frames, settings, on_step, starts=None) -> Solution
 
-targets are the row-centred logits each head should produce, [B, H, T, T] (one per head in
-`weights.heads`, made by `targets.aimed_logits`: the solvers fit logits, whatever picture and
-render they stand for); frames are their 1-based numbers, which seed each frame's own random
-starts so that a frame's result does not depend on the batch it ran in. `starts` ([B, T, d]
-embeddings, e.g. each frame's predecessor in the video) replaces the random starts: one start
-per frame, `settings.warm_steps` steps.
+targets are what each head should show, one per head in `weights.heads` (made by
+`targets.aimed_target`): shown ranges of sink-relative logits for true tone, row-centred logits
+[B, H, T, T] for the z-score render; the solvers fit either, whatever picture they stand for.
+frames are their 1-based numbers, which seed each frame's own random starts so that a frame's
+result does not depend on the batch it ran in. `starts` ([B, T, d] embeddings, e.g. each frame's
+predecessor in the video, see warm.py) replaces the random starts: one start per frame, one
+phase of `settings.steps`.
+
+Each frame stops taking steps once its loss has converged (`SolverSettings.converged_*`), at the
+end of a cosine cycle where the rate is at its lowest: a batch's easy frames (black, stills)
+then cost little, and its hard ones get every step.
 
     adam     the original's method: Adam on the full [T, d] embedding, 2,250 passes per frame.
     reduced  the same loop on what the heads actually see: each row's queries and keys, in the
@@ -17,6 +22,7 @@ per frame, `settings.warm_steps` steps.
              inside the reachable ellipsoid and lifted back to embeddings at the end.
 """
 
+import bisect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -33,33 +39,47 @@ from badapple.reachable import (
     reachable_space,
     whiten_embeddings,
 )
-from badapple.targets import causal_mask, logit_space_loss
+from badapple.targets import ShownRange, Target, causal_mask, fit_loss
+
+ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which the original used
+ADAM_EPS = 1e-8
 
 
 @dataclass(frozen=True)
 class SolverSettings:
-    steps: int = 1500  # optimisation steps per frame started at random
+    steps: int = 1500  # optimisation steps of a frame, at most
     lr: float = 0.1  # peak learning rate
     lr_min: float = 1e-4  # learning rate at the end of each cosine cycle
     init_scale: float = 0.1  # std of the random starts
     seeds: int = 3  # random starts per frame; the best after steps/4 is refined
     seed: int = 0  # base of every frame's random generator
-    warm_steps: int = 0  # steps of a frame started from its predecessor; 0: no warm starts
-    warm_lr: float = 0.01  # peak learning rate of those: a small polish, not a restart
+    cycle_steps: int | None = None  # steps of a cosine cycle; None: a quarter of the steps
+    cycle_growth: float = 1  # each cycle this many times as long as the one before
+    # A frame stops at the end of a cosine cycle once its loss is at most converged_loss, or
+    # fell by less than the share converged_fall over that cycle. 0 and 0: every step is taken.
+    converged_loss: float = 0.0
+    converged_fall: float = 0.0
 
 
-# Each method's defaults: the original's for adam; for reduced, the benchmark's choice
-# (benchmarks/solvers.py, README "Solvers").
+# Each method's defaults: the original's for adam; for reduced, measured on the full-video
+# benchmark (benchmarks/full_video.py, README "Solvers"). One random start: on 8 shadow-art
+# frames three starts reached mae 0.0032 and one 0.0029, for three times the first steps.
 METHOD_DEFAULTS = {
     "adam": SolverSettings(),
     "reduced": SolverSettings(
-        steps=200,
-        lr=0.05,
+        steps=750,
+        lr=0.03,
         lr_min=1e-4,
         init_scale=0.1,
-        seeds=3,
-        warm_steps=100,
-        warm_lr=0.005,
+        seeds=1,
+        # cycles of 50, 100, 200 and 400 steps: an easy frame stops after 50 or 150, a hard one
+        # (a cross-fade's gray everywhere) gets long cycles to settle in
+        cycle_steps=50,
+        cycle_growth=2,
+        # at 1e-5 a true-tone frame shows every pixel within its tolerance but for ~0.3% of a
+        # nat; a frame still losing 10% of its loss in a cycle is still getting better
+        converged_loss=1e-5,
+        converged_fall=0.1,
     ),
 }
 
@@ -73,10 +93,18 @@ def solver_settings(method: str, **overrides: float | int | None) -> SolverSetti
 @dataclass(frozen=True)
 class Solution:
     embeddings: torch.Tensor  # [B, T, d] the inputs_embeds to feed GPT-2
-    loss: torch.Tensor  # [B] each frame's logit-space loss against its targets, mean over heads
+    loss: torch.Tensor  # [B] each frame's loss against its targets (`fit_loss`), mean over heads
+    steps: torch.Tensor  # [B] int64: the optimisation steps each frame took, all starts counted
     # the same embeddings in a compact exact form, where the method has one (reduced); then
     # `embeddings` is exactly `factored.inputs_embeds()`
     factored: Factored | None = None
+
+    def take(self, index: torch.Tensor) -> "Solution":
+        """The frames at `index` [n] (int64) of this Solution, in that order."""
+        factored = self.factored
+        if factored is not None:
+            factored = Factored(factored.coefficients[index], factored.basis, factored.offset)
+        return Solution(self.embeddings[index], self.loss[index], self.steps[index], factored)
 
 
 StepCallback = Callable[[float], None]  # called with the batch's mean loss after each step
@@ -86,8 +114,8 @@ StepCallback = Callable[[float], None]  # called with the batch's mean loss afte
 class _Variables:
     """What a method optimises, and how that becomes losses, gradients and embeddings."""
 
-    # variables [N, T, D], targets [N, H, T, T] -> losses [N], gradient of their sum [N, T, D]
-    losses_and_gradient: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    # variables [N, T, D], targets of N frames -> losses [N], gradient of their sum [N, T, D]
+    losses_and_gradient: Callable[[torch.Tensor, Target], tuple[torch.Tensor, torch.Tensor]]
     project: Callable[[torch.Tensor], torch.Tensor]  # back into the feasible set, [N, T, D]
     # [N, T, D] -> [N, T, d], or the same in a compact exact form
     to_embeddings: Callable[[torch.Tensor], torch.Tensor | Factored]
@@ -100,34 +128,58 @@ def frame_generator(seed: int, frame: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + frame)
 
 
-def cosine_restarts_lr(step: int, total_steps: int, lr: float, lr_min: float) -> float:
+def cycle_starts(total_steps: int, cycle_steps: int | None = None, growth: float = 1) -> list[int]:
+    """The steps at which the cycles of `cosine_restarts_lr` start, 0 first. Without
+    `cycle_steps` the original's: four cycles, each a quarter of the phase (at least 50 steps).
+    With it: cycles of `cycle_steps`, each `growth` times as long as the one before (200 steps
+    of 50 and growth 1: [0, 50, 100, 150]; 350 steps of 50 and growth 2: [0, 50, 150]). The
+    last cycle absorbs the remainder. The step before each start is one at `lr_min`, where a
+    frame may stop."""
+    if cycle_steps is None:
+        cycle_steps, growth = max(total_steps // 4, 50), 1
+    starts, length = [0], cycle_steps
+    # a cycle that would not fit whole is none: the one before takes its steps
+    while starts[-1] + length + length * growth <= total_steps:
+        starts.append(starts[-1] + length)
+        length = round(length * growth)
+    return starts
+
+
+def cosine_restarts_lr(
+    step: int,
+    total_steps: int,
+    lr: float,
+    lr_min: float,
+    cycle_steps: int | None = None,
+    growth: float = 1,
+) -> float:
     """Learning rate of `step` (0-based) in a phase of `total_steps`: cosine with warm restarts.
 
-    Cycles last a quarter of the phase (at least 50 steps) and each falls from `lr` to exactly
-    `lr_min`; the last cycle absorbs the remainder, so the phase ends at `lr_min`. (The original
-    restarted on its very last step and made its final update at the peak rate.)
+    Each cycle of `cycle_starts` falls from `lr` to exactly `lr_min`, so the phase ends at
+    `lr_min`. (The original restarted on its very last step and made its final update at the
+    peak rate.)
     """
-    period = max(total_steps // 4, 50)
-    cycles = max(total_steps // period, 1)
-    cycle = min(step // period, cycles - 1)
-    length = period if cycle < cycles - 1 else total_steps - cycle * period
+    starts = cycle_starts(total_steps, cycle_steps, growth)
+    cycle = bisect.bisect_right(starts, step) - 1
+    end = starts[cycle + 1] if cycle + 1 < len(starts) else total_steps
+    length = end - starts[cycle]
     if length == 1:
         return lr
-    progress = (step - cycle * period) / (length - 1)
+    progress = (step - starts[cycle]) / (length - 1)
     return lr_min + (lr - lr_min) * (1 + math.cos(math.pi * progress)) / 2
 
 
-def _frame_losses(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def _frame_losses(scores: torch.Tensor, targets: Target) -> torch.Tensor:
     """Loss per frame, averaged over heads: [B, H, T, T] -> [B]."""
-    return logit_space_loss(scores, targets).mean(dim=-1)
+    return fit_loss(scores, targets).mean(dim=-1)
 
 
 def _autograd_losses(
     scores: Callable[[torch.Tensor], torch.Tensor],
-) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+) -> Callable[[torch.Tensor, Target], tuple[torch.Tensor, torch.Tensor]]:
     """losses_and_gradient of a scores function, by autograd."""
 
-    def losses_and_gradient(current: torch.Tensor, targets: torch.Tensor):
+    def losses_and_gradient(current: torch.Tensor, targets: Target):
         with torch.enable_grad():
             current = current.detach().requires_grad_(True)
             losses = _frame_losses(scores(current), targets)
@@ -140,18 +192,19 @@ def _autograd_losses(
 def _whitened_losses(
     space: ReachableSpace, weights: HeadWeights
 ) -> Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """losses_and_gradient in whitened coordinates, by hand: 1.7x faster than autograd.
+    """losses_and_gradient in whitened coordinates against row-centred logits, by hand: 1.7x
+    faster than autograd.
 
     With S = Q Kᵀ/√hd and m_i its mean over row i's causal entries, the residual is
     r = (S - m)·lower - target and the loss Σ r² / (T(T+1)/2). Its gradient with respect to S is
-    2r/(T(T+1)/2) (centring is a projection and r is already centred), then
-    dQ = dS K/√hd, dK = dSᵀ Q/√hd, du = [dQ | dK] basisᵀ. The row means come from prefix sums
-    of K, so only the two matrix products touch all T² entries.
+    2r/(T(T+1)/2) (centring is a projection and r is already centred), then dQ = dS K/√hd,
+    dK = dSᵀ Q/√hd, and du = [dQ | dK] basisᵀ (`_whitened_gradient`). The row means come from
+    prefix sums of K, so only the two matrix products touch all T² entries.
     """
     heads, scale = len(weights.heads), weights.scale
 
     def losses_and_gradient(whitened: torch.Tensor, targets: torch.Tensor):
-        batch, tokens, _ = whitened.shape
+        tokens = whitened.shape[1]
         lower = causal_mask(tokens, whitened.device)  # [T, T]
         causal_count = torch.arange(1, tokens + 1, device=whitened.device)[:, None]  # [T, 1]
         entries = tokens * (tokens + 1) / 2
@@ -163,55 +216,144 @@ def _whitened_losses(
         residual.mul_(2 / entries / heads)  # dLoss/dS, averaged over heads like the loss
         query_gradient = residual @ keys * scale  # [B, H, T, hd]
         key_gradient = residual.transpose(-1, -2) @ queries * scale
-        projected = torch.stack([query_gradient, key_gradient]).permute(1, 3, 0, 2, 4)
-        return losses, projected.reshape(batch, tokens, -1) @ space.basis.T  # [B, T, D]
+        return losses, _whitened_gradient(query_gradient, key_gradient, space)
 
     return losses_and_gradient
+
+
+def _whitened_shown_losses(
+    space: ReachableSpace, weights: HeadWeights
+) -> Callable[[torch.Tensor, ShownRange], tuple[torch.Tensor, torch.Tensor]]:
+    """losses_and_gradient in whitened coordinates against shown ranges (`targets.shown_range`),
+    by hand.
+
+    Each pixel's logit relative to its row's sink is d = S - S[:, :1] = Q K'ᵀ/√hd with
+    K' = K - k_sink (each key less the sink's), and its distance outside the range is
+    e = d - clamp(d, low, high) (0 where the range is free, so also off the picture). The loss
+    is Σ e² / P, P = (T-1)T/2 pixels; its gradient with respect to d is 2e/P, then
+    dQ = dd K'/√hd, dK' = ddᵀ Q/√hd, and since every K' holds the sink's key with a minus,
+    dK = dK' but for the sink's row, which takes minus their sum. Then du as in
+    `_whitened_losses`. Working on d rather than S saves two passes over the T² entries.
+    """
+    heads, scale = len(weights.heads), weights.scale
+
+    def losses_and_gradient(whitened: torch.Tensor, ranges: ShownRange):
+        tokens = whitened.shape[1]
+        pixels = (tokens - 1) * tokens / 2
+        queries, keys = queries_keys_from_whitened(whitened, space, heads)  # 2 x [B, H, T, hd]
+        relative_keys = keys - keys[..., :1, :]  # K' [B, H, T, hd]
+        relative = (queries @ relative_keys.transpose(-1, -2)).mul_(scale)  # d [B, H, T, T]
+        outside = relative.sub_(torch.clamp(relative, ranges.low, ranges.high))  # e
+        losses = torch.linalg.vector_norm(outside.flatten(-2), dim=-1).square_()  # [B, H]
+        losses = losses.mean(-1) / pixels  # [B]
+        outside.mul_(2 / pixels / heads)  # dLoss/dd, averaged over heads like the loss
+        query_gradient = outside @ relative_keys * scale  # [B, H, T, hd]
+        key_gradient = outside.transpose(-1, -2) @ queries * scale  # dK'
+        key_gradient[..., 0, :] -= key_gradient.sum(dim=-2)  # the sink's key, in every K'
+        return losses, _whitened_gradient(query_gradient, key_gradient, space)
+
+    return losses_and_gradient
+
+
+def _whitened_gradient(
+    query_gradient: torch.Tensor, key_gradient: torch.Tensor, space: ReachableSpace
+) -> torch.Tensor:
+    """dLoss/du from dLoss/dQ and dLoss/dK of every head [B, H, T, hd]: the queries and keys
+    are qk = offset + u basis, laid out [Q | K], so du = [dQ | dK] basisᵀ -> [B, T, D]."""
+    batch, _, tokens, _ = query_gradient.shape
+    projected = torch.stack([query_gradient, key_gradient]).permute(1, 3, 0, 2, 4)
+    return projected.reshape(batch, tokens, -1) @ space.basis.T  # [B, T, D]
+
+
+def _converged(losses: torch.Tensor, best_losses: torch.Tensor, settings: SolverSettings):
+    """Which frames are done at a cycle's end: [N] losses now and the best of the cycle ends
+    before -> [N] bool. At step 0 pass best_losses = inf: only the loss itself is judged."""
+    fell = 1 - losses / best_losses.clamp(min=torch.finfo(losses.dtype).tiny)
+    return (losses <= settings.converged_loss) | (fell < settings.converged_fall)
 
 
 def _adam_phase(
     start: torch.Tensor,
     variables: _Variables,
-    targets: torch.Tensor,
+    targets: Target,
     steps: int,
     lr: float,
     settings: SolverSettings,
     on_step: StepCallback,
-) -> torch.Tensor:
-    """Adam on `variables` for `steps` from peak rate `lr`, with the cosine schedule:
-    [N, T, D] -> [N, T, D]."""
-    current = start.clone()
-    optimiser = torch.optim.Adam([current], lr=lr)
+    *,
+    may_stop: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adam on `variables` for at most `steps` from peak rate `lr`, with the cosine schedule:
+    [N, T, D] -> the result [N, T, D] and the steps each frame took [N].
+
+    Each frame has its own Adam moments. With `may_stop`, a frame is judged at each cycle's
+    end, where the rate is at its lowest (`_converged`): one that has converged leaves the
+    batch with the best point any cycle ended at (a restart can knock a frame off), and the
+    others go on unchanged: the batch shrinks, and so does every later step's cost.
+    """
+    result = start.clone()
+    taken = torch.full((len(start),), steps, dtype=torch.long)
+    active = torch.arange(len(start), device=start.device)  # the frames still stepping
+    current, first, second = start.clone(), torch.zeros_like(start), torch.zeros_like(start)
+    best, best_losses = start.clone(), torch.full((len(start),), math.inf, device=start.device)
+    beta1, beta2 = ADAM_BETAS
+    starts = cycle_starts(steps, settings.cycle_steps, settings.cycle_growth)
+    stops = set(starts) if may_stop else set()
     for step in range(steps):
-        for group in optimiser.param_groups:
-            group["lr"] = cosine_restarts_lr(step, steps, lr, settings.lr_min)
-        # The gradient of the summed loss, so each frame's is its own whatever the batch size.
-        losses, current.grad = variables.losses_and_gradient(current, targets)
-        optimiser.step()
-        current.copy_(variables.project(current))
+        losses, gradient = variables.losses_and_gradient(current, targets)
+        if step in stops:
+            going = ~_converged(losses, best_losses, settings)  # [n]
+            better = losses < best_losses
+            best[better], best_losses[better] = current[better], losses[better]
+            if not going.all():
+                result[active[~going]], taken[active[~going].cpu()] = best[~going], step
+                kept = (active, current, first, second, best, best_losses, losses, gradient)
+                active, current, first, second, best, best_losses, losses, gradient = (
+                    tensor[going] for tensor in kept
+                )
+                targets = targets[going]
+                if not len(active):
+                    break
+        rate = cosine_restarts_lr(
+            step, steps, lr, settings.lr_min, settings.cycle_steps, settings.cycle_growth
+        )
+        first.lerp_(gradient, 1 - beta1)
+        second.mul_(beta2).addcmul_(gradient, gradient, value=1 - beta2)
+        # bias-corrected as torch.optim.Adam does: every active frame is at the same step
+        denominator = (second / (1 - beta2 ** (step + 1))).sqrt_().add_(ADAM_EPS)
+        current = variables.project(
+            current.addcdiv(first, denominator, value=-rate / (1 - beta1 ** (step + 1)))
+        )
         on_step(float(losses.mean()))
-    return current
+    else:
+        if len(active) and stops:  # the last cycle's end: the best of all of them
+            losses, _ = variables.losses_and_gradient(current, targets)
+            better = losses < best_losses
+            best[better] = current[better]
+            current = best
+        result[active] = current
+    return result, taken
 
 
 @torch.no_grad()
 def _solve(
     variables: _Variables,
     weights: HeadWeights,
-    targets: torch.Tensor,
+    targets: Target,
     frames: list[int],
     settings: SolverSettings,
     on_step: StepCallback,
     starts: torch.Tensor | None,
 ) -> Solution:
-    """Multi-start Adam from random starts, or one warm phase from `starts`.
+    """Multi-start Adam from random starts, or one phase from `starts`.
 
     `seeds` random starts per frame run a quarter of the steps; each frame keeps its own best
     start (the original kept the best start of the whole chunk) for the remaining steps.
     """
     batch, tokens, device = len(frames), targets.shape[-1], targets.device
+    explore_steps = settings.steps // 4 if settings.seeds > 1 and starts is None else 0
     if starts is not None:
         chosen = variables.from_embeddings(starts)
-        steps, lr = settings.warm_steps, settings.warm_lr
     else:
         random_starts = (
             torch.stack(
@@ -229,10 +371,11 @@ def _solve(
             * settings.init_scale
         )  # [seeds, B, T, D]
         random_starts = variables.project(random_starts)
-        explore_steps = settings.steps // 4 if settings.seeds > 1 else 0
+        chosen = random_starts[0]
         if explore_steps:
-            repeated = targets.repeat(settings.seeds, 1, 1, 1)
-            explored = _adam_phase(
+            # every start takes all its steps: they are judged against each other at the end
+            repeated = targets.repeat(settings.seeds, *[1] * (len(targets.shape) - 1))
+            explored, _ = _adam_phase(
                 random_starts.flatten(0, 1),
                 variables,
                 repeated,
@@ -240,27 +383,28 @@ def _solve(
                 settings.lr,
                 settings,
                 on_step,
+                may_stop=False,
             )  # [seeds * B, T, D]
             losses, _ = variables.losses_and_gradient(explored, repeated)
             best_start = losses.view(settings.seeds, batch).argmin(dim=0)  # [B]
             chosen = explored.view(settings.seeds, batch, tokens, -1)[
                 best_start, torch.arange(batch)
             ]
-        else:
-            chosen = random_starts[0]
-        steps, lr = settings.steps - explore_steps, settings.lr
-    solved = _adam_phase(chosen, variables, targets, steps, lr, settings, on_step)
+    solved, taken = _adam_phase(
+        chosen, variables, targets, settings.steps - explore_steps, settings.lr, settings, on_step
+    )
     lifted = variables.to_embeddings(solved)
     factored = lifted if isinstance(lifted, Factored) else None
     embeddings = factored.inputs_embeds() if factored is not None else lifted
     # Scored on the embeddings themselves: what GPT-2 will see, lift included.
     loss = _frame_losses(attention_scores(embeddings, weights), targets)
-    return Solution(embeddings=embeddings, loss=loss, factored=factored)
+    steps = taken + explore_steps * settings.seeds
+    return Solution(embeddings=embeddings, loss=loss, steps=steps, factored=factored)
 
 
 def solve_adam(
     weights: HeadWeights,
-    targets: torch.Tensor,
+    targets: Target,
     frames: list[int],
     settings: SolverSettings,
     on_step: StepCallback,
@@ -281,7 +425,7 @@ def solve_adam(
 
 def solve_reduced(
     weights: HeadWeights,
-    targets: torch.Tensor,
+    targets: Target,
     frames: list[int],
     settings: SolverSettings,
     on_step: StepCallback,
@@ -290,8 +434,9 @@ def solve_reduced(
     """Adam on each row's whitened queries and keys, inside the reachable ellipsoid, lifted back
     to embeddings at the end. One step costs ~50 MFLOP per frame against ~340 for adam."""
     space = reachable_space(weights)
+    losses = _whitened_shown_losses if isinstance(targets, ShownRange) else _whitened_losses
     variables = _Variables(
-        losses_and_gradient=_whitened_losses(space, weights),
+        losses_and_gradient=losses(space, weights),
         project=lambda whitened: project_to_ball(whitened, space.radius),
         to_embeddings=lambda whitened: lift_factored(whitened, space, weights),
         from_embeddings=lambda embeddings: whiten_embeddings(embeddings, space, weights),
@@ -307,14 +452,16 @@ SOLVERS: dict[str, Solver] = {"reduced": solve_reduced, "adam": solve_adam}
 def solve_frames(
     method: str,
     weights: HeadWeights,
-    targets: torch.Tensor,
+    targets: Target,
     frames: list[int],
     settings: SolverSettings,
     on_step: StepCallback,
     starts: dict[int, torch.Tensor],
+    start_settings: SolverSettings | None = None,
 ) -> Solution:
-    """Solve a batch in which the frames found in `starts` ({frame: [T, d]}) start there and the
-    others at random: two calls of the solver, one Solution in the order of `frames`."""
+    """Solve a batch in which the frames found in `starts` ({frame: [T, d]}) start there, with
+    `start_settings` (warm.py's), and the others at random with `settings`: two calls of the
+    solver, one Solution in the order of `frames`."""
     warm = [index for index, frame in enumerate(frames) if frame in starts]
     cold = [index for index, frame in enumerate(frames) if frame not in starts]
     parts = []  # (indices, Solution)
@@ -329,7 +476,7 @@ def solve_frames(
             weights,
             targets[group],
             [frames[index] for index in group],
-            settings,
+            settings if group is cold else start_settings,
             on_step,
             group_starts,
         )
@@ -337,12 +484,20 @@ def solve_frames(
     if len(parts) == 1:
         return parts[0][1]
     order = torch.tensor([index for group, _ in parts for index in group])
-    unsorted = torch.argsort(order)  # back to the order of `frames`
-    embeddings = torch.cat([solution.embeddings for _, solution in parts])[unsorted]
-    loss = torch.cat([solution.loss for _, solution in parts])[unsorted]
+    return concatenate([solution for _, solution in parts]).take(torch.argsort(order))
+
+
+def concatenate(parts: list[Solution]) -> Solution:
+    """Solutions of parts of one batch as one, frames in the order of `parts`. Parts of a batch
+    share its weights, so reduced ones share one basis and offset."""
     factored = None
-    if parts[0][1].factored is not None:  # both groups share the weights: one basis, one offset
-        first = parts[0][1].factored
-        coefficients = torch.cat([solution.factored.coefficients for _, solution in parts])
-        factored = Factored(coefficients[unsorted], first.basis, first.offset)
-    return Solution(embeddings=embeddings, loss=loss, factored=factored)
+    if parts[0].factored is not None:
+        first = parts[0].factored
+        coefficients = torch.cat([solution.factored.coefficients for solution in parts])
+        factored = Factored(coefficients, first.basis, first.offset)
+    return Solution(
+        embeddings=torch.cat([solution.embeddings for solution in parts]),
+        loss=torch.cat([solution.loss for solution in parts]),
+        steps=torch.cat([solution.steps for solution in parts]),
+        factored=factored,
+    )

@@ -8,7 +8,7 @@ frames and the same checkpoints: two GPT-2-XL-shaped random ones written here (t
 cannot be downloaded everywhere): transformers' default init, and a "hard" one whose query and
 key weights are scaled by 0.6, so its reachable logit range is much smaller. A configuration is
 METHOD/RENDER/LAYOUT, as optimize.py's --method, --render and --full-frame (heads 0 and 1) run
-it; the target is the run's (`targets.aimed_logits`, contrast 6 nats, the original's exact target
+it; the target is the run's (`targets.aimed_target`, contrast 6 nats, the original's exact target
 for adam under zscore). Frames are the clips of `benchmarks/clips.py`, solved as optimize.py
 solves a video: batch k holds the k-th frame of every clip, each frame after the first started
 from its predecessor's solution where the method does warm starts.
@@ -40,21 +40,22 @@ from badapple.checkpoint import open_checkpoint  # noqa: E402
 from badapple.head import load_head  # noqa: E402
 from badapple.layout import (  # noqa: E402
     SCORED_REGION,
-    head_pictures,
     layout_metrics,
     layout_picture,
     token_count,
 )
 from badapple.metrics import mean_metrics  # noqa: E402
+from badapple.optimize import Look, solve_video_batch  # noqa: E402
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS  # noqa: E402
-from badapple.solvers import METHOD_DEFAULTS, SOLVERS  # noqa: E402
-from badapple.targets import DEFAULT_CONTRAST_NATS, aimed_logits  # noqa: E402
+from badapple.solvers import METHOD_DEFAULTS  # noqa: E402
+from badapple.targets import DEFAULT_CONTRAST_NATS  # noqa: E402
 from badapple.verify import one_layer_gpt2, transformers_attention  # noqa: E402
-from benchmarks.clips import CLIP_KINDS, make_clip  # noqa: E402
+from badapple.warm import METHOD_WARM_STARTS, Predecessor, solve_order  # noqa: E402
+from benchmarks.checkpoints import write_checkpoints  # noqa: E402
+from benchmarks.clips import BAD_APPLE_FRAMES, CLIP_KINDS, make_clip  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "solvers.json"
-HARD_QUERY_KEY_GAIN = 0.6  # the "hard" checkpoint's Q/K weights and biases, times this
-FULL_VIDEO_FRAMES = 3286  # Bad Apple!! at 15 fps, for the projected full-run time
+FULL_VIDEO_FRAMES = BAD_APPLE_FRAMES  # Bad Apple!! at 15 fps, for the projected full-run time
 LAYOUT_HEADS = {"half": (0,), "full": (0, 1)}
 CONFIGS = (
     "reduced/sink/half",  # the default
@@ -65,24 +66,6 @@ CONFIGS = (
 )
 
 
-def write_checkpoints(folder: Path) -> dict[str, Path]:
-    """Two GPT-2-XL-shaped one-layer checkpoints, saved with transformers: default and hard."""
-    from transformers import GPT2Config, GPT2Model
-
-    config = GPT2Config(n_layer=1, n_embd=1600, n_head=25, n_positions=1024, vocab_size=16)
-    paths = {}
-    for name, gain in (("default", 1.0), ("hard", HARD_QUERY_KEY_GAIN)):
-        torch.manual_seed(0)
-        model = GPT2Model(config)
-        with torch.no_grad():
-            attention = model.h[0].attn.c_attn  # [d, 3d], columns [Q | K | V]
-            attention.weight[:, : 2 * config.n_embd] *= gain
-            attention.bias[: 2 * config.n_embd] *= gain
-        paths[name] = folder / name
-        model.save_pretrained(paths[name])
-    return paths
-
-
 def contrast_of(method: str, render: str) -> float | None:
     """The target's contrast as optimize.py resolves it when --contrast is not given."""
     return None if (method, render) == ("adam", "zscore") else DEFAULT_CONTRAST_NATS
@@ -91,30 +74,49 @@ def contrast_of(method: str, render: str) -> float | None:
 def solve_runs(
     weights, clips: np.ndarray, method: str, render: str, layout: str
 ) -> tuple[torch.Tensor, float]:
-    """Solve clips [K, N, C, T, T] (C channels: 1 gray, 3 colour) frame by frame, as
-    optimize.py does: batch k = frame k of every clip, started from batch k-1 where the method
-    does warm starts. Returns embeddings [K, N, T', d] and the solver's seconds."""
-    settings = METHOD_DEFAULTS[method]
-    solve = SOLVERS[method]
-    clip_count, frame_count = clips.shape[:2]
+    """Solve clips [K, N, C, T, T] (C channels: 1 gray, 3 colour) as optimize.py solves a
+    video of K runs of N frames: frame n of clip k is frame k·N + n + 1, batched by
+    `warm.solve_order` in chunks of K (batch n = frame n of every clip, where the method
+    does warm starts) and each batch solved by optimize.py's own `solve_video_batch` (warm.py's
+    policy: which frames start from their predecessor, which are solved cold again). Returns
+    embeddings [K, N, T', d] and the solver's seconds (rendering the pictures it judges by
+    included, as in optimize.py)."""
+    settings, warm = METHOD_DEFAULTS[method], METHOD_WARM_STARTS[method]
+    clip_count, frame_count, channels = clips.shape[:3]
+    flat = torch.from_numpy(clips.reshape(clip_count * frame_count, *clips.shape[2:]))
+    colormap = "gray" if channels == 1 else None  # the pictures are judged before it
+    blur = DEFAULT_BLUR_SIGMA_PIXELS[render]
+    look = Look(layout, render, contrast_of(method, render), blur, colormap, channels)
 
-    def batch(k: int) -> tuple[torch.Tensor, list[int]]:
-        pictures = head_pictures(torch.from_numpy(clips[:, k]), layout)  # [K, H, T, T]
-        targets = aimed_logits(pictures, render, contrast_of(method, render))
-        return targets, [clip * frame_count + k + 1 for clip in range(clip_count)]
+    def no_report(loss: float) -> None:
+        pass
 
+    def solve(batch: list[int], solved: dict[int, Predecessor], settings) -> tuple:
+        pictures = flat[np.array(batch) - 1]  # frame f is flat[f - 1]
+        predecessors = {f: solved[f - 1] for f in batch if f - 1 in solved}
+        return solve_video_batch(
+            method, weights, look, settings, warm, batch, pictures, predecessors, no_report
+        ), pictures  # fmt: skip
+
+    frames = list(range(1, clip_count * frame_count + 1))
+    batches = solve_order(frames, clip_count, warm=warm is not None)
     # untimed: a process's first solve pays for torch's start-up, seconds at small sizes
-    solve(weights, *batch(0), replace(settings, steps=2, seeds=1), lambda loss: None, None)
-    embeddings, previous = [], None
+    solve(batches[0], {}, replace(settings, steps=2, seeds=1))
+    embeddings: dict[int, torch.Tensor] = {}  # every frame's [T', d]
+    solved: dict[int, Predecessor] = {}  # the batch before's, where warm starts come from
     started = time.perf_counter()
-    for k in range(frame_count):
-        targets, numbers = batch(k)
-        starts = previous if settings.warm_steps and previous is not None else None
-        solution = solve(weights, targets, numbers, settings, lambda loss: None, starts)
-        previous = solution.embeddings
-        embeddings.append(solution.embeddings)
+    for batch in batches:
+        (solution, records), pictures = solve(batch, solved, settings)
+        solved = {
+            frame: Predecessor(rows, picture, record["mae"])
+            for frame, rows, picture, record in zip(
+                batch, solution.embeddings, pictures, records, strict=True
+            )
+        }
+        embeddings.update({frame: solved[frame].embeddings for frame in batch})
     seconds = time.perf_counter() - started
-    return torch.stack(embeddings, 1), seconds
+    stacked = torch.stack([embeddings[frame] for frame in frames])  # [K·N, T', d]
+    return stacked.reshape(clip_count, frame_count, *stacked.shape[1:]), seconds
 
 
 def rendered_clip(

@@ -19,7 +19,7 @@ from badapple.head import attention_scores, causal_attention, load_head
 from badapple.layout import head_pictures, layout_picture
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
 from badapple.storage import FramesDir, read_rgb_png, read_target_png
-from badapple.targets import DEFAULT_CONTRAST_NATS, sink_target
+from badapple.targets import DEFAULT_CONTRAST_NATS, shown_range
 from badapple.verify import one_layer_gpt2, transformers_attention
 from badapple.video import probe
 from tests.media import make_colour_clip
@@ -71,18 +71,19 @@ def test_a_colour_run_shows_the_colours_through_transformers(
 ):
     folder = FramesDir(colour_run / "frames")
     metrics = json.loads(folder.metrics.read_text())
-    full = metrics["layout"] == "full"
-    assert metrics["channels"] == 3 and metrics["colormap"] is None
-    assert metrics["heads"] == ([0, 1, 2, 3, 4, 5] if full else [0, 1, 2])
+    settings = metrics["settings"]
+    full = settings["layout"] == "full"
+    assert settings["channels"] == 3 and metrics["display"]["colormap"] is None
+    assert settings["heads"] == ([0, 1, 2, 3, 4, 5] if full else [0, 1, 2])
     assert all(len(record["corr_per_channel"]) == 3 for record in metrics["frames"])
     # every head of a frame from one transformers forward of the saved embeddings, rendered as
     # the PNG is, against the colour target
     model = one_layer_gpt2(open_checkpoint(str(tiny_sixteen_heads_checkpoint)))
     chunk = folder.embeddings / metrics["frames"][0]["embeddings"]
     frames, embeddings = read_inputs_embeds(chunk)  # [n, T+1, d]
-    attention = transformers_attention(model, embeddings, tuple(metrics["heads"])).numpy()
+    attention = transformers_attention(model, embeddings, tuple(settings["heads"])).numpy()
     for frame, maps in zip(frames.tolist(), attention, strict=True):
-        picture = layout_picture(maps, metrics["layout"], "sink", 0.0)  # [3, T, T]
+        picture = layout_picture(maps, settings["layout"], "sink", 0.0)  # [3, T, T]
         saved = read_rgb_png(folder.output_png(frame)).transpose(2, 0, 1) / 255  # [3, T, T]
         assert np.abs(picture - saved).max() <= 0.5 / 255 + 1e-6
         target = read_target_png(folder.target_png(frame), 3)
@@ -111,7 +112,7 @@ def test_a_pure_red_square_appears_in_red_only_on_the_red_heads(tiny_sixteen_hea
     checkpoint = open_checkpoint(str(tiny_sixteen_heads_checkpoint))
     heads = (4, 7, 1, 11, 2, 9)  # any six, in the order A_R, A_G, A_B, B_R, B_G, B_B
     weights = load_head(checkpoint, heads, size + 1)
-    targets = sink_target(head_pictures(frame, "full"), DEFAULT_CONTRAST_NATS)
+    targets = shown_range(head_pictures(frame, "full"), DEFAULT_CONTRAST_NATS)
     solution = solve_reduced(weights, targets, [1], METHOD_DEFAULTS["reduced"], lambda loss: None)
     attention = causal_attention(attention_scores(solution.embeddings, weights))[0].numpy()
     picture = layout_picture(attention, "full", "sink", 0.0)  # [3, T, T]

@@ -11,7 +11,7 @@ from badapple.head import attention_scores, causal_attention, load_head
 from badapple.metrics import picture_metrics
 from badapple.render import sink_picture
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
-from badapple.targets import DEFAULT_CONTRAST_NATS, sink_target
+from badapple.targets import DEFAULT_CONTRAST_NATS, shown_range
 from badapple.verify import one_layer_gpt2, transformers_attention
 from tests.scripts import FPS, SIZE, assert_ok, run
 
@@ -44,7 +44,7 @@ def test_the_solver_on_the_gpu_finds_what_the_cpu_finds(tiny_checkpoint):
     checkpoint = open_checkpoint(str(tiny_checkpoint))
     weights = load_head(checkpoint, (0,), tokens=33)  # the sink and 32 rows
     clip = block_frames(3, 32)
-    targets = sink_target(clip, DEFAULT_CONTRAST_NATS)  # [3, 1, 33, 33]
+    targets = shown_range(clip, DEFAULT_CONTRAST_NATS)  # [3, 1, 33, 33]
     settings = METHOD_DEFAULTS["reduced"]
     on_gpu = solve_reduced(weights.to("cuda"), targets.cuda(), [1, 2, 3], settings, lambda loss: 0)
     on_cpu = solve_reduced(weights, targets, [1, 2, 3], settings, lambda loss: None)

@@ -31,6 +31,7 @@ from badapple.storage import (
     read_gray_png,
     read_rgb_png,
 )
+from badapple.targets import shown_range, shown_range_loss
 from badapple.verify import one_layer_gpt2, transformers_attention
 from badapple.video import probe
 from tests.media import make_clip, streams
@@ -102,27 +103,47 @@ def test_download_writes_targets_audio_and_meta(pipeline_run):
     assert "Audio: aac" in streams(folder.audio)
 
 
-def test_optimize_writes_maps_metrics_and_gpt2_inputs(pipeline_run):
+def test_optimize_writes_maps_metrics_and_gpt2_inputs(pipeline_run, tiny_checkpoint):
     folder = FramesDir(pipeline_run / "frames")
     metrics = json.loads(folder.metrics.read_text())
     count = int(SECONDS * FPS)
     assert frame_numbers(folder.output) == list(range(1, count + 1))
     assert [record["frame"] for record in metrics["frames"]] == list(range(1, count + 1))
+    # every record and PNG is of its frame's saved embeddings: recomputed here from
+    # transformers' attention on them, against the target
+    model = one_layer_gpt2(open_checkpoint(str(tiny_checkpoint)))
+    saved = saved_embeddings(folder)
     for record in metrics["frames"]:
-        assert record["loss"] >= 0 and record["seconds"] > 0
-        assert 0 <= record["mae"] <= 1 and 0 <= record["iou"] <= 1
-        assert record["corr"] is None or -1 <= record["corr"] <= 1
-    assert metrics["args"]["steps"] == 200 and metrics["device"] == "cpu"
-    assert metrics["args"]["method"] == "reduced" and metrics["args"]["warm_steps"] == 100
+        frame = record["frame"]
+        attention = transformers_attention(model, saved[frame][None], (0,))  # [1, 1, T+1, T+1]
+        picture = sink_picture(attention[0, 0].numpy())
+        target = read_gray_png(folder.target_png(frame))
+        for name, value in picture_metrics(picture, target).items():
+            assert record[name] == pytest.approx(value, abs=1e-6), (frame, name)
+        png = read_rgb_png(folder.output_png(frame)).astype(int)
+        assert np.abs(png - colorize(picture)).max() <= 1, frame  # magma, a rounding edge
+        # the loss against the shown ranges: scores and log-attention differ by a row
+        # constant, which the ranges (relative to each row's sink) do not see
+        ranges = shown_range(torch.from_numpy(target), metrics["settings"]["contrast"])
+        loss = float(shown_range_loss(attention[0, 0].log(), ranges))
+        assert record["loss"] == pytest.approx(loss, rel=1e-3, abs=1e-7), frame
+        assert record["seconds"] > 0
+        assert record["start"] in ("warm", "cold", "cold again") and record["steps"] >= 0
+    settings = metrics["settings"]
+    assert settings["steps"] == 400 and settings["method"] == "reduced"
+    assert settings["warm_starts"]["steps"] == 200 and metrics["device"] == "cpu"
+    # the first frame of a run of frames starts cold, the next ones from their predecessor
+    assert metrics["frames"][0]["start"] == "cold" and metrics["frames"][1]["start"] == "warm"
     # true tone by default: a sink token in front of the 32 rows, no blur, magma
-    assert (metrics["render"], metrics["tokens"], metrics["contrast"]) == ("sink", SIZE + 1, 6.0)
-    assert (metrics["blur"], metrics["colormap"]) == (0.0, "magma")
+    assert (settings["render"], settings["tokens"], settings["contrast"]) == ("sink", SIZE + 1, 6.0)
+    assert metrics["display"] == {"blur": 0.0, "colormap": "magma"}
     assert metrics["loss_kind"].startswith("sink")
+    # each setting once: no copies beside "settings" and "display"
+    assert not {"args", "render", "layout", "heads", "blur", "colormap"} & set(metrics)
     assert len(metrics["verify"]["frames"]) == 3
 
-    saved = saved_embeddings(folder)
     assert sorted(saved) == list(range(1, count + 1))
-    assert all(e.dtype == torch.float32 and e.shape == (SIZE + 1, 64) for e in saved.values())
+    assert all(e.shape == (SIZE + 1, 64) for e in saved.values())  # the sink, then 32 rows
     # the reduced solver's exact compact form: 2·16 + 1 = 33 numbers a token, not d = 64
     with safe_open(str(next(folder.embeddings.glob("chunk_*.safetensors"))), "pt") as chunk:
         assert chunk.get_slice("coefficients").get_shape()[1:] == [SIZE + 1, 33]
@@ -168,7 +189,12 @@ def test_the_originals_rendering_runs_end_to_end(tmp_path, pipeline_run, tiny_ch
     flags = ["--model", tiny_checkpoint, "--frames-dir", folder.root, *FAST]
     assert_ok(run("optimize.py", *flags, "--render", "zscore", "--verify", "2"))
     metrics = json.loads(folder.metrics.read_text())
-    assert (metrics["render"], metrics["tokens"], metrics["blur"]) == ("zscore", SIZE, 1.5)
+    settings = metrics["settings"]
+    assert (settings["render"], settings["tokens"], metrics["display"]["blur"]) == (
+        "zscore",
+        SIZE,
+        1.5,
+    )
     assert metrics["loss_kind"].startswith("original")
     _, embeddings = read_inputs_embeds(folder.embeddings / metrics["frames"][0]["embeddings"])
     assert embeddings.shape[1:] == (SIZE, 64)  # no sink token
@@ -215,8 +241,9 @@ def test_the_original_method_runs_with_its_own_defaults(tmp_path, pipeline_run, 
     )
     assert_ok(result)
     metrics = json.loads(folder.metrics.read_text())
-    assert metrics["args"]["method"] == "adam" and metrics["args"]["lr"] == 0.1
-    assert metrics["args"]["warm_steps"] == 0  # the original starts every frame at random
+    assert metrics["settings"]["method"] == "adam" and metrics["settings"]["lr"] == 0.1
+    assert metrics["settings"]["warm_starts"] is None  # the original starts every one at random
+    assert {record["start"] for record in metrics["frames"]} == {"cold"}
     assert [record["frame"] for record in metrics["frames"]] == [2, 3, 4]
     # adam saves its embeddings whole: it has no compact form
     chunk = folder.embeddings / metrics["frames"][0]["embeddings"]
@@ -525,8 +552,8 @@ def test_a_full_frame_run_records_both_heads_and_fills_the_square(
 ):
     folder = FramesDir(full_frame_run / "frames")
     metrics = json.loads(folder.metrics.read_text())
-    assert metrics["layout"] == metrics["args"]["layout"] == "full"
-    assert metrics["heads"] == metrics["args"]["heads"] == [2, 5]
+    assert metrics["settings"]["layout"] == "full"
+    assert metrics["settings"]["heads"] == [2, 5]
     for record in metrics["frames"]:
         assert len(record["loss_per_head"]) == 2
         assert record["loss"] == pytest.approx(sum(record["loss_per_head"]) / 2, rel=1e-3)

@@ -17,6 +17,8 @@ from PIL import Image
 
 from badapple.errors import UserError
 from badapple.figures import (
+    BEST_WORST,
+    GRID_FRAMES,
     LOSS_FIGURES,
     PIXEL_FIGURES,
     best_worst,
@@ -24,6 +26,8 @@ from badapple.figures import (
     figure_files,
     hero_frame,
     layout_and_heads,
+    loss_histogram,
+    loss_timeline,
     pick_hero,
     pixel_metrics_timeline,
     ranked_by_corr,
@@ -36,7 +40,7 @@ from badapple.storage import FramesDir
 REPO = Path(__file__).parents[1]
 SIZE = 64  # pixels per side of the fake frames
 ALL_FIGURES = list(PIXEL_FIGURES + LOSS_FIGURES)  # what a run with the original's loss gets
-SINK_LOSS = "sink: logit MSE against ln(pixel) relative to the sink, floored at -contrast"
+SINK_LOSS = "sink: mean squared distance of each pixel's logit relative to the sink to the range"
 ORIGINAL_LOSS = "original: logit MSE against log of the row-normalised frame"
 
 
@@ -69,10 +73,17 @@ def make_run(root: Path, count: int) -> FramesDir:
         )
     losses = [e["loss"] for e in entries]
     metrics = {
-        "args": {"model": "gpt2", "head": 0, "method": "adam", "steps": 10},
+        "settings": {
+            "video": {"source": "clip.mp4", "fps": 15, "frame_count": count},
+            "model": "gpt2",
+            "layout": "half",
+            "channels": 1,
+            "heads": [0],
+            "method": "adam",
+            "steps": 10,
+        },
+        "display": {"blur": 1.5, "colormap": "magma"},
         "device": "cpu",
-        "size": SIZE,
-        "fps": 15,
         "total_seconds": 1.0,
         "frame_count": count,
         "means": {"loss": float(np.mean(losses)), "mae": 0.1, "iou": 0.8, "corr": 0.9},
@@ -83,34 +94,173 @@ def make_run(root: Path, count: int) -> FramesDir:
 
 
 def rewrite_metrics(folder: FramesDir, **changes) -> dict:
-    """Change top-level fields of the run's metrics.json; return the new metrics."""
+    """Change fields of the run's metrics.json, each where optimize.py keeps it (a display
+    setting under "display", loss_kind at the top, the others under "settings"); return the
+    new metrics."""
     metrics = json.loads(folder.metrics.read_text())
-    metrics.update(changes)
+    _change(metrics, **changes)
     folder.metrics.write_text(json.dumps(metrics))
     return metrics
 
 
-def check_figures(out_dir: Path, names: list[str] = ALL_FIGURES) -> None:
+def _change(metrics: dict, **changes) -> None:
+    for name, value in changes.items():
+        if name in ("blur", "colormap"):
+            metrics["display"][name] = value
+        elif name == "loss_kind":
+            metrics[name] = value
+        else:
+            metrics["settings"][name] = value
+
+
+def shown(ax) -> np.ndarray:
+    """The picture an axes shows with imshow."""
+    return np.asarray(ax.images[0].get_array())
+
+
+def frame_of(title: str) -> int:
+    """The frame number a panel's title names: "frame 3 · 0.1 s ..." -> 3."""
+    return int(title.split()[1].rstrip(":"))
+
+
+def assert_shows_frame(target_ax, map_ax, folder: FramesDir, metrics: dict, frame: int) -> None:
+    """`target_ax` shows the frame's target PNG in [0, 1] (RGB in colour), `map_ax` its
+    attention map's PNG, pixel for pixel."""
+    colour = metrics["settings"]["channels"] == 3
+    with Image.open(folder.target_png(frame)) as image:
+        target = np.asarray(image.convert("RGB" if colour else "L"), dtype=np.float32) / 255
+    with Image.open(folder.output_png(frame)) as image:
+        attention = np.asarray(image.convert("RGB"))
+    np.testing.assert_array_equal(shown(target_ax), target)
+    np.testing.assert_array_equal(shown(map_ax), attention)
+
+
+def per_frame(metrics: dict, key: str) -> np.ndarray:
+    return np.array([np.nan if e.get(key) is None else e[key] for e in metrics["frames"]])
+
+
+def video_seconds(metrics: dict) -> np.ndarray:
+    fps = metrics["settings"]["video"]["fps"]
+    return np.array([(e["frame"] - 1) / fps for e in metrics["frames"]])
+
+
+def checked_pixel_metrics(metrics: dict, folder: FramesDir) -> Figure:
+    """Each row's line is its metric for every frame at its video time, gaps where null."""
+    figure = pixel_metrics_timeline(metrics)
+    for ax, key in zip(figure.axes, ("corr", "iou", "mae"), strict=True):
+        line = ax.get_lines()[0]  # one frame each; the rolling mean is the second
+        np.testing.assert_array_equal(line.get_xdata(), video_seconds(metrics))
+        np.testing.assert_array_equal(line.get_ydata(), per_frame(metrics, key))
+    return figure
+
+
+def checked_cumulative_quality(metrics: dict, folder: FramesDir) -> Figure:
+    """The curve steps down through every frame's corr, from 100% to the share reaching it."""
+    figure = cumulative_quality(metrics)
+    corr = np.sort(per_frame(metrics, "corr")[~np.isnan(per_frame(metrics, "corr"))])
+    curve = figure.axes[0].get_lines()[0]
+    x, y = np.asarray(curve.get_xdata()), np.asarray(curve.get_ydata())
+    np.testing.assert_array_equal(x[1:-1], corr)
+    shares = 100 * np.arange(len(corr), 0, -1) / len(corr)  # corr >= the i-th smallest
+    np.testing.assert_allclose(y, [100.0, *shares, 0.0])
+    return figure
+
+
+def checked_best_worst(metrics: dict, folder: FramesDir) -> Figure:
+    """Best frames by corr first, worst last, each target over its own map."""
+    figure = best_worst(metrics, folder)
+    ranked, key = ranked_by_corr(metrics)
+    count = min(BEST_WORST, len(ranked))
+    axes = np.array(figure.axes).reshape(4, count)
+    for half, entries in enumerate((ranked[:count], ranked[::-1][:count])):
+        for column, entry in enumerate(entries):
+            top, bottom = axes[2 * half, column], axes[2 * half + 1, column]
+            assert frame_of(top.get_title()) == entry["frame"]
+            assert_shows_frame(top, bottom, folder, metrics, entry["frame"])
+    return figure
+
+
+def checked_target_vs_output(metrics: dict, folder: FramesDir) -> Figure:
+    """Frames from the first to the last, each target over its own map."""
+    figure = target_vs_output(metrics, folder)
+    columns = len(figure.axes) // 2
+    top, bottom = figure.axes[:columns], figure.axes[columns:]
+    frames = [frame_of(ax.get_title()) for ax in top]
+    numbers = [e["frame"] for e in metrics["frames"]]
+    assert columns == min(GRID_FRAMES, len(numbers)) and frames == sorted(set(frames))
+    assert (frames[0], frames[-1]) == (numbers[0], numbers[-1])
+    for frame, target_ax, map_ax in zip(frames, top, bottom, strict=True):
+        assert_shows_frame(target_ax, map_ax, folder, metrics, frame)
+    return figure
+
+
+def checked_hero_frame(metrics: dict, folder: FramesDir) -> Figure:
+    """The hero frame's target beside its map, its figures in the title."""
+    figure = hero_frame(metrics, folder)
+    hero = pick_hero(metrics, folder)
+    assert figure.get_suptitle().startswith(f"Frame {hero['frame']}: corr ")
+    assert_shows_frame(figure.axes[0], figure.axes[1], folder, metrics, hero["frame"])
+    return figure
+
+
+def checked_loss_timeline(metrics: dict, folder: FramesDir) -> Figure:
+    """Every frame's loss at its video time."""
+    figure = loss_timeline(metrics)
+    line = figure.axes[0].get_lines()[0]
+    np.testing.assert_array_equal(line.get_xdata(), video_seconds(metrics))
+    np.testing.assert_array_equal(line.get_ydata(), per_frame(metrics, "loss"))
+    return figure
+
+
+def checked_loss_histogram(metrics: dict, folder: FramesDir) -> Figure:
+    """Every frame counted once, in the bar of its loss."""
+    figure = loss_histogram(metrics)
+    bars = [(bar.get_x(), bar.get_x() + bar.get_width(), bar.get_height())
+            for bar in figure.axes[0].patches]  # fmt: skip
+    assert sum(height for _, _, height in bars) == len(metrics["frames"])
+    for loss in per_frame(metrics, "loss"):
+        assert any(low <= loss <= high and height > 0 for low, high, height in bars), loss
+    return figure
+
+
+CHECKED = {  # each figure of `write_all_figures`, with what it must show checked
+    "pixel_metrics.png": checked_pixel_metrics,
+    "cumulative_quality.png": checked_cumulative_quality,
+    "best_worst.png": checked_best_worst,
+    "target_vs_output.png": checked_target_vs_output,
+    "hero_frame.png": checked_hero_frame,
+    "loss_timeline.png": checked_loss_timeline,
+    "loss_histogram.png": checked_loss_histogram,
+}
+
+
+def png_pixels(source) -> np.ndarray:
+    with Image.open(source) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def check_figures(out_dir: Path, folder: FramesDir, names: list[str] = ALL_FIGURES) -> None:
+    """`out_dir` holds exactly the `names` figures, each the one of its name for the run in
+    `folder`: it shows what `CHECKED` says it must, and the PNG is that figure, pixel for pixel."""
     assert sorted(p.name for p in out_dir.iterdir()) == sorted(names)  # no .part left
+    metrics = json.loads(folder.metrics.read_text())
     for name in names:
-        with Image.open(out_dir / name) as image:
-            assert image.format == "PNG"
-            assert image.width > 200 and image.height > 200, name
-            pixels = np.asarray(image.convert("L"), dtype=np.float32)
-        assert pixels.std() > 0, f"{name} is blank"
+        drawn = io.BytesIO()
+        CHECKED[name](metrics, folder).savefig(drawn, format="png")
+        np.testing.assert_array_equal(png_pixels(out_dir / name), png_pixels(drawn), err_msg=name)
 
 
 def test_write_all_figures(tmp_path: Path) -> None:
     folder = make_run(tmp_path / "frames", count=5)
     paths = write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
     assert [p.name for p in paths] == ALL_FIGURES  # no loss_kind: an older run, original's loss
-    check_figures(tmp_path / "plots")
+    check_figures(tmp_path / "plots", folder)
 
 
 def test_one_frame(tmp_path: Path) -> None:
     folder = make_run(tmp_path / "frames", count=1)
     write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
-    check_figures(tmp_path / "plots")
+    check_figures(tmp_path / "plots", folder)
 
 
 def test_all_corr_null(tmp_path: Path) -> None:
@@ -138,8 +288,9 @@ def test_missing_metrics(tmp_path: Path) -> None:
 def test_rolling_mean_ignores_gaps() -> None:
     series = np.array([1.0, np.nan, 3.0, 5.0])
     assert np.allclose(rolling_mean(series, 3), [1.0, 2.0, 4.0, 4.0])
-    long = rolling_mean(series, 100)  # a window longer than the series
-    assert long.shape == (4,) and np.all((long >= 1.0) & (long <= 5.0))
+    # a window longer than the series is the series' length: 4 values centred on [i-2, i+1]
+    assert np.allclose(rolling_mean(series, 100), [1.0, 2.0, 3.0, 4.0])
+    assert np.allclose(rolling_mean(series, 4), [1.0, 2.0, 3.0, 4.0])
 
 
 def start_plot(*args: str) -> subprocess.Popen:
@@ -164,7 +315,7 @@ def test_plot_script(tmp_path: Path) -> None:
     _, bad_err = bad.communicate(timeout=120)
 
     assert good.returncode == 0, good_err
-    check_figures(tmp_path / "plots")
+    check_figures(tmp_path / "plots", folder)
     assert str(tmp_path / "plots") in good_out
 
     assert bad.returncode != 0
@@ -177,15 +328,14 @@ def test_plot_script(tmp_path: Path) -> None:
 def test_a_full_frame_run_is_drawn_with_its_heads(tmp_path: Path) -> None:
     folder = make_run(tmp_path / "frames", count=3)
     metrics = json.loads(folder.metrics.read_text())
-    metrics.update(layout="full", heads=[2, 5])
+    _change(metrics, layout="full", heads=[2, 5])
     for entry in metrics["frames"]:
         entry["loss_per_head"] = [entry["loss"], entry["loss"]]
     folder.metrics.write_text(json.dumps(metrics))
     assert layout_and_heads(metrics) == ("full", [2, 5])
-    assert layout_and_heads({"args": {"head": 3}}) == ("half", [3])  # runs from before
     assert "heads 2 + 5 transposed" in hero_frame(metrics, folder).axes[1].get_title()
     write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
-    check_figures(tmp_path / "plots")
+    check_figures(tmp_path / "plots", folder)
 
 
 def test_a_sink_run_gets_no_loss_figures(tmp_path: Path) -> None:
@@ -201,7 +351,7 @@ def test_a_sink_run_gets_no_loss_figures(tmp_path: Path) -> None:
         "target_vs_output.png",
         "hero_frame.png",
     ]
-    check_figures(tmp_path / "plots", list(PIXEL_FIGURES))
+    check_figures(tmp_path / "plots", folder, list(PIXEL_FIGURES))
 
 
 def test_a_zscore_run_gets_the_loss_figures_too(tmp_path: Path) -> None:
@@ -210,7 +360,7 @@ def test_a_zscore_run_gets_the_loss_figures_too(tmp_path: Path) -> None:
     assert figure_files(metrics) == ALL_FIGURES
     paths = write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
     assert {"loss_timeline.png", "loss_histogram.png"} <= {p.name for p in paths}
-    check_figures(tmp_path / "plots")
+    check_figures(tmp_path / "plots", folder)
 
 
 def test_best_worst_ranks_by_corr_not_loss(tmp_path: Path) -> None:
@@ -318,7 +468,7 @@ def test_hero_colorbar_says_what_a_level_means(tmp_path: Path) -> None:
     assert "loss" in figure.get_suptitle()  # the original's loss, comparable with its numbers
     assert figure.axes[1].get_title().startswith("gpt2 layer 0\nhead 0")
 
-    metrics.update(render="sink", loss_kind=SINK_LOSS, colormap="viridis")
+    _change(metrics, render="sink", loss_kind=SINK_LOSS, colormap="viridis")
     figure = hero_frame(metrics, folder)
     colorbar = figure.axes[2]
     assert colorbar.get_ylabel() == (
@@ -350,7 +500,7 @@ def test_a_colour_run_shows_rgb_targets(tmp_path: Path) -> None:
     assert len(hero.axes) == 2  # no colorbar: the map is RGB, no colormap to explain
     assert "heads 0, 1, 2" in hero.axes[1].get_title()
     write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
-    check_figures(tmp_path / "plots", list(PIXEL_FIGURES))
+    check_figures(tmp_path / "plots", folder, list(PIXEL_FIGURES))
 
 
 def test_hero_frame_labels_stay_inside_the_figure(
@@ -359,6 +509,6 @@ def test_hero_frame_labels_stay_inside_the_figure(
     folder = make_run(tmp_path / "frames", count=3)
     metrics = json.loads(folder.metrics.read_text())
     # a long local model path and six heads: the two-line title of a colour full-frame run
-    metrics["args"]["model"] = "/home/someone/checkpoints/gpt2-xl-finetuned"
+    metrics["settings"]["model"] = "/home/someone/checkpoints/gpt2-xl-finetuned"
     texts = assert_no_text_overlaps(hero_frame(metrics, folder), monkeypatch)
     assert "key token position" in texts  # the bottom label was drawn, and whole

@@ -17,8 +17,9 @@ from badapple.render import (
     full_frame_sink_picture,
 )
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
-from badapple.targets import DEFAULT_CONTRAST_NATS, aimed_logits, sink_target, target_logits
+from badapple.targets import DEFAULT_CONTRAST_NATS, aimed_target, target_logits
 from badapple.verify import one_layer_gpt2, transformers_attention
+from tests.maps import exact_sink_scores
 
 SIZE = 256  # tokens, as in a real run: the square is more than 1% of the picture
 HEADS = (2, 5)  # any two of the tiny 8-head checkpoint
@@ -45,7 +46,7 @@ def perfect_attention(frame: np.ndarray) -> np.ndarray:
 
 def perfect_sink_attention(frame: np.ndarray) -> np.ndarray:
     """The attention of a head that hits its sink target exactly: [T, T] -> [T+1, T+1]."""
-    logits = sink_target(torch.from_numpy(frame), DEFAULT_CONTRAST_NATS).numpy()
+    logits = exact_sink_scores(torch.from_numpy(frame), DEFAULT_CONTRAST_NATS).numpy()
     return causal_softmax(logits)
 
 
@@ -118,7 +119,7 @@ def solved(request, tiny_eight_heads_checkpoint):
         for layout, heads in (("half", HEADS[:1]), ("full", HEADS)):
             weights = load_head(checkpoint, heads, token_count(SIZE, render))
             pictures = head_pictures(frame[None, None], layout)  # [1, H, T, T]
-            targets = aimed_logits(pictures, render, DEFAULT_CONTRAST_NATS)
+            targets = aimed_target(pictures, render, DEFAULT_CONTRAST_NATS)
             solution = solve_reduced(
                 weights, targets, [1], METHOD_DEFAULTS["reduced"], lambda loss: None
             )

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_flatten
 
 from badapple.checkpoint import open_checkpoint
 from badapple.head import load_head
@@ -12,6 +14,7 @@ from badapple.reachable import (
     reachable_space,
     whiten_embeddings,
 )
+from badapple.solvers import solve_reduced, solver_settings
 from badapple.verify import one_layer_gpt2
 
 
@@ -73,6 +76,19 @@ def test_every_input_lands_inside_the_ellipsoid_and_its_surface_is_reached(tiny_
     assert torch.allclose(whiten_embeddings(lifted, space, weights), surface, atol=1e-4)
 
 
+def test_the_null_space_term_is_exact_on_the_balls_surface(tiny_eight_heads_checkpoint):
+    # On the surface d(1-ε) - d‖u‖² cancels to 2e-4 of d: ‖u‖² summed in float32 would move
+    # s by ~5e-4 of itself. s is computed in float64 and rounded once.
+    weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (1, 4), tokens=16)
+    space = reachable_space(weights)
+    rows = torch.randn(4, 16, space.dims, generator=torch.Generator().manual_seed(2))
+    surface = project_to_ball(rows * 10, space.radius)
+    slack = lift_factored(surface, space, weights).coefficients[..., -1]
+    squared_norm = surface.double().square().sum(dim=-1)
+    exact = (weights.d_model * (1 - weights.ln_eps - squared_norm)).sqrt()
+    assert ((slack.double() - exact) / exact).abs().max() < 1e-6
+
+
 def test_projection_keeps_short_rows_and_shortens_long_ones():
     rows = torch.tensor([[0.3, 0.4], [3.0, 4.0]])
     projected = project_to_ball(rows, 0.5)
@@ -87,3 +103,98 @@ def test_too_many_heads_for_the_model_is_a_clear_error(tiny_checkpoint):
     weights = load_head(open_checkpoint(str(tiny_checkpoint)), (0, 1, 2, 3), tokens=8)
     with pytest.raises(UserError, match="not independent"):
         reachable_space(weights)
+
+
+SIMULATED = torch.device("mps")  # an Apple GPU: no float64 there
+MIXING_ALLOWED = ("__getitem__", "__setitem__", "index_select")  # CPU indices work on a GPU
+
+
+class SimulatedDevice(TorchFunctionMode):
+    """An Apple GPU simulated on the CPU, so that a machine without one can tell what would run
+    there. A tensor created on SIMULATED or moved there is a CPU tensor marked as its: it
+    reports SIMULATED as its device, what is computed from it is SIMULATED's too, and it leaves
+    only by a copy (`.cpu()`, `.to("cpu")`). As on a real GPU, an op mixing it with a CPU tensor
+    (other than a 0-dim one, or an index) raises, and so does its `.numpy()`. `produced` records
+    the op, dtype and device of every tensor made."""
+
+    def __init__(self):
+        super().__init__()
+        self.produced: list[tuple[str, torch.dtype, str]] = []  # (op, dtype, device type)
+
+    @staticmethod
+    def on_device(tensor) -> bool:
+        return isinstance(tensor, torch.Tensor) and getattr(tensor, "_simulated", False)
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = dict(kwargs or {})
+        if getattr(func, "__self__", None) is torch.Tensor.device:  # tensor.device
+            return SIMULATED if self.on_device(args[0]) else func(*args)
+        name = getattr(func, "__name__", str(func))
+        if name == "numpy" and self.on_device(args[0]):
+            raise TypeError(f"can't convert a {SIMULATED} tensor to numpy; copy it to the CPU")
+        # where the op is asked to put its result: Tensor.cpu, Tensor.to's device, device=
+        if func is torch.Tensor.cpu:
+            target = torch.device("cpu")
+        else:
+            asked = [kwargs.get("device")] + (list(args[1:]) if func is torch.Tensor.to else [])
+            devices = [torch.device(a) for a in asked if isinstance(a, str | torch.device)]
+            target = devices[0] if devices else None
+        if target == SIMULATED:  # underneath, the CPU
+            if "device" in kwargs:
+                kwargs["device"] = "cpu"
+            if func is torch.Tensor.to:
+                args = tuple("cpu" if isinstance(a, str | torch.device) else a for a in args)
+        if target is None:  # an op: its result is where its inputs are
+            inputs = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+            lands = any(self.on_device(t) for t in inputs)
+            mixed = [t for t in inputs if not self.on_device(t) and t.dim() > 0]
+            if lands and mixed and name not in MIXING_ALLOWED:
+                raise RuntimeError(f"{name} mixes {SIMULATED} tensors with CPU ones")
+        else:
+            lands = target == SIMULATED
+        result = func(*args, **kwargs)
+        if target is not None and args and result is args[0] and self.on_device(result) != lands:
+            result = result.clone()  # a move is a copy: the original stays where it was
+        for tensor in tree_flatten(result)[0]:
+            if isinstance(tensor, torch.Tensor):
+                tensor._simulated = lands
+                device = SIMULATED.type if lands else tensor.device.type
+                self.produced.append((name, tensor.dtype, device))
+        return result
+
+
+def test_nothing_in_float64_lands_on_the_solve_device(tiny_eight_heads_checkpoint):
+    """An Apple GPU has no float64: the float64 parts of the reduced solver run on the CPU, and
+    what comes back to the device (the ellipsoid, the lift, the solution) is float32 there."""
+    on_cpu = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (0, 2), tokens=12)
+    expected = reachable_space(on_cpu)
+    whitened = random_rows(2, 12, expected.dims, expected.radius)
+    expected_lift = lift_factored(whitened, expected, on_cpu)
+    targets = torch.randn(2, 2, 12, 12, generator=torch.Generator().manual_seed(1))
+    settings = solver_settings("reduced", steps=8)
+
+    with SimulatedDevice() as device:
+        weights = on_cpu.to(SIMULATED)
+        assert weights.position.device == SIMULATED
+        space = reachable_space(weights)
+        lifted = lift_factored(whitened.to(SIMULATED), space, weights)
+        cold = solve_reduced(weights, targets.to(SIMULATED), [1, 2], settings, lambda _: None)
+        warm = solve_reduced(
+            weights, targets.to(SIMULATED), [1, 2], settings, lambda _: None, cold.embeddings
+        )
+        results = [space.offset, space.basis, space.lift, space.null_direction]
+        results += [lifted.coefficients, cold.embeddings, warm.embeddings, warm.loss]
+        assert all(t.device == SIMULATED and t.dtype == torch.float32 for t in results)
+        assert cold.factored.coefficients.device == SIMULATED
+        got_lift = lifted.coefficients.cpu()
+
+    made = {(dtype, where) for _, dtype, where in device.produced}
+    wrong = (torch.float64, SIMULATED.type)
+    float64_there = {op for op, dtype, where in device.produced if (dtype, where) == wrong}
+    assert not float64_there, f"float64 on {SIMULATED}: {sorted(float64_there)}"
+    # the record saw the work: the ellipsoid's and the lift's float64 on the CPU, the solver's
+    # float32 on the device
+    assert {(torch.float64, "cpu"), (torch.float32, SIMULATED.type)} <= made
+    # and the device gives the CPU's answer
+    assert torch.equal(got_lift, expected_lift.coefficients)
+    assert torch.isfinite(warm.loss.cpu()).all()

@@ -8,7 +8,7 @@ from badapple.render import (
     full_frame_sink_picture,
     sink_picture,
 )
-from badapple.targets import sink_target
+from tests.maps import exact_sink_scores
 
 
 def causal_softmax(scores: np.ndarray) -> np.ndarray:
@@ -86,7 +86,7 @@ def test_all_black_and_all_white_rows_render_black_and_white():
 def test_gray_renders_its_level_after_an_exact_fit():
     frame = np.full((8, 8), 0.5, dtype=np.float32)
     frame[6, :3] = 0.25
-    logits = sink_target(torch.from_numpy(frame), 6.0).numpy()  # [9, 9]
+    logits = exact_sink_scores(torch.from_numpy(frame), 6.0).numpy()  # [9, 9]
     picture = sink_picture(causal_softmax(logits))
     lower = np.tri(8, dtype=bool)
     assert np.allclose(picture[lower], frame[lower], atol=1e-6)

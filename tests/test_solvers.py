@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from badapple.solvers import (
     METHOD_DEFAULTS,
     SolverSettings,
     cosine_restarts_lr,
+    cycle_starts,
     frame_generator,
     solve_adam,
     solve_reduced,
@@ -20,7 +22,8 @@ from badapple.targets import (
     DEFAULT_CONTRAST_NATS,
     logit_space_loss,
     picture_target,
-    sink_target,
+    shown_range,
+    shown_range_loss,
     target_logits,
 )
 
@@ -63,7 +66,9 @@ def test_adam_lowers_the_loss_and_returns_gpt2_inputs(tiny_problem):
     solution = solve_adam(weights, targets, [1, 2, 3], SolverSettings(steps=80), losses.append)
     assert solution.embeddings.shape == (3, 16, 64)
     assert solution.loss.shape == (3,)
-    assert len(losses) == 80 // 4 + (80 - 80 // 4)
+    # adam takes every step (the original's method never stops early): 3 starts of 20, then 60
+    assert solution.steps.tolist() == [3 * 20 + 60] * 3
+    assert len(losses) == 20 + 60  # one report per step of the batch
     assert solution.loss.mean() < 0.5 * losses[0]
 
 
@@ -123,13 +128,14 @@ def test_reduced_results_do_not_depend_on_the_batch(tiny_problem):
     assert torch.allclose(together.embeddings[1], alone.embeddings[0], atol=1e-4)
 
 
-def test_a_warm_start_runs_warm_steps_from_the_given_embeddings(tiny_problem):
+def test_a_start_runs_its_steps_from_the_given_embeddings(tiny_problem):
     weights, targets = tiny_problem
-    settings = SolverSettings(steps=60, warm_steps=10, warm_lr=1e-12, lr_min=0.0)
+    settings = SolverSettings(steps=60, lr_min=0.0)
     first = solve_reduced(weights, targets[:1], [1], settings, lambda loss: None)
     losses = []
-    again = solve_reduced(weights, targets[:1], [1], settings, losses.append, first.embeddings)
-    assert len(losses) == 10
+    polish = replace(settings, steps=10, lr=1e-12)
+    again = solve_reduced(weights, targets[:1], [1], polish, losses.append, first.embeddings)
+    assert len(losses) == 10 and again.steps.tolist() == [10]
     # with a vanishing rate the frame stays where it started: no random restart
     assert torch.allclose(again.embeddings, first.embeddings, atol=1e-4)
     # and a frame started from its predecessor's solution ends closer to its own target than
@@ -141,6 +147,35 @@ def test_a_warm_start_runs_warm_steps_from_the_given_embeddings(tiny_problem):
         return float(logit_space_loss(attention_scores(embeddings, weights), targets[1:2]).mean())
 
     assert aimed_loss(moved.embeddings) < 0.5 * aimed_loss(first.embeddings)
+
+
+def test_converged_frames_stop_while_the_others_go_on(tiny_checkpoint):
+    """In one batch: a black frame (every pixel shown once the attention is on the sink), a
+    moving block, and gray noise, which a 16-dimensional head cannot show in 33 tokens. The
+    first two stop at a cycle's end; the noise takes every step, and the frames that left the
+    batch change nothing of it."""
+    size = 32
+    weights = load_head(open_checkpoint(str(tiny_checkpoint)), (0,), tokens=size + 1)
+    noise = torch.rand(1, 1, size, size, generator=torch.Generator().manual_seed(0))
+    frames = torch.cat([torch.zeros(1, 1, size, size), moving_block_clip(1, size), noise])
+    targets = shown_range(frames, DEFAULT_CONTRAST_NATS)  # [3, 1, T+1, T+1]
+    settings = METHOD_DEFAULTS["reduced"]
+    batch = solve_reduced(weights, targets, [1, 2, 3], settings, lambda loss: None)
+    black, block, gray = batch.steps.tolist()
+    starts = cycle_starts(settings.steps, settings.cycle_steps, settings.cycle_growth)
+    assert black in starts and block in starts and gray > max(black, block)
+    assert float(batch.loss[0]) <= settings.converged_loss
+    alone = solve_reduced(weights, targets[2:], [3], settings, lambda loss: None)
+    assert alone.steps.tolist() == [gray]
+    assert torch.allclose(batch.embeddings[2], alone.embeddings[0], atol=1e-5)
+    # a frame started from its own converged solution takes no step at all
+    start = batch.embeddings[:1]
+    again = solve_reduced(weights, targets[:1], [1], settings, lambda loss: None, start)
+    assert again.steps.tolist() == [0]
+    # the original's method takes every step, converged or not
+    original = replace(METHOD_DEFAULTS["adam"], steps=8, seeds=1)
+    taken = solve_reduced(weights, targets, [1, 2, 3], original, lambda loss: None).steps
+    assert taken.tolist() == [8] * 3
 
 
 def test_reduced_shows_a_small_clip_recognisably_in_the_originals_rendering(tiny_checkpoint):
@@ -165,7 +200,7 @@ def test_reduced_shows_a_small_clip_in_true_tone(tiny_checkpoint):
     weights = load_head(open_checkpoint(str(tiny_checkpoint)), (0,), tokens=size + 1)
     clip = moving_block_clip(4, size)
     clip[:, :, 12:14, :] = 0.5  # a gray band must come out gray, not white
-    targets = sink_target(clip, DEFAULT_CONTRAST_NATS)  # [4, 1, 33, 33]
+    targets = shown_range(clip, DEFAULT_CONTRAST_NATS)  # [4, 1, 33, 33]
     solution = solve_reduced(
         weights, targets, [1, 2, 3, 4], METHOD_DEFAULTS["reduced"], lambda loss: None
     )
@@ -196,5 +231,30 @@ def test_the_hand_written_gradient_equals_autograds(tiny_eight_heads_checkpoint)
     reference.sum().backward()
     assert torch.allclose(losses, reference.detach(), rtol=1e-5)
     # float32: entries near 0 carry the rounding of the large ones, so judge on their scale
+    error = (gradient - whitened.grad).abs().max() / whitened.grad.abs().max()
+    assert error < 1e-5, error
+
+
+def test_the_hand_written_shown_range_gradient_equals_autograds(tiny_eight_heads_checkpoint):
+    from badapple.reachable import project_to_ball, queries_keys_from_whitened, reachable_space
+    from badapple.solvers import _whitened_shown_losses
+
+    weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (1, 6), tokens=16)
+    space = reachable_space(weights)
+    generator = torch.Generator().manual_seed(0)
+    whitened = project_to_ball(torch.randn(3, 16, space.dims, generator=generator), space.radius)
+    frames = torch.rand(3, 2, 15, 15, generator=generator)
+    frames[:, :, :5] = 0.0  # black and white rows too: one-sided ranges
+    frames[:, :, 5:9] = 1.0
+    targets = shown_range(frames, DEFAULT_CONTRAST_NATS)
+    losses, gradient = _whitened_shown_losses(space, weights)(whitened, targets)
+
+    whitened = whitened.clone().requires_grad_(True)
+    queries, keys = queries_keys_from_whitened(whitened, space, 2)
+    scores = queries @ keys.transpose(-1, -2) * weights.scale
+    reference = shown_range_loss(scores, targets).mean(-1)  # [3], averaged over the heads
+    reference.sum().backward()
+    assert float(reference.detach().min()) > 0  # something lies outside its range
+    assert torch.allclose(losses, reference.detach(), rtol=1e-5)
     error = (gradient - whitened.grad).abs().max() / whitened.grad.abs().max()
     assert error < 1e-5, error

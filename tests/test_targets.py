@@ -4,12 +4,15 @@ import torch
 
 from badapple.targets import (
     PIXEL_FLOOR,
-    aimed_logits,
+    ShownRange,
+    aimed_target,
     centre_rows,
+    fit_loss,
     logit_space_loss,
     picture_target,
     row_normalised_target,
-    sink_target,
+    shown_range,
+    shown_range_loss,
     target_logits,
 )
 
@@ -102,19 +105,57 @@ def test_a_frame_without_any_pattern_marks_two_percent_of_every_row():
     assert (picture_target(heads, 6.0)[0, 119] > 0).nonzero().flatten().tolist() == [0]
 
 
-def test_sink_target_puts_each_pixel_at_its_log_level_relative_to_the_sink():
+def test_a_shown_range_is_what_shows_each_pixel_within_the_tolerance():
+    frame = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.99, 0.004, 0.0]])
+    ranges = shown_range(frame, contrast_nats=6.0, tolerance=0.02)  # [4, 4]: token 0 the sink
+    low, high = ranges.low, ranges.high
+    # white: at least 1 - 0.02 of the sink's weight, as bright above it as it likes
+    assert math.isclose(float(low[1, 1]), math.log(0.98), rel_tol=1e-5) and high[1, 1] == math.inf
+    assert math.isclose(float(low[3, 1]), math.log(0.97), rel_tol=1e-5) and high[3, 1] == math.inf
+    # gray: within 0.02 either way
+    assert math.isclose(float(low[2, 1]), math.log(0.48), rel_tol=1e-5)
+    assert math.isclose(float(high[2, 1]), math.log(0.52), rel_tol=1e-5)
+    # black: at least `contrast` nats under the sink, as dark as it likes
+    assert low[2, 2] == -math.inf and math.isclose(float(high[2, 2]), -6.0, rel_tol=1e-5)
+    # a dark gray over the black level but under the tolerance: dark as it likes, up to +0.02
+    assert low[3, 2] == -math.inf and math.isclose(float(high[3, 2]), math.log(0.024), rel_tol=1e-5)
+    # free outside the picture: the sink's column, the sink's own row, above the diagonal
+    for row, column in ((1, 0), (0, 0), (0, 1), (1, 2), (2, 3)):
+        assert low[row, column] == -math.inf and high[row, column] == math.inf, (row, column)
+
+
+def test_the_shown_range_loss_pays_only_for_what_shows_wrong():
     frame = torch.tensor([[1.0, 0.0], [0.5, 0.0]])
-    logits = sink_target(frame, contrast_nats=6.0)  # [3, 3]: token 0 the sink
-    assert logits.shape == (3, 3) and (logits.triu(1) == 0).all()
-    relative = logits - logits[:, :1]  # each entry against its row's sink
-    assert math.isclose(float(relative[1, 1]), 0.0, abs_tol=1e-6)  # white: the sink's level
-    assert math.isclose(float(relative[2, 1]), math.log(0.5), rel_tol=1e-6)  # gray
-    assert math.isclose(float(relative[2, 2]), -6.0, rel_tol=1e-6)  # black: floored
-    assert torch.allclose(centre_rows(logits), logits)  # already row-centred
+    ranges = shown_range(frame, contrast_nats=6.0, tolerance=0.02)
+    # scores relative to each row's sink (column 0): white far above, black far below, gray
+    # inside its range: nothing shows wrong, whatever each row's own offset
+    inside = torch.tensor([[0.0, 0.0, 0.0], [3.0, 9.0, 0.0], [-2.0, -2.0 + math.log(0.51), -20.0]])
+    assert float(shown_range_loss(inside, ranges)) == 0.0
+    # the gray pixel 0.1 nats over its range, the white one 0.2 under it: (0.01 + 0.04) / 3
+    wrong = inside.clone()
+    wrong[2, 1] = -2.0 + math.log(0.52) + 0.1
+    wrong[1, 1] = 3.0 + math.log(0.98) - 0.2
+    assert math.isclose(float(shown_range_loss(wrong, ranges)), 0.05 / 3, rel_tol=1e-4)
+    # the sink's own score moves the whole row: the loss sees it in every pixel of that row
+    darker_sink = inside.clone()
+    darker_sink[1, 0] += 0.5  # row 1's one pixel is now 0.5 nats under its sink: 0.5 too dark?
+    assert float(shown_range_loss(darker_sink, ranges)) == 0.0  # no: white's range reaches far
+    darker_sink[2, 0] += 0.5  # but row 2's gray pixel leaves its range
+    assert float(shown_range_loss(darker_sink, ranges)) > 0.0
 
 
-def test_aimed_logits_pick_the_target_of_each_render():
+def test_aimed_target_picks_the_target_of_each_render():
     frames = torch.rand(2, 1, 6, 6)
-    assert torch.equal(aimed_logits(frames, "sink", 6.0), sink_target(frames, 6.0))
-    assert torch.equal(aimed_logits(frames, "zscore", 6.0), picture_target(frames, 6.0))
-    assert torch.equal(aimed_logits(frames, "zscore", None), target_logits(frames))
+    ranges, expected = aimed_target(frames, "sink", 6.0), shown_range(frames, 6.0)
+    assert isinstance(ranges, ShownRange)
+    assert torch.equal(ranges.low, expected.low) and torch.equal(ranges.high, expected.high)
+    assert ranges.shape == (2, 1, 7, 7)
+    assert torch.equal(aimed_target(frames, "zscore", 6.0), picture_target(frames, 6.0))
+    assert torch.equal(aimed_target(frames, "zscore", None), target_logits(frames))
+    # fit_loss measures each against its own kind of target
+    scores = torch.randn(2, 1, 7, 7)
+    assert torch.equal(fit_loss(scores, ranges), shown_range_loss(scores, ranges))
+    logits = target_logits(frames)
+    assert torch.equal(
+        fit_loss(scores[..., 1:, 1:], logits), logit_space_loss(scores[..., 1:, 1:], logits)
+    )

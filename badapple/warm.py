@@ -1,0 +1,147 @@
+"""Warm starts: which frames start from their predecessor's solution, and how; the one policy.
+
+A video's neighbouring frames are nearly the same picture, so a frame can start from its
+predecessor's solution and polish it instead of solving from random starts. But a polish stays
+near where it starts: after a hard cut (white figures on black to black figures on white) the
+old solution holds on, and if its successors start from it in turn, the new scene comes out
+banded for dozens of frames. So, for each batch:
+
+1. `solve_order` batches the frames so that every frame's predecessor was solved in the batch
+   before: batch k holds the k-th frame of `chunk_size` runs of consecutive frames.
+2. A frame starts warm only if its target is of its predecessor's scene (`scene_correlation`
+   at least `cut_correlation`); a new scene, or a frame with no solved predecessor, starts
+   cold.
+3. A warm frame whose picture ends up more than `fall_behind_mae` worse than its predecessor's
+   fell behind: it is solved cold as well, and the better picture is kept. So no warm start can
+   cost a frame more than that margin over a cold solve, whatever the signal of step 2 missed.
+
+Measured on the full-video benchmark (benchmarks/full_video.py, README "Warm starts").
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+
+from badapple.solvers import Solution, SolverSettings, concatenate
+
+FLAT_SPREAD = 1e-6  # a frame whose pixels vary less than this (variance) is flat
+
+
+@dataclass(frozen=True)
+class WarmStarts:
+    steps: int = 200  # most steps of a frame started from its predecessor, in cycles of 50
+    lr: float = 0.02  # their peak rate: enough to move with a dance, not to leave a scene
+    cut_correlation: float = 0.1  # a predecessor less correlated than this: a cut, cold
+    fall_behind_mae: float = 0.005  # a warm picture this much worse than its predecessor's
+
+
+# Per method: the original's starts every frame at random.
+METHOD_WARM_STARTS: dict[str, WarmStarts | None] = {"reduced": WarmStarts(), "adam": None}
+
+
+@dataclass(frozen=True)
+class Predecessor:
+    """What a frame's warm start needs of the frame before it."""
+
+    embeddings: torch.Tensor  # [T', d] its solution
+    picture: torch.Tensor  # [C, T, T] its target, in [0, 1]
+    mae: float | None  # its picture's mae against that target; None: not known
+
+
+def solve_order(todo: list[int], chunk_size: int, *, warm: bool) -> list[list[int]]:
+    """The frames to solve together, batch after batch.
+
+    Without warm starts: consecutive chunks of `todo`. With them, `todo` is cut into
+    `chunk_size` runs of consecutive frames and batch k holds the k-th frame of every run:
+    frames from distant parts of the video, each following its own predecessor, which the
+    batch before solved.
+    """
+    if not warm:
+        return [todo[first : first + chunk_size] for first in range(0, len(todo), chunk_size)]
+    run_length = -(-len(todo) // chunk_size) if todo else 0  # ceil
+    runs = [todo[first : first + run_length] for first in range(0, len(todo), run_length or 1)]
+    return [[run[k] for run in runs if k < len(run)] for k in range(run_length)]
+
+
+def scene_correlation(pictures: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+    """How much of one scene two frames are: [B, C, T, T] each -> [B], the Pearson correlation
+    of their pixels. A dance move or a fade keeps it high (a fade is the same picture, scaled),
+    a hard cut drops it to about 0, or below (white figures on black to black on white).
+    Where either frame is flat (all black, say), it is 1 - |change of mean level|.
+
+    Measured on the dance video of benchmarks/clips.py: 0.18 and more for 99% of consecutive
+    frames of one scene, 0.06 and less across every hard cut.
+    """
+    shown, before = pictures.flatten(1).double(), previous.flatten(1).double()  # [B, n]
+    shown_centred = shown - shown.mean(dim=1, keepdim=True)
+    before_centred = before - before.mean(dim=1, keepdim=True)
+    spread = (shown_centred.square().sum(1) * before_centred.square().sum(1)).sqrt()
+    flat = spread <= FLAT_SPREAD * shown.shape[1]
+    correlation = (shown_centred * before_centred).sum(1) / spread.clamp(min=1e-30)
+    level = 1 - (shown.mean(1) - before.mean(1)).abs()
+    return torch.where(flat, level, correlation).float()
+
+
+def warm_settings(settings: SolverSettings, warm: WarmStarts) -> SolverSettings:
+    """The solver settings of a warm frame: one start, `warm.steps` at `warm.lr`, in cycles of
+    equal length (most stop after two)."""
+    return replace(settings, steps=warm.steps, lr=warm.lr, seeds=1, cycle_growth=1)
+
+
+Solve = Callable[[list[int], dict[int, torch.Tensor]], Solution]  # frames, starts -> Solution
+Judge = Callable[[list[int], Solution], list[dict]]  # frames, their Solution -> records
+
+
+def solve_batch(
+    frames: list[int],
+    pictures: torch.Tensor,
+    predecessors: dict[int, Predecessor],
+    warm: WarmStarts | None,
+    solve: Solve,
+    judge: Judge,
+) -> tuple[Solution, list[dict]]:
+    """Solve a batch by the policy above: frames [B], their targets [B, C, T, T], the solved
+    predecessors found ({frame: Predecessor}); `solve` runs the solver from the starts it is
+    given (the rest cold), `judge` renders a Solution's frames as records with their "mae".
+
+    Returns the kept Solution and its records, each with "start": "warm", "cold", or "cold
+    again" (it fell behind warm, and the cold solve is kept), and "steps": the solver's steps
+    for it, both solves counted.
+    """
+    starts = {}
+    if warm is not None:
+        known = [index for index, frame in enumerate(frames) if frame in predecessors]
+        if known:
+            previous = torch.stack([predecessors[frames[index]].picture for index in known])
+            correlations = scene_correlation(pictures[known].to(previous.device), previous)
+            starts = {
+                frames[index]: predecessors[frames[index]].embeddings
+                for index, correlation in zip(known, correlations.tolist(), strict=True)
+                if correlation >= warm.cut_correlation
+            }
+    solution = solve(frames, starts)
+    records = judge(frames, solution)
+    for frame, record, steps in zip(frames, records, solution.steps.tolist(), strict=True):
+        record.update(start="warm" if frame in starts else "cold", steps=steps)
+    behind = [
+        index
+        for index, frame in enumerate(frames)
+        if frame in starts
+        and records[index]["mae"] > (predecessors[frame].mae or 0.0) + warm.fall_behind_mae
+    ]
+    if not behind:
+        return solution, records
+
+    again_frames = [frames[index] for index in behind]
+    again = solve(again_frames, {})
+    again_records = judge(again_frames, again)
+    keep = list(range(len(frames)))  # each frame's index into [solution | again]
+    for position, (index, record) in enumerate(zip(behind, again_records, strict=True)):
+        steps = records[index]["steps"] + int(again.steps[position])
+        if record["mae"] < records[index]["mae"]:  # else the warm picture stays
+            keep[index] = len(frames) + position
+            records[index] = {**record, "start": "cold again"}
+        records[index]["steps"] = steps
+    kept = concatenate([solution, again]).take(torch.tensor(keep))
+    return replace(kept, steps=torch.tensor([record["steps"] for record in records])), records
