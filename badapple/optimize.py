@@ -289,7 +289,7 @@ def optimize(
     target for adam under zscore; `blur` None: the render's default.
     """
     run = _resolve(**locals())
-    plan = _plan(run, force)
+    plan = _plan(run, force, chunk_size)
     metrics = _start_metrics(run, plan, force)
     _render_again(run, plan, metrics)
     _solve(run, plan, metrics, chunk_size)
@@ -393,7 +393,7 @@ def _resolve(
     )
 
 
-def _plan(run: Run, force: bool) -> Plan:
+def _plan(run: Run, force: bool, chunk_size: int) -> Plan:
     """Which frames are solved (and kept), which are drawn again, which are solved; printed."""
     held = _solved_frames(run.folder, run.solved_with, force)  # frame -> its chunk file
     if force:
@@ -418,7 +418,7 @@ def _plan(run: Run, force: bool) -> Plan:
     )
     print(
         f"frames {run.wanted.start}..{run.wanted.stop - 1}: {len(run.wanted) - len(todo)} done, "
-        f"{len(todo)} to do"
+        f"{len(todo)} to do in chunks of {chunk_size}"
         + (f"; {len(rerender)} solved frames to render again" if rerender else "")
     )
     return Plan(

@@ -76,9 +76,9 @@ METHOD_DEFAULTS = {
         # (a cross-fade's gray everywhere) gets long cycles to settle in
         cycle_steps=50,
         cycle_growth=2,
-        # at 1e-5 a true-tone frame shows every pixel within its tolerance but for ~0.3% of a
-        # nat; a frame still losing 10% of its loss in a cycle is still getting better
-        converged_loss=1e-5,
+        # at 1e-4 a true-tone frame shows every pixel within its tolerance but for 1% of a nat
+        # (rms); a frame still losing 10% of its loss in a cycle is still getting better
+        converged_loss=1e-4,
         converged_fall=0.1,
     ),
 }

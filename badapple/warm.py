@@ -11,9 +11,10 @@ banded for dozens of frames. So, for each batch:
 2. A frame starts warm only if its target is of its predecessor's scene (`scene_correlation`
    at least `cut_correlation`); a new scene, or a frame with no solved predecessor, starts
    cold.
-3. A warm frame whose picture ends up more than `fall_behind_mae` worse than its predecessor's
-   fell behind: it is solved cold as well, and the better picture is kept. So no warm start can
-   cost a frame more than that margin over a cold solve, whatever the signal of step 2 missed.
+3. A warm frame whose picture ends up more than `fall_behind_mae` worse than its predecessor's,
+   or worse than `check_above_mae` at all, fell behind: it is solved cold as well, and the
+   better picture is kept. So a warm start costs a frame at most that margin over a cold solve,
+   whatever step 2 missed, or leaves it no worse than the check's level.
 
 Measured on the full-video benchmark (benchmarks/full_video.py, README "Warm starts").
 """
@@ -34,6 +35,7 @@ class WarmStarts:
     lr: float = 0.02  # their peak rate: enough to move with a dance, not to leave a scene
     cut_correlation: float = 0.1  # a predecessor less correlated than this: a cut, cold
     fall_behind_mae: float = 0.005  # a warm picture this much worse than its predecessor's
+    check_above_mae: float = 0.02  # or this bad, whatever its predecessor: solved cold as well
 
 
 # Per method: the original's starts every frame at random.
@@ -83,6 +85,13 @@ def scene_correlation(pictures: torch.Tensor, previous: torch.Tensor) -> torch.T
     return torch.where(flat, level, correlation).float()
 
 
+def _fell_behind(mae: float, predecessor_mae: float | None, warm: WarmStarts) -> bool:
+    """Whether a warm frame's picture (its mae) may be worse than a cold solve's: worse than
+    its predecessor's by the margin (a cut step 2 missed), or bad outright (a cross-fade drifts
+    by less than the margin a frame, and its predecessor was no better)."""
+    return mae > (predecessor_mae or 0.0) + warm.fall_behind_mae or mae > warm.check_above_mae
+
+
 def warm_settings(settings: SolverSettings, warm: WarmStarts) -> SolverSettings:
     """The solver settings of a warm frame: one start, `warm.steps` at `warm.lr`, in cycles of
     equal length (most stop after two)."""
@@ -127,8 +136,7 @@ def solve_batch(
     behind = [
         index
         for index, frame in enumerate(frames)
-        if frame in starts
-        and records[index]["mae"] > (predecessors[frame].mae or 0.0) + warm.fall_behind_mae
+        if frame in starts and _fell_behind(records[index]["mae"], predecessors[frame].mae, warm)
     ]
     if not behind:
         return solution, records

@@ -213,48 +213,36 @@ def test_reduced_shows_a_small_clip_in_true_tone(tiny_checkpoint):
     assert abs(float(np.mean([p[13, :14] for p in pictures])) - 0.5) < 0.05
 
 
-def test_the_hand_written_gradient_equals_autograds(tiny_eight_heads_checkpoint):
+def _gradient_targets(kind: str, generator: torch.Generator):
+    """Targets of 3 frames on 2 heads at 16 tokens, and their loss: row-centred logits
+    (z-score), or shown ranges of frames with black and white rows too (one-sided ranges)."""
+    if kind == "logits":
+        return target_logits(torch.rand(3, 2, 16, 16, generator=generator)), logit_space_loss
+    frames = torch.rand(3, 2, 15, 15, generator=generator)
+    frames[:, :, :5], frames[:, :, 5:9] = 0.0, 1.0
+    return shown_range(frames, DEFAULT_CONTRAST_NATS), shown_range_loss
+
+
+@pytest.mark.parametrize("kind", ["logits", "shown ranges"])
+def test_the_hand_written_gradient_equals_autograds(kind, tiny_eight_heads_checkpoint):
     from badapple.reachable import project_to_ball, queries_keys_from_whitened, reachable_space
-    from badapple.solvers import _whitened_losses
+    from badapple.solvers import _whitened_losses, _whitened_shown_losses
 
     weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (1, 6), tokens=16)
     space = reachable_space(weights)
     generator = torch.Generator().manual_seed(0)
     whitened = project_to_ball(torch.randn(3, 16, space.dims, generator=generator), space.radius)
-    targets = target_logits(torch.rand(3, 2, 16, 16, generator=generator))
-    losses, gradient = _whitened_losses(space, weights)(whitened, targets)
+    targets, loss = _gradient_targets(kind, generator)
+    by_hand = _whitened_losses if kind == "logits" else _whitened_shown_losses
+    losses, gradient = by_hand(space, weights)(whitened, targets)
 
     whitened = whitened.clone().requires_grad_(True)
     queries, keys = queries_keys_from_whitened(whitened, space, 2)
     scores = queries @ keys.transpose(-1, -2) * weights.scale
-    reference = logit_space_loss(scores, targets).mean(-1)  # [3], averaged over the heads
+    reference = loss(scores, targets).mean(-1)  # [3], averaged over the heads
     reference.sum().backward()
+    assert float(reference.detach().min()) > 0  # something to fit in every frame
     assert torch.allclose(losses, reference.detach(), rtol=1e-5)
     # float32: entries near 0 carry the rounding of the large ones, so judge on their scale
-    error = (gradient - whitened.grad).abs().max() / whitened.grad.abs().max()
-    assert error < 1e-5, error
-
-
-def test_the_hand_written_shown_range_gradient_equals_autograds(tiny_eight_heads_checkpoint):
-    from badapple.reachable import project_to_ball, queries_keys_from_whitened, reachable_space
-    from badapple.solvers import _whitened_shown_losses
-
-    weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (1, 6), tokens=16)
-    space = reachable_space(weights)
-    generator = torch.Generator().manual_seed(0)
-    whitened = project_to_ball(torch.randn(3, 16, space.dims, generator=generator), space.radius)
-    frames = torch.rand(3, 2, 15, 15, generator=generator)
-    frames[:, :, :5] = 0.0  # black and white rows too: one-sided ranges
-    frames[:, :, 5:9] = 1.0
-    targets = shown_range(frames, DEFAULT_CONTRAST_NATS)
-    losses, gradient = _whitened_shown_losses(space, weights)(whitened, targets)
-
-    whitened = whitened.clone().requires_grad_(True)
-    queries, keys = queries_keys_from_whitened(whitened, space, 2)
-    scores = queries @ keys.transpose(-1, -2) * weights.scale
-    reference = shown_range_loss(scores, targets).mean(-1)  # [3], averaged over the heads
-    reference.sum().backward()
-    assert float(reference.detach().min()) > 0  # something lies outside its range
-    assert torch.allclose(losses, reference.detach(), rtol=1e-5)
     error = (gradient - whitened.grad).abs().max() / whitened.grad.abs().max()
     assert error < 1e-5, error

@@ -59,7 +59,7 @@ def _fake(frames: list[int], maes: dict[tuple[int, bool], float]):
 
 
 def test_a_cut_starts_cold_and_a_warm_frame_that_falls_behind_is_solved_again():
-    policy = WarmStarts(cut_correlation=0.1, fall_behind_mae=0.005)
+    policy = WarmStarts(cut_correlation=0.1, fall_behind_mae=0.005, check_above_mae=0.02)
     frames = [2, 3, 4, 5]
     pictures = torch.zeros(4, 1, 4, 4)
     pictures[:, :, :2] = 1.0  # white over black...
@@ -71,7 +71,7 @@ def test_a_cut_starts_cold_and_a_warm_frame_that_falls_behind_is_solved_again():
     maes = {
         (2, True): 0.012,  # warm, close to its predecessor's 0.01: kept
         (3, False): 0.02,  # the cut, cold
-        (4, True): 0.03,  # warm, fell behind (0.01 + 0.005 < 0.03)...
+        (4, True): 0.018,  # warm, fell behind its predecessor (0.01 + 0.005 < 0.018)...
         (4, False): 0.011,  # ... and cold is better: kept
         (5, False): 0.01,
     }
@@ -87,8 +87,16 @@ def test_a_cut_starts_cold_and_a_warm_frame_that_falls_behind_is_solved_again():
     maes[4, False] = 0.04
     solve, judge, calls = _fake(frames, maes)
     solution, records = solve_batch(frames, pictures, predecessors, policy, solve, judge)
-    assert records[2] == {"mae": 0.03, "start": "warm", "steps": 30}
+    assert records[2] == {"mae": 0.018, "start": "warm", "steps": 30}
     assert solution.embeddings[2, 0, 0] == 1.0
+    # a warm frame no worse than its predecessor, but bad outright (a cross-fade drifts by
+    # less than the margin a frame): solved cold as well
+    drifting = {frame: Predecessor(torch.zeros(2, 3), before, 0.024) for frame in (2, 3, 4)}
+    maes.update({(2, True): 0.025, (2, False): 0.015, (4, True): 0.012})
+    solve, judge, calls = _fake(frames, maes)
+    _, records = solve_batch(frames, pictures, drifting, policy, solve, judge)
+    assert calls == [([2, 3, 4, 5], [2, 4]), ([2], [])]
+    assert [r["start"] for r in records] == ["cold again", "cold", "warm", "cold"]
     # without warm starts (the original's method) every frame is cold, once
     solve, judge, calls = _fake(frames, {**maes, (2, False): 0.01})
     solve_batch(frames, pictures, predecessors, None, solve, judge)
