@@ -46,7 +46,9 @@ def test_the_solver_on_the_gpu_finds_what_the_cpu_finds(tiny_checkpoint):
     clip = block_frames(3, 32)
     targets = shown_range(clip, DEFAULT_CONTRAST_NATS)  # [3, 1, 33, 33]
     settings = METHOD_DEFAULTS["reduced"]
-    on_gpu = solve_reduced(weights.to("cuda"), targets.cuda(), [1, 2, 3], settings, lambda loss: 0)
+    on_gpu = solve_reduced(
+        weights.to("cuda"), targets.to("cuda"), [1, 2, 3], settings, lambda loss: 0
+    )
     on_cpu = solve_reduced(weights, targets, [1, 2, 3], settings, lambda loss: None)
     assert on_gpu.embeddings.device.type == "cuda"
     embeddings = on_gpu.embeddings.cpu()

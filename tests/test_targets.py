@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from badapple.targets import (
@@ -105,18 +106,18 @@ def test_a_frame_without_any_pattern_marks_two_percent_of_every_row():
     assert (picture_target(heads, 6.0)[0, 119] > 0).nonzero().flatten().tolist() == [0]
 
 
-def test_a_shown_range_is_what_shows_each_pixel_within_the_tolerance():
+def test_a_shown_range_is_what_shows_each_pixel_right():
     frame = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.0, 0.0], [0.99, 0.004, 0.0]])
     ranges = shown_range(frame, contrast_nats=6.0, tolerance=0.02)  # [4, 4]: token 0 the sink
     low, high = ranges.low, ranges.high
     # white: at least 1 - 0.02 of the sink's weight, as bright above it as it likes
     assert math.isclose(float(low[1, 1]), math.log(0.98), rel_tol=1e-5) and high[1, 1] == math.inf
     assert math.isclose(float(low[3, 1]), math.log(0.97), rel_tol=1e-5) and high[3, 1] == math.inf
-    # gray: within 0.02 either way
-    assert math.isclose(float(low[2, 1]), math.log(0.48), rel_tol=1e-5)
-    assert math.isclose(float(high[2, 1]), math.log(0.52), rel_tol=1e-5)
+    # gray: its level exactly
+    assert math.isclose(float(low[2, 1]), math.log(0.5), rel_tol=1e-6)
+    assert math.isclose(float(high[2, 1]), math.log(0.5), rel_tol=1e-6)
     # black: at least `contrast` nats under the sink, as dark as it likes
-    assert low[2, 2] == -math.inf and math.isclose(float(high[2, 2]), -6.0, rel_tol=1e-5)
+    assert low[2, 2] == -math.inf and math.isclose(float(high[2, 2]), -6.0, rel_tol=1e-6)
     # a dark gray over the black level but under the tolerance: dark as it likes, up to +0.02
     assert low[3, 2] == -math.inf and math.isclose(float(high[3, 2]), math.log(0.024), rel_tol=1e-5)
     # free outside the picture: the sink's column, the sink's own row, above the diagonal
@@ -127,21 +128,21 @@ def test_a_shown_range_is_what_shows_each_pixel_within_the_tolerance():
 def test_the_shown_range_loss_pays_only_for_what_shows_wrong():
     frame = torch.tensor([[1.0, 0.0], [0.5, 0.0]])
     ranges = shown_range(frame, contrast_nats=6.0, tolerance=0.02)
-    # scores relative to each row's sink (column 0): white far above, black far below, gray
-    # inside its range: nothing shows wrong, whatever each row's own offset
-    inside = torch.tensor([[0.0, 0.0, 0.0], [3.0, 9.0, 0.0], [-2.0, -2.0 + math.log(0.51), -20.0]])
-    assert float(shown_range_loss(inside, ranges)) == 0.0
-    # the gray pixel 0.1 nats over its range, the white one 0.2 under it: (0.01 + 0.04) / 3
-    wrong = inside.clone()
-    wrong[2, 1] = -2.0 + math.log(0.52) + 0.1
+    # scores relative to each row's sink (column 0): white far above, black far below, gray at
+    # its level: nothing shows wrong, whatever each row's own offset
+    right = torch.tensor([[0.0, 0.0, 0.0], [3.0, 9.0, 0.0], [-2.0, -2.0 + math.log(0.5), -20.0]])
+    assert float(shown_range_loss(right, ranges)) == 0.0
+    # the gray pixel 0.1 nats over its level, the white one 0.2 under its range: (0.01 + 0.04) / 3
+    wrong = right.clone()
+    wrong[2, 1] += 0.1
     wrong[1, 1] = 3.0 + math.log(0.98) - 0.2
     assert math.isclose(float(shown_range_loss(wrong, ranges)), 0.05 / 3, rel_tol=1e-4)
     # the sink's own score moves the whole row: the loss sees it in every pixel of that row
-    darker_sink = inside.clone()
+    darker_sink = right.clone()
     darker_sink[1, 0] += 0.5  # row 1's one pixel is now 0.5 nats under its sink: 0.5 too dark?
     assert float(shown_range_loss(darker_sink, ranges)) == 0.0  # no: white's range reaches far
-    darker_sink[2, 0] += 0.5  # but row 2's gray pixel leaves its range
-    assert float(shown_range_loss(darker_sink, ranges)) > 0.0
+    darker_sink[2, 0] += 0.5  # but row 2's gray pixel leaves its level
+    assert float(shown_range_loss(darker_sink, ranges)) == pytest.approx(0.25 / 3)
 
 
 def test_aimed_target_picks_the_target_of_each_render():
