@@ -16,8 +16,9 @@ PIXEL_FLOOR = 1e-8  # keeps black pixels finite: log(1e-8) sits ~18 nats under w
 FLAT_ROW_RANGE = 1e-3  # a row whose causal pixels span less than this shows no pattern
 FLAT_FRAME_MARK = 0.02  # in a frame of such rows only: the share of each row marked
 DEFAULT_CONTRAST_NATS = 6.0  # black this far under white: e^-6 = 0.25% of white's weight
-# How far, in levels of [0, 1], a true-tone picture may show a pixel from its target before the
-# fit pays: 5 of 255 levels, about the noise of compressed video in flat black and white.
+# How near white (or black) a pixel may be and still count as white (black): then only its
+# other side is fitted (`shown_range`). 5 of 255 levels, about the noise of compressed video in
+# flat black and white.
 PIXEL_TOLERANCE = 0.02
 
 
@@ -147,9 +148,9 @@ def shown_range(
     (row-centred, as under the z-score render) pays for. And d is measured against the sink,
     so a row whose level is off as a whole pays in every pixel, as the band it shows does; the
     row-centred error paid for it once. The tolerance keeps compression noise in flat white and
-    black one-sided; measured on noisy shadow-art frames (README "True tone") one-sided ranges
-    of a gray pixel too (within the tolerance either way) lost the gray's exact level: mae
-    0.014 against 0.006 on a photo-like clip.
+    black one-sided. A gray pixel gets no tolerance: with a range of +-tolerance around it too,
+    the colour benchmark's photo-like clip came out at mae 0.015-0.016 against 0.005-0.012 now
+    (benchmarks/colour.py, gray and colour half frame).
     """
     black = math.exp(-contrast_nats)
     level = torch.log(frames.clamp(min=black))  # ln p, floored at black
