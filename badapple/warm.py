@@ -13,8 +13,8 @@ banded for dozens of frames. So, for each batch:
    cold.
 3. A warm frame whose picture ends up more than `fall_behind_mae` worse than its predecessor's,
    or worse than `check_above_mae` at all, fell behind: it is solved cold as well, and the
-   better picture is kept. So a warm start costs a frame at most that margin over a cold solve,
-   whatever step 2 missed, or leaves it no worse than the check's level.
+   better picture is kept. So a warm frame ends within that margin of its predecessor's picture
+   and under the check's level, or no worse than its own cold solve, whatever step 2 missed.
 
 Measured on the full-video benchmark (benchmarks/full_video.py, README "Warm starts").
 """
