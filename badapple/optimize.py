@@ -18,7 +18,7 @@ import shutil
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -362,6 +362,8 @@ def _resolve(
             f"{checkpoint.n_positions - (tokens - size)} or less"
         )
     warm = METHOD_WARM_STARTS[method]
+    if warm is not None and render != "sink":  # a z-score picture's mae (~0.2) is no absolute
+        warm = replace(warm, check_above_mae=None)
     return Run(
         folder=folder,
         wanted=wanted,
@@ -537,11 +539,20 @@ def solve_video_batch(
             method, weights, aimed[index], frames, settings, report, starts, start_settings
         )
 
+    # The policy judges the picture before any blur: --blur changes the pictures, never what is
+    # solved. With a blur, the kept frames are then drawn again as shown.
+    unblurred = replace(look, blur=0.0)
+
     def judge(frames: list[int], solution: Solution) -> list[dict]:
         index = [batch.index(frame) for frame in frames]
-        return look.judge(weights, pictures[index], solution.embeddings)
+        return unblurred.judge(weights, pictures[index], solution.embeddings)
 
-    return solve_batch(batch, pictures, predecessors, warm, solve, judge)
+    solution, records = solve_batch(batch, pictures, predecessors, warm, solve, judge)
+    if look.blur:
+        shown = look.judge(weights, pictures, solution.embeddings)
+        facts = [{name: record[name] for name in SOLVE_FACTS} for record in records]
+        records = [{**drawn, **fact} for drawn, fact in zip(shown, facts, strict=True)]
+    return solution, records
 
 
 def _finish(run: Run, plan: Plan, metrics: dict, verify: int) -> None:
@@ -647,7 +658,7 @@ def _solved_frames(folder: FramesDir, solved_with: dict, force: bool) -> dict[in
         ours = _as_flag(name, solved_with.get(name))
         which = (
             f"a run with {_as_flag(name, theirs.get(name))}, not {ours}"
-            if theirs
+            if theirs and set(solved_with) <= set(theirs)  # else settings it did not have
             else "embeddings from an older optimize.py"
         )
         raise UserError(

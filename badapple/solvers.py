@@ -299,7 +299,8 @@ def _adam_phase(
     best, best_losses = start.clone(), torch.full((len(start),), math.inf, device=start.device)
     beta1, beta2 = ADAM_BETAS
     starts = cycle_starts(steps, settings.cycle_steps, settings.cycle_growth)
-    stops = set(starts) if may_stop else set()
+    converges = settings.converged_loss > 0 or settings.converged_fall > 0
+    stops = set(starts) if may_stop and converges else set()
     for step in range(steps):
         losses, gradient = variables.losses_and_gradient(current, targets)
         if step in stops:

@@ -7,7 +7,7 @@ old solution holds on, and if its successors start from it in turn, the new scen
 banded for dozens of frames. So, for each batch:
 
 1. `solve_order` batches the frames so that every frame's predecessor was solved in the batch
-   before: batch k holds the k-th frame of `chunk_size` runs of consecutive frames.
+   before: batch k holds the k-th frame of up to `chunk_size` runs of consecutive frames.
 2. A frame starts warm only if its target is of its predecessor's scene (`scene_correlation`
    at least `cut_correlation`); a new scene, or a frame with no solved predecessor, starts
    cold.
@@ -35,7 +35,9 @@ class WarmStarts:
     lr: float = 0.02  # their peak rate: enough to move with a dance, not to leave a scene
     cut_correlation: float = 0.1  # a predecessor less correlated than this: a cut, cold
     fall_behind_mae: float = 0.005  # a warm picture this much worse than its predecessor's
-    check_above_mae: float = 0.02  # or this bad, whatever its predecessor: solved cold as well
+    # or this bad, whatever its predecessor: solved cold as well. None: no such check (a z-score
+    # picture's mae, ~0.2, says nothing absolute)
+    check_above_mae: float | None = 0.02
 
 
 # Per method: the original's starts every frame at random.
@@ -54,8 +56,9 @@ class Predecessor:
 def solve_order(todo: list[int], chunk_size: int, *, warm: bool) -> list[list[int]]:
     """The frames to solve together, batch after batch.
 
-    Without warm starts: consecutive chunks of `todo`. With them, `todo` is cut into
-    `chunk_size` runs of consecutive frames and batch k holds the k-th frame of every run:
+    Without warm starts: consecutive chunks of `todo`. With them, `todo` is cut into runs of
+    ceil(len / chunk_size) consecutive frames (so at most `chunk_size` runs: 100 frames in
+    chunks of 64 make 50 runs of 2) and batch k holds the k-th frame of every run:
     frames from distant parts of the video, each following its own predecessor, which the
     batch before solved.
     """
@@ -75,27 +78,31 @@ def scene_correlation(pictures: torch.Tensor, previous: torch.Tensor) -> torch.T
     Measured on the dance video of benchmarks/clips.py: 0.18 and more for 99% of consecutive
     frames of one scene, 0.06 and less across every hard cut.
     """
-    shown, before = pictures.flatten(1).double(), previous.flatten(1).double()  # [B, n]
+    # in float64 on the CPU: an Apple GPU has none, and the frames are few
+    shown, before = (frames.flatten(1).cpu().double() for frames in (pictures, previous))
     shown_centred = shown - shown.mean(dim=1, keepdim=True)
     before_centred = before - before.mean(dim=1, keepdim=True)
     spread = (shown_centred.square().sum(1) * before_centred.square().sum(1)).sqrt()
     flat = spread <= FLAT_SPREAD * shown.shape[1]
     correlation = (shown_centred * before_centred).sum(1) / spread.clamp(min=1e-30)
     level = 1 - (shown.mean(1) - before.mean(1)).abs()
-    return torch.where(flat, level, correlation).float()
+    return torch.where(flat, level, correlation).float()  # [B], on the CPU
 
 
 def _fell_behind(mae: float, predecessor_mae: float | None, warm: WarmStarts) -> bool:
     """Whether a warm frame's picture (its mae) may be worse than a cold solve's: worse than
     its predecessor's by the margin (a cut step 2 missed), or bad outright (a cross-fade drifts
     by less than the margin a frame, and its predecessor was no better)."""
-    return mae > (predecessor_mae or 0.0) + warm.fall_behind_mae or mae > warm.check_above_mae
+    if mae > (predecessor_mae or 0.0) + warm.fall_behind_mae:
+        return True
+    return warm.check_above_mae is not None and mae > warm.check_above_mae
 
 
 def warm_settings(settings: SolverSettings, warm: WarmStarts) -> SolverSettings:
     """The solver settings of a warm frame: one start, `warm.steps` at `warm.lr`, in cycles of
     equal length (most stop after two)."""
-    return replace(settings, steps=warm.steps, lr=warm.lr, seeds=1, cycle_growth=1)
+    lr_min = min(settings.lr_min, warm.lr)  # a --lr-min above the polish's peak: flat at it
+    return replace(settings, steps=warm.steps, lr=warm.lr, lr_min=lr_min, seeds=1, cycle_growth=1)
 
 
 Solve = Callable[[list[int], dict[int, torch.Tensor]], Solution]  # frames, starts -> Solution

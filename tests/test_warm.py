@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from badapple.chunks import read_inputs_embeds
 from badapple.optimize import optimize
 from badapple.solvers import Solution
 from badapple.storage import FramesDir, write_json, write_png
@@ -140,3 +141,34 @@ def test_the_frames_after_a_hard_cut_end_as_good_as_their_cold_solves(tmp_path, 
         cold = optimize(model=str(tiny_checkpoint), frames_dir=str(alone), device="cpu")
         cold_mae, video_mae = cold["frames"][0]["mae"], records[index + 1]["mae"]
         assert video_mae <= cold_mae + AFTER_CUT_MARGIN, (index + 1, video_mae, cold_mae)
+
+
+def test_a_blur_changes_the_pictures_not_what_is_solved(tmp_path, tiny_checkpoint):
+    """The policy judges each frame's picture before the blur: the same frames solved with
+    --blur 3 and without hold the same embeddings and started the same way."""
+    clip = np.concatenate(
+        [make_clip("silhouettes", 4, 32, seed=0), make_clip("inverted", 4, 32, seed=1)]
+    )
+    runs = {}
+    for blur in (0.0, 3.0):
+        folder = _frames_folder(tmp_path / f"blur{blur}", clip, "blur")
+        metrics = optimize(
+            model=str(tiny_checkpoint), frames_dir=str(folder), device="cpu", chunk_size=2,
+            blur=blur,
+        )  # fmt: skip
+        embeddings = dict(saved_inputs_embeds_of(FramesDir(folder)))
+        runs[blur] = metrics, embeddings
+    (sharp, sharp_embeddings), (blurred, blurred_embeddings) = runs[0.0], runs[3.0]
+    assert [r["start"] for r in sharp["frames"]] == [r["start"] for r in blurred["frames"]]
+    assert [r["steps"] for r in sharp["frames"]] == [r["steps"] for r in blurred["frames"]]
+    for frame, embeddings in sharp_embeddings.items():
+        assert torch.equal(embeddings, blurred_embeddings[frame]), frame
+    # and the pictures are drawn as asked: blurred ones differ from the sharp ones
+    assert blurred["frames"][0]["mae"] != sharp["frames"][0]["mae"]
+
+
+def saved_inputs_embeds_of(folder: FramesDir):
+    """(frame, inputs_embeds [T, d]) of every frame a folder's chunk files hold."""
+    for path in sorted(folder.embeddings.glob("chunk_*.safetensors")):
+        frames, embeddings = read_inputs_embeds(path)
+        yield from zip(frames.tolist(), embeddings, strict=True)
