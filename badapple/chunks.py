@@ -10,9 +10,11 @@
 
 and the JSON metadata "badapple": {"settings": the settings that decide what was solved (the
 model and its hub commit, layout, heads, render, contrast, method, solver settings, tokens),
-"seconds_per_frame": the solver's time}. The reduced solver's inputs lie row by row in a small
-affine subspace (reachable.py: the heads' whitened queries and keys, one null-space direction,
-minus wpe), so k = 2·H·64 + 1 numbers a row hold them exactly: 129 instead of 1,600 for one head.
+"seconds_per_frame": the time a frame took (solving, and judging its warm start),
+"solve_facts": for each frame, how it started and its steps}. The reduced solver's inputs lie
+row by row in a small affine subspace (reachable.py: the heads' whitened queries and keys, one
+null-space direction, minus wpe), so k = 2·H·64 + 1 numbers a row hold them exactly: 129
+instead of 1,600 for one head.
 
 These files are the one record of what is solved: the PNGs and metrics.json derive from them, so
 a lost PNG or another colormap is re-rendered, not re-solved. Files are named chunk_00001... in
@@ -45,6 +47,7 @@ class ChunkInfo:
     frames: list[int]
     settings: dict
     seconds_per_frame: float
+    solve_facts: dict[int, dict]  # frame -> how it was solved: {"start": ..., "steps": ...}
 
 
 def chunk_number(path: Path) -> int | None:
@@ -65,8 +68,11 @@ def write_chunk(
     embeddings: torch.Tensor | Factored,
     settings: dict,
     seconds_per_frame: float,
+    solve_facts: list[dict] | None = None,
 ) -> None:
-    """Save one chunk: `embeddings` [n, T, d] as they are, or `Factored` in its compact form."""
+    """Save one chunk: `embeddings` [n, T, d] as they are, or `Factored` in its compact form;
+    `solve_facts`, one a frame, say how each was solved (kept with it, so that a picture drawn
+    again from this file still says so)."""
     tensors = {"frames": torch.tensor(frames, dtype=torch.int64)}
     if isinstance(embeddings, Factored):
         tensors["coefficients"] = embeddings.coefficients
@@ -76,7 +82,11 @@ def write_chunk(
         tensors["embeddings"] = embeddings
     tensors = {name: t.float().contiguous().cpu() if t.is_floating_point() else t.contiguous()
                for name, t in tensors.items()}  # fmt: skip
-    record = {"settings": settings, "seconds_per_frame": seconds_per_frame}
+    record = {
+        "settings": settings,
+        "seconds_per_frame": seconds_per_frame,
+        "solve_facts": solve_facts or [{} for _ in frames],
+    }
     # Serialised here and written by Python, so a full disk raises OSError(ENOSPC) like every
     # other write (safetensors' own save_file reports I/O errors as its own exception type).
     data = save(tensors, metadata={METADATA_KEY: json.dumps(record)})
@@ -108,10 +118,13 @@ def chunk_info(path: Path) -> ChunkInfo | None:
         return None
     if frames.ndim != 1 or len(frames) != rows or not isinstance(record, dict):
         return None
+    facts = record.get("solve_facts")
+    facts = facts if isinstance(facts, list) and len(facts) == rows else [{}] * rows
     return ChunkInfo(
         frames=frames.tolist(),
         settings=record.get("settings", {}),
         seconds_per_frame=float(record.get("seconds_per_frame", 0.0)),
+        solve_facts=dict(zip(frames.tolist(), facts, strict=True)),
     )
 
 

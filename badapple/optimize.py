@@ -248,8 +248,6 @@ class Plan:
     todo: list[int]  # frames to solve
     rerender: list[int]  # solved frames whose PNG or record must be drawn again
     records: dict[int, dict]  # frame -> its record in metrics.json
-    # frame -> how it was solved (SOLVE_FACTS), kept from the record of a frame drawn again
-    solve_facts: dict[int, dict]
     previous_seconds: float  # the optimisation time of the frames kept
 
 
@@ -404,11 +402,6 @@ def _plan(run: Run, force: bool, chunk_size: int) -> Plan:
     metrics = _previous_metrics(run.folder)
     records = _valid_records(run.folder, metrics, run.solved_with, run.display, held, run.size)
     rerender = sorted(frame for frame in held if frame not in records)
-    solve_facts = {
-        record["frame"]: {name: record[name] for name in SOLVE_FACTS if name in record}
-        for record in metrics.get("frames", [])
-        if record.get("frame") in held and record.get("embeddings") == held[record["frame"]].name
-    }
     checkpoint, settings, warm = run.checkpoint, run.settings, run.warm
     print(
         f"{checkpoint.name}: d={checkpoint.n_embd}, "
@@ -428,7 +421,6 @@ def _plan(run: Run, force: bool, chunk_size: int) -> Plan:
         todo=todo,
         rerender=rerender,
         records=records,
-        solve_facts=solve_facts,
         previous_seconds=0.0 if force else metrics.get("total_seconds", 0.0),
     )
 
@@ -453,7 +445,7 @@ def _start_metrics(run: Run, plan: Plan, force: bool) -> dict:
 def _render_again(run: Run, plan: Plan, metrics: dict) -> None:
     """Draw the solved frames of `plan.rerender` from their chunk files, without solving."""
     for path, chunk, embeddings in saved_inputs_embeds(plan.held, plan.rerender):  # [n, T', d]
-        seconds = chunk_info(path).seconds_per_frame
+        info = chunk_info(path)
         for first in range(0, len(chunk), RENDER_BATCH):
             batch = chunk[first : first + RENDER_BATCH]
             pictures = _targets(run.folder, batch, run.look.channels).to(run.device)
@@ -461,11 +453,10 @@ def _render_again(run: Run, plan: Plan, metrics: dict) -> None:
             records = run.look.judge(run.weights, pictures, rows)
             _write_pngs(run, batch, records)
             for frame, record in zip(batch, records, strict=True):
-                facts = plan.solve_facts.get(frame, {})
                 plan.records[frame] = {
                     **record,
-                    **facts,
-                    "seconds": seconds,
+                    **info.solve_facts[frame],
+                    "seconds": info.seconds_per_frame,
                     "embeddings": path.name,
                 }
             _write_metrics(run.folder, metrics, plan.records)
@@ -496,9 +487,9 @@ def _solve(run: Run, plan: Plan, metrics: dict, chunk_size: int) -> None:
             )  # fmt: skip
             seconds = (time.perf_counter() - solved_at) / len(batch)
             path = next_chunk_path(run.folder.embeddings)
-            write_chunk(
-                path, batch, solution.factored or solution.embeddings, run.solved_with, seconds
-            )
+            facts = [{name: record[name] for name in SOLVE_FACTS} for record in records]
+            saved = solution.factored or solution.embeddings
+            write_chunk(path, batch, saved, run.solved_with, seconds, facts)
             plan.held.update(dict.fromkeys(batch, path))
             _write_pngs(run, batch, records)
             for frame, record, embeddings, picture in zip(

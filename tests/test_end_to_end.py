@@ -296,6 +296,11 @@ def assert_same_outputs(
             continue
         for name in ("loss", "mae", "iou", "corr"):
             assert record[name] == pytest.approx(reference_record[name], abs=1e-5), name
+        # how it was solved, too: from the chunk file where a stop left no record
+        assert (record["start"], record["steps"]) == (
+            reference_record["start"],
+            reference_record["steps"],
+        ), record["frame"]
     for frame in sorted(set(range(1, COUNT + 1)) - solved_again):
         difference = read_rgb_png(folder.output_png(frame)).astype(int) - read_rgb_png(
             reference.output_png(frame)
