@@ -90,9 +90,11 @@ VIDEO_SETTINGS = ("source", "fps", "fit", "start", "duration", "frame_count")
 LOSS_KINDS = {
     "zscore": "original: logit MSE against log of the row-normalised frame",
     "sink": "sink: mean squared distance of each pixel's logit relative to the sink to the "
-    "range that shows it within the tolerance (targets.shown_range)",
+    "range that shows it right (targets.shown_range)",
 }
 SOLVE_FACTS = ("start", "steps")  # a record's facts of how its frame was solved, not drawn
+
+
 # the solve settings that are optimize.py flags of the same name (the others are fixed defaults)
 FLAG_SETTINGS = (
     "model",
@@ -487,9 +489,8 @@ def _solve(run: Run, plan: Plan, metrics: dict, chunk_size: int) -> None:
             )  # fmt: skip
             seconds = (time.perf_counter() - solved_at) / len(batch)
             path = next_chunk_path(run.folder.embeddings)
-            facts = [{name: record[name] for name in SOLVE_FACTS} for record in records]
             saved = solution.factored or solution.embeddings
-            write_chunk(path, batch, saved, run.solved_with, seconds, facts)
+            write_chunk(path, batch, saved, run.solved_with, seconds, _solve_facts(records))
             plan.held.update(dict.fromkeys(batch, path))
             _write_pngs(run, batch, records)
             for frame, record, embeddings, picture in zip(
@@ -541,7 +542,7 @@ def solve_video_batch(
     solution, records = solve_batch(batch, pictures, predecessors, warm, solve, judge)
     if look.blur:
         shown = look.judge(weights, pictures, solution.embeddings)
-        facts = [{name: record[name] for name in SOLVE_FACTS} for record in records]
+        facts = _solve_facts(records)
         records = [{**drawn, **fact} for drawn, fact in zip(shown, facts, strict=True)]
     return solution, records
 
@@ -754,6 +755,11 @@ def _predecessors(
             mae = plan.records.get(frame, {}).get("mae")
             found[frame + 1] = Predecessor(rows.to(run.device), picture.to(run.device), mae)
     return found
+
+
+def _solve_facts(records: list[dict]) -> list[dict]:
+    """Each record's SOLVE_FACTS: how its frame was solved, kept in its chunk file."""
+    return [{name: record[name] for name in SOLVE_FACTS} for record in records]
 
 
 def _write_pngs(run: Run, frames: list[int], records: list[dict]) -> None:
