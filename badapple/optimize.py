@@ -493,12 +493,12 @@ def _solve(run: Run, plan: Plan, metrics: dict, chunk_size: int) -> None:
             write_chunk(path, batch, saved, run.solved_with, seconds, _solve_facts(records))
             plan.held.update(dict.fromkeys(batch, path))
             _write_pngs(run, batch, records)
+            solved = {}  # this batch's frames only: the older ones are no predecessors now
             for frame, record, embeddings, picture in zip(
                 batch, records, solution.embeddings, pictures, strict=True
             ):
                 plan.records[frame] = {**record, "seconds": seconds, "embeddings": path.name}
                 solved[frame] = Predecessor(embeddings, picture, record["mae"])
-            solved = {frame: solved[frame] for frame in batch}  # older ones are not needed
             metrics["total_seconds"] += time.perf_counter() - started
             started = time.perf_counter()
             _write_metrics(run.folder, metrics, plan.records)

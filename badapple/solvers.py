@@ -328,7 +328,7 @@ def _adam_phase(
         )
         on_step(float(losses.mean()))
     else:
-        if len(active) and stops:  # the last cycle's end: the best of all of them
+        if stops:  # the last cycle's end: the best of all of them
             losses, _ = variables.losses_and_gradient(current, targets)
             better = losses < best_losses
             best[better] = current[better]

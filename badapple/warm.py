@@ -130,7 +130,7 @@ def solve_batch(
         known = [index for index, frame in enumerate(frames) if frame in predecessors]
         if known:
             previous = torch.stack([predecessors[frames[index]].picture for index in known])
-            correlations = scene_correlation(pictures[known].to(previous.device), previous)
+            correlations = scene_correlation(pictures[known], previous)
             starts = {
                 frames[index]: predecessors[frames[index]].embeddings
                 for index, correlation in zip(known, correlations.tolist(), strict=True)
