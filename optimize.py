@@ -1,10 +1,11 @@
-"""Stage 2: fit GPT-2's layer-0 attention to every target frame; render and score the maps.
+"""Stage 2: fit a GPT-2 layer's attention to every target frame; render and score the maps.
 
     uv run python optimize.py                                  # GPT-2 XL, head 0, all frames
     uv run python optimize.py --model ./my-gpt2 --head 3 --frames 1:64 --verify 4
     uv run python optimize.py --full-frame --heads 0,1         # the whole square, two heads
     uv run python optimize.py --render zscore                  # the original's look
     uv run python optimize.py --full-frame                     # colour targets: heads 0..5
+    uv run python optimize.py --layer 47 --head 3              # a head of GPT-2 XL's last layer
 
 Reads frames/meta.json and frames/targets/*.png. Writes frames/embeddings/chunk_*.safetensors
 (the inputs_embeds and the settings they were solved with: the record), and from them
@@ -16,6 +17,8 @@ True tone (--render sink, the default) puts an attention sink at token 0, so a f
 takes T+1 tokens and each pixel shows its weight relative to its row's sink weight.
 Colour targets (download.py --color) play R, G and B on three heads of one forward pass (six in
 full frame), and the PNGs show each head's true-tone map as one channel.
+--layer L plays on heads of layer L: its attention is solved as layer 0's is, then inputs are
+found whose residual stream entering layer L gives it (blocks 0..L-1 run forward a few times).
 Resumes: solved frames are not solved again; a missing or damaged PNG or metrics.json, or
 another --blur or --colormap, is drawn again from the saved embeddings; --force solves again.
 Ctrl-C or kill stops it with exit code 130 and keeps every finished chunk. One run per folder:
@@ -102,7 +105,14 @@ def main() -> None:
         "--head",
         type=int,
         default=None,
-        help="layer-0 attention head of a gray half-frame run (default 0); other runs take --heads",
+        help="attention head of a gray half-frame run (default 0); other runs take --heads",
+    )
+    parser.add_argument(
+        "--layer",
+        type=int,
+        default=0,
+        help="the layer whose heads play the video (default 0, the original's); a deeper "
+        "layer costs forwards through the layers before it",
     )
     parser.add_argument(
         "--full-frame",
@@ -206,6 +216,8 @@ def main() -> None:
         parser.error("--init-scale must be a positive finite number")
     if args.head is not None and args.head < 0:
         parser.error("--head must be >= 0")
+    if args.layer < 0:
+        parser.error("--layer must be >= 0")
     args.heads = _head_list(parser, args.heads) if args.heads is not None else None
     if args.verify < 0:
         parser.error("--verify must be >= 0")

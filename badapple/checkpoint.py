@@ -42,14 +42,33 @@ from badapple.errors import UserError
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-# All that layer 0's attention depends on (the head's weights, and what --verify loads).
-ATTENTION_TENSORS = (
-    "wpe.weight",  # [n_positions, d]
-    "h.0.ln_1.weight",  # [d]
-    "h.0.ln_1.bias",  # [d]
-    "h.0.attn.c_attn.weight",  # [d, 3d], a Conv1D laid out [Q | K | V]
-    "h.0.attn.c_attn.bias",  # [3d]
-)
+POSITION_TABLE = "wpe.weight"  # [n_positions, d]
+
+
+def attention_tensors(layer: int) -> tuple[str, ...]:
+    """What a layer's attention scores depend on, given the residual stream entering it."""
+    return (
+        f"h.{layer}.ln_1.weight",  # [d]
+        f"h.{layer}.ln_1.bias",  # [d]
+        f"h.{layer}.attn.c_attn.weight",  # [d, 3d], a Conv1D laid out [Q | K | V]
+        f"h.{layer}.attn.c_attn.bias",  # [3d]
+    )
+
+
+def block_prefix(layer: int) -> str:
+    """The prefix of every tensor of one block: its norms, attention and MLP."""
+    return f"h.{layer}."
+
+
+def played_layer_tensors(layer: int) -> tuple[str, ...]:
+    """All that layer `layer`'s attention depends on: the position table, blocks 0..layer-1
+    whole (a name ending in "." stands for every tensor under it) and the layer's own norm and
+    projections. Layer 0's is all a run of today's needed: the head's weights and --verify."""
+    blocks = tuple(block_prefix(index) for index in range(layer))
+    return (POSITION_TABLE, *blocks, *attention_tensors(layer))
+
+
+ATTENTION_TENSORS = played_layer_tensors(0)
 # Checkpoints saved from GPT2LMHeadModel prefix every name with "transformer."; GPT2Model's don't.
 _NAME_PREFIXES = ("", "transformer.")
 SINGLE_FILE = "model.safetensors"
@@ -65,7 +84,8 @@ CACHE_FOLDER = "badapple-layer0"  # inside the Hugging Face hub cache
 class Checkpoint:
     """A GPT-2 checkpoint: its config and which local safetensors file holds each tensor.
 
-    For a hub id the files are our cache of its layer 0, so only ATTENTION_TENSORS are there.
+    For a hub id the files are our cache of what the played layer needs, so only the tensors
+    of `played_layer_tensors` are there.
     """
 
     name: str  # as the user gave it: a hub id or a local directory
@@ -82,22 +102,57 @@ class Checkpoint:
         return int(self.config["n_head"])
 
     @property
+    def n_layer(self) -> int:
+        return int(self.config.get("n_layer", 12))  # GPT2Config's default
+
+    @property
     def n_positions(self) -> int:
         return int(self.config.get("n_positions", self.config.get("n_ctx", 1024)))
 
 
-def open_checkpoint(model: str) -> Checkpoint:
-    """A local directory as it is, or a hub id's layer 0 (fetched by ranges once, then cached)."""
+def open_checkpoint(model: str, layer: int = 0) -> Checkpoint:
+    """A local directory as it is, or what a hub id's `layer` needs (`played_layer_tensors`,
+    fetched by ranges once, then cached)."""
     local = Path(model).expanduser()
     if local.is_dir():
-        return _open_directory(model, local)
+        checkpoint = _open_directory(model, local)
+        check_layer(checkpoint.name, checkpoint.config, layer)
+        return checkpoint
     if local.exists():
         raise UserError(f"--model {model} is a file; pass a checkpoint directory or a hub id")
-    return _open_hub(model)
+    return _open_hub(model, layer)
+
+
+def check_layer(name: str, config: dict, layer: int) -> None:
+    """Refuse a layer the model does not have, before any weight is read."""
+    layers = int(config.get("n_layer", 12))  # GPT2Config's default
+    if not 0 <= layer < layers:
+        raise UserError(
+            f"--layer {layer} is out of range: {name} has {layers} layer"
+            f"{'s' if layers > 1 else ''}; pick one of 0..{layers - 1}"
+        )
+
+
+def tensor_names(checkpoint: Checkpoint, wanted: tuple[str, ...] | list[str]) -> list[str]:
+    """`wanted` with each name ending in "." replaced by the checkpoint's tensors under it."""
+    names = []
+    for name in wanted:
+        if not name.endswith("."):
+            names.append(name)
+            continue
+        under = sorted(plain for plain in checkpoint.tensor_files if plain.startswith(name))
+        if not under:
+            raise UserError(
+                f"{checkpoint.name} lacks {name}*; it is not a complete GPT-2 checkpoint"
+            )
+        names.extend(under)
+    return names
 
 
 def read_tensors(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Tensor]:
-    """Read the named tensors (plain GPT2Model names, e.g. 'wpe.weight') as float32."""
+    """Read the named tensors (plain GPT2Model names, e.g. 'wpe.weight'; one ending in "."
+    stands for every tensor under it) as float32."""
+    names = tensor_names(checkpoint, names)
     missing = [name for name in names if name not in checkpoint.tensor_files]
     if missing:
         raise UserError(
@@ -151,8 +206,8 @@ def _gpt2_config(model: str, text: bytes | str, where: str) -> dict:
 # --- the hub: pin, fetch by ranges, cache ------------------------------------------------------
 
 
-def _open_hub(repo_id: str) -> Checkpoint:
-    """The layer 0 of a hub repository at its current commit, from the cache or fetched."""
+def _open_hub(repo_id: str, layer: int) -> Checkpoint:
+    """What `layer` needs of a hub repository at its current commit, from the cache or fetched."""
     from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
     from huggingface_hub.utils import validate_repo_id
 
@@ -163,7 +218,7 @@ def _open_hub(repo_id: str) -> Checkpoint:
             f"--model {repo_id} is neither a local directory nor a hub id; check the path"
         ) from None
     if _hub_offline():
-        return _from_newest_cache(repo_id, "HF_HUB_OFFLINE is set", degraded=False)
+        return _from_newest_cache(repo_id, "HF_HUB_OFFLINE is set", layer, degraded=False)
     try:
         filesystem, root, revision = _locate_on_hub(repo_id)
     except RepositoryNotFoundError:  # also a gated or private repository we may not see
@@ -173,10 +228,12 @@ def _open_hub(repo_id: str) -> Checkpoint:
         ) from None
     except Exception as error:  # no network, a proxy, a timeout: all mean "the hub is away"
         why = f"the hub cannot be reached ({_first_line(error)})"
-        return _from_newest_cache(repo_id, why, degraded=True)
+        return _from_newest_cache(repo_id, why, layer, degraded=True)
 
-    cache_file = _cache_path(repo_id, revision)
-    config = _checked_cache(cache_file)
+    pieces = _cache_pieces(layer)
+    files = {piece: _cache_path(repo_id, revision, piece) for piece in pieces}
+    configs = {piece: _checked_cache(files[piece], pieces[piece]) for piece in pieces}
+    config = next((config for config in configs.values() if config is not None), None)
     if config is None:
         try:
             config_text = filesystem.cat_file(f"{root}/config.json")
@@ -188,14 +245,44 @@ def _open_hub(repo_id: str) -> Checkpoint:
         except Exception as error:  # the connection dropped or the hub refused the read
             raise _fetch_failed(repo_id, error) from None
         config = _gpt2_config(repo_id, config_text, f"{repo_id}/config.json")
+    check_layer(repo_id, config, layer)  # before a deeper layer's blocks are fetched
+    missing = [piece for piece in pieces if configs[piece] is None]
+    if missing:
+        wanted = [name for piece in missing for name in pieces[piece]]
         try:
-            tensors = fetch_tensors(filesystem, root, ATTENTION_TENSORS, label=repo_id)
+            tensors = fetch_tensors(filesystem, root, wanted, repo_id, _needed(layer))
         except UserError:
             raise
         except Exception as error:
             raise _fetch_failed(repo_id, error) from None
-        _write_cache(cache_file, tensors, repo_id, revision, config)
-    return _cached_checkpoint(repo_id, revision, cache_file, config)
+        for piece in missing:
+            held = {name: t for name, t in tensors.items() if wanted_tensor(name, pieces[piece])}
+            _write_cache(files[piece], held, repo_id, revision, config)
+    return _cached_checkpoint(repo_id, revision, files, config)
+
+
+def _cache_pieces(layer: int) -> dict[str, tuple[str, ...]]:
+    """The cache entries `layer` needs: a name for the file -> the tensors it holds.
+
+    Every run needs layer 0's entry ("": the position table and layer 0's attention); a deeper
+    layer adds one entry per whole block before it, which every deeper layer shares, and one
+    for its own norm and projections.
+    """
+    pieces = {"": ATTENTION_TENSORS}
+    if layer > 0:
+        pieces.update({f"block{index}": (block_prefix(index),) for index in range(layer)})
+        pieces[f"attention{layer}"] = attention_tensors(layer)
+    return pieces
+
+
+def _needed(layer: int) -> str:
+    """What a fetch is for, on its progress bar."""
+    return "layer 0" if layer == 0 else f"blocks 0..{layer - 1} and layer {layer}"
+
+
+def wanted_tensor(name: str, wanted: tuple[str, ...] | list[str]) -> bool:
+    """Whether `name` is one of `wanted`, or under one of its prefixes (names ending in ".")."""
+    return any(name == want or (want.endswith(".") and name.startswith(want)) for want in wanted)
 
 
 def _locate_on_hub(repo_id: str) -> tuple["AbstractFileSystem", str, str]:
@@ -241,11 +328,14 @@ def fetch_tensors(
     root: str,
     names: tuple[str, ...] | list[str],
     label: str = "checkpoint",
+    what: str = "layer 0",
 ) -> dict[str, torch.Tensor]:
-    """Read `names` (plain names) from the safetensors checkpoint under `root`, by byte ranges.
+    """Read `names` (plain names; one ending in "." stands for every tensor under it) from the
+    safetensors checkpoint under `root`, by byte ranges.
 
     `filesystem` is any fsspec filesystem (HfFileSystem, a local one in the tests); only the
-    headers and the named tensors' bytes are read. Tensors keep their stored dtype.
+    headers and the named tensors' bytes are read. Tensors keep their stored dtype. `what` the
+    tensors are for names them on the progress bar.
     """
     headers = {}  # file -> (its header entries, where its data starts)
 
@@ -277,8 +367,19 @@ def fetch_tensors(
             "as safetensors"
         )
 
-    spans = {}  # plain name -> _Span
+    plain_names = []  # the prefixes expanded, each to the stored tensors under it
     for name in names:
+        if not name.endswith("."):
+            plain_names.append(name)
+            continue
+        plain_stored = {stored.removeprefix(_NAME_PREFIXES[1]) for stored in file_of}
+        under = sorted(plain for plain in plain_stored if plain.startswith(name))
+        if not under:
+            raise UserError(f"{label} lacks {name}*; it is not a complete GPT-2 checkpoint")
+        plain_names.extend(under)
+
+    spans = {}  # plain name -> _Span
+    for name in plain_names:
         stored = next((p + name for p in _NAME_PREFIXES if p + name in file_of), None)
         if stored is None:
             raise UserError(f"{label} lacks {name}; it is not a complete GPT-2 checkpoint")
@@ -298,7 +399,7 @@ def fetch_tensors(
         total=total,
         unit="B",
         unit_scale=True,
-        desc=f"{label}: layer 0, {total / 1e6:.1f} of {whole / 1e6:,.0f} MB",
+        desc=f"{label}: {what}, {total / 1e6:.1f} of {whole / 1e6:,.0f} MB",
     ) as bar:
         for path in sorted({span.path for span in spans.values()}):
             # cache_type="none": each read is exactly one ranged request, no read-ahead.
@@ -307,7 +408,7 @@ def fetch_tensors(
                 for name, span in sorted(in_file, key=lambda item: item[1].start):
                     data = _read_range(file, span, bar)
                     tensors[name] = torch.frombuffer(data, dtype=span.dtype).reshape(span.shape)
-    return {name: tensors[name] for name in names}
+    return {name: tensors[name] for name in plain_names}
 
 
 def _read_header(filesystem: "AbstractFileSystem", path: str) -> tuple[dict, int]:
@@ -390,8 +491,9 @@ def _cache_folder(repo_id: str) -> Path:
     return cache_root() / ("models--" + repo_id.replace("/", "--"))
 
 
-def _cache_path(repo_id: str, revision: str) -> Path:
-    return _cache_folder(repo_id) / f"{revision}.safetensors"
+def _cache_path(repo_id: str, revision: str, piece: str = "") -> Path:
+    """<commit>.safetensors for layer 0's entry, <commit>.<piece>.safetensors for the others."""
+    return _cache_folder(repo_id) / f"{revision}{'.' + piece if piece else ''}.safetensors"
 
 
 def _tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -417,8 +519,9 @@ def _write_cache(
     partial.replace(path)
 
 
-def _checked_cache(path: Path) -> dict | None:
-    """The config of a cache entry whose tensors match their SHA-256; None if absent or bad."""
+def _checked_cache(path: Path, wanted: tuple[str, ...]) -> dict | None:
+    """The config of a cache entry that holds `wanted` with tensors matching their SHA-256;
+    None if absent or bad (a bad one is deleted)."""
     if not path.is_file():
         return None
     try:
@@ -429,37 +532,47 @@ def _checked_cache(path: Path) -> dict | None:
         intact = metadata.get("sha256") == _tensors_digest(tensors)
     except Exception:  # a truncated or foreign file: the Rust reader's errors have no base class
         intact = False
-    if intact and set(ATTENTION_TENSORS) <= tensors.keys():
+    if intact and all(any(wanted_tensor(name, (want,)) for name in tensors) for want in wanted):
         return config
     warnings.warn(f"{path} was damaged and is deleted; it is fetched again online", stacklevel=3)
     path.unlink(missing_ok=True)
     return None
 
 
-def _from_newest_cache(repo_id: str, why: str, degraded: bool) -> Checkpoint:
-    """The most recently fetched revision of `repo_id`, for when the hub cannot be asked.
+def _from_newest_cache(repo_id: str, why: str, layer: int, degraded: bool) -> Checkpoint:
+    """The most recently fetched revision of `repo_id` that holds what `layer` needs, for when
+    the hub cannot be asked.
 
     `degraded`: the hub was wanted but is away, so the cached commit may be out of date (warn).
     """
     folder = _cache_folder(repo_id)
-    entries = sorted(folder.glob("*.safetensors"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for cache_file in entries:
-        config = _checked_cache(cache_file)
-        if config is not None:
-            revision = cache_file.stem
-            message = f"{why}: using {repo_id} at commit {revision[:12]}, cached in {cache_file}"
+    pieces = _cache_pieces(layer)
+    # layer 0's entries, one a commit (<commit>.safetensors; the others have a second dot)
+    entries = [path for path in folder.glob("*.safetensors") if "." not in path.stem]
+    for entry in sorted(entries, key=lambda path: path.stat().st_mtime, reverse=True):
+        revision = entry.stem
+        files = {piece: _cache_path(repo_id, revision, piece) for piece in pieces}
+        configs = [_checked_cache(files[piece], pieces[piece]) for piece in pieces]
+        if all(config is not None for config in configs):
+            check_layer(repo_id, configs[0], layer)
+            message = f"{why}: using {repo_id} at commit {revision[:12]}, cached in {folder}"
             if degraded:
                 warnings.warn(message, stacklevel=3)
             else:
                 print(message)
-            return _cached_checkpoint(repo_id, revision, cache_file, config)
+            return _cached_checkpoint(repo_id, revision, files, configs[0])
     raise UserError(
-        f"cannot fetch {repo_id}: {why} and {folder} holds no copy of its layer 0; run once "
-        "with the network (HF_HUB_OFFLINE unset), or pass a local checkpoint directory"
+        f"cannot fetch {repo_id}: {why} and {folder} holds no copy of its {_needed(layer)}; "
+        "run once with the network (HF_HUB_OFFLINE unset), or pass a local checkpoint directory"
     )
 
 
-def _cached_checkpoint(repo_id: str, revision: str, cache_file: Path, config: dict) -> Checkpoint:
-    config = _gpt2_config(repo_id, json.dumps(config), str(cache_file))
-    tensor_files = {name: (cache_file, name) for name in ATTENTION_TENSORS}
+def _cached_checkpoint(
+    repo_id: str, revision: str, files: dict[str, Path], config: dict
+) -> Checkpoint:
+    config = _gpt2_config(repo_id, json.dumps(config), str(files[""]))
+    tensor_files = {}
+    for file in files.values():
+        with safe_open(str(file), framework="pt") as handle:  # reads the header only
+            tensor_files.update({name: (file, name) for name in handle.keys()})
     return Checkpoint(name=repo_id, config=config, tensor_files=tensor_files, revision=revision)

@@ -1,12 +1,14 @@
 """The GPT-2 head: its few weights, taken from a checkpoint (see checkpoint.py), and its forward.
 
-Only layer 0 matters, and of it only the queries and keys of the chosen heads, so the whole
-model is never built: we read `wpe`, `h.0.ln_1` and keep the head's columns of `h.0.attn.c_attn`
+Only the played layer matters, and of it only the queries and keys of the chosen heads, so the
+whole model is never built: we read `h.L.ln_1` and keep the heads' columns of `h.L.attn.c_attn`
 (a Conv1D, used as x @ W + b with W [d, 3d] laid out as [Q | K | V]) and run
 
-    H = LayerNorm_ln1(X + wpe[:T]);  Q = H Wq + bq;  K = H Wk + bk;  S = Q Kᵀ / sqrt(head_dim)
+    H = LayerNorm_ln1(X + P);  Q = H Wq + bq;  K = H Wk + bk;  S = Q Kᵀ / sqrt(head_dim)
 
-which is exactly the score GPT-2 feeds its causal softmax.
+which is exactly the score GPT-2 feeds its causal softmax. At layer 0, X is the input embedding
+and P = wpe[:T]; at a deeper layer X is the residual stream entering it, which holds the
+positions already (residual.py), and P = 0.
 """
 
 import math
@@ -15,16 +17,16 @@ from dataclasses import dataclass, fields, replace
 import torch
 import torch.nn.functional as F
 
-from badapple.checkpoint import ATTENTION_TENSORS, Checkpoint, read_tensors
+from badapple.checkpoint import POSITION_TABLE, Checkpoint, attention_tensors, read_tensors
 from badapple.errors import UserError
 
 
 @dataclass(frozen=True)
 class HeadWeights:
-    """What layer 0 needs to turn input embeddings into the scores of some of its heads."""
+    """What a layer needs to turn its input into the scores of some of its heads."""
 
     heads: tuple[int, ...]  # which heads, in the order their maps come out
-    position: torch.Tensor  # [T, d] wpe rows 0..T-1
+    position: torch.Tensor  # [T, d] wpe rows 0..T-1 at layer 0; zeros deeper
     ln_weight: torch.Tensor  # [d] ln_1's gamma
     ln_bias: torch.Tensor  # [d] ln_1's beta
     # The heads' query columns of c_attn, head after head, then their key columns: [Wq | Wk].
@@ -50,8 +52,10 @@ class HeadWeights:
         return replace(self, **moved)
 
 
-def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], tokens: int) -> HeadWeights:
-    """The layer-0 weights of `heads` for sequences of `tokens` tokens."""
+def load_head(
+    checkpoint: Checkpoint, heads: tuple[int, ...], tokens: int, layer: int = 0
+) -> HeadWeights:
+    """The weights of `heads` of `layer` for sequences of `tokens` tokens."""
     d, n_head = checkpoint.n_embd, checkpoint.n_head
     for head in heads:
         if not 0 <= head < n_head:
@@ -64,8 +68,9 @@ def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], tokens: int) -> He
             f"{tokens} tokens need {tokens} positions but {checkpoint.name} "
             f"has {checkpoint.n_positions}; rerun download.py with a smaller --size"
         )
-    tensors = read_tensors(checkpoint, list(ATTENTION_TENSORS))
-    qkv_weight, qkv_bias = tensors["h.0.attn.c_attn.weight"], tensors["h.0.attn.c_attn.bias"]
+    ln_weight, ln_bias, qkv_weight, qkv_bias = read_tensors(
+        checkpoint, list(attention_tensors(layer))
+    ).values()
     if qkv_weight.shape != (d, 3 * d):
         raise UserError(
             f"{checkpoint.name}: c_attn is {tuple(qkv_weight.shape)}, expected "
@@ -75,12 +80,17 @@ def load_head(checkpoint: Checkpoint, heads: tuple[int, ...], tokens: int) -> He
     query_columns = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
     columns = torch.cat([query_columns, query_columns + d])  # K follows Q in c_attn's output
     scale = 1 / math.sqrt(head_dim) if checkpoint.config.get("scale_attn_weights", True) else 1.0
-    # scale_attn_by_inverse_layer_idx would divide by layer index + 1, which is 1 at layer 0.
+    if checkpoint.config.get("scale_attn_by_inverse_layer_idx", False):
+        scale /= layer + 1  # as GPT2Attention does
+    if layer == 0:
+        position = read_tensors(checkpoint, [POSITION_TABLE])[POSITION_TABLE][:tokens].clone()
+    else:  # the residual stream entering the layer holds the positions already
+        position = torch.zeros(tokens, d)
     return HeadWeights(
         heads=tuple(heads),
-        position=tensors["wpe.weight"][:tokens].clone(),
-        ln_weight=tensors["h.0.ln_1.weight"],
-        ln_bias=tensors["h.0.ln_1.bias"],
+        position=position,
+        ln_weight=ln_weight,
+        ln_bias=ln_bias,
         query_key_weight=qkv_weight[:, columns].contiguous(),
         query_key_bias=qkv_bias[columns].contiguous(),
         ln_eps=float(checkpoint.config.get("layer_norm_epsilon", 1e-5)),

@@ -44,7 +44,9 @@ from badapple.layout import (
     token_count,
 )
 from badapple.metrics import mean_metrics
+from badapple.reachable import Factored, reachable_space, whiten_embeddings
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS, colorize
+from badapple.residual import CONVERGED_ERROR, LayerInput, reach_layer
 from badapple.solvers import SOLVERS, Solution, SolverSettings, solve_frames, solver_settings
 from badapple.storage import (
     FramesDir,
@@ -92,12 +94,15 @@ LOSS_KINDS = {
     "sink": "sink: mean squared distance of each pixel's logit relative to the sink to the "
     "range that shows it right (targets.shown_range)",
 }
-SOLVE_FACTS = ("start", "steps")  # a record's facts of how its frame was solved, not drawn
+# a record's facts of how its frame was solved, not drawn: how it started and its steps, and at a
+# deeper layer how its inputs reached the layer (residual.py)
+SOLVE_FACTS = ("start", "steps", "reach_steps", "reach_scale", "reach_error")
 
 
 # the solve settings that are optimize.py flags of the same name (the others are fixed defaults)
 FLAG_SETTINGS = (
     "model",
+    "layer",
     "render",
     "method",
     "steps",
@@ -231,7 +236,8 @@ class Run:
     wanted: range  # the frames asked for
     size: int  # frame side in pixels
     checkpoint: Checkpoint
-    weights: HeadWeights  # on the solve device
+    weights: HeadWeights  # of the played layer, on the solve device
+    layer_input: LayerInput | None  # the blocks before a deeper played layer; None at layer 0
     device: torch.device
     look: Look
     method: str
@@ -239,6 +245,15 @@ class Run:
     warm: WarmStarts | None  # how frames start from their predecessors; None: never
     solved_with: dict  # what decides the embeddings: a chunk file of other ones is another run's
     display: dict  # what decides only the pictures (DISPLAY_SETTINGS)
+
+
+@dataclass(frozen=True)
+class Solved:
+    """A solved batch: what its chunk file keeps, what the played layer sees, its records."""
+
+    saved: torch.Tensor | Factored  # the inputs_embeds [B, T', d], or their compact exact form
+    rows: torch.Tensor  # [B, T', d] the played layer's input (at layer 0 the inputs_embeds)
+    records: list[dict]  # `Look.judge`'s, with SOLVE_FACTS
 
 
 @dataclass
@@ -264,6 +279,7 @@ def optimize(
     head: int | None = None,
     full_frame: bool = False,
     heads: tuple[int, ...] | None = None,
+    layer: int = 0,
     render: str = "sink",
     contrast: float | None = None,
     blur: float | None = None,
@@ -283,7 +299,8 @@ def optimize(
     Solver settings left as None take the method's defaults (`solvers.METHOD_DEFAULTS`).
     Half frame (the original's) plays on `head` (None: 0); `full_frame` plays the frame on
     heads[0] and its transpose on heads[1], and stitches the two maps into the whole square.
-    Colour targets (download.py --color) play R, G, B on three heads (six in full frame).
+    Colour targets (download.py --color) play R, G, B on three heads (six in full frame), all of
+    `layer` (0: the original's; a deeper one through the blocks before it, residual.py).
     `render` "sink" (true tone) puts an attention sink in front of the frame's rows; "zscore"
     is the original's rendering (render.py). `contrast` None: 6 nats, or the original's exact
     target for adam under zscore; `blur` None: the render's default.
@@ -307,6 +324,7 @@ def _resolve(
     head: int | None,
     full_frame: bool,
     heads: tuple[int, ...] | None,
+    layer: int,
     render: str,
     contrast: float | None,
     blur: float | None,
@@ -352,7 +370,7 @@ def _resolve(
     _check_targets(folder, wanted, size)
 
     torch_device = pick_device(device)
-    checkpoint = open_checkpoint(model)
+    checkpoint = open_checkpoint(model, layer)
     tokens = token_count(size, render)
     if tokens > checkpoint.n_positions:
         raise UserError(
@@ -369,7 +387,8 @@ def _resolve(
         wanted=wanted,
         size=size,
         checkpoint=checkpoint,
-        weights=load_head(checkpoint, run_heads, tokens).to(torch_device),
+        weights=load_head(checkpoint, run_heads, tokens, layer).to(torch_device),
+        layer_input=LayerInput(checkpoint, layer, torch_device) if layer else None,
         device=torch_device,
         look=Look(layout, render, contrast, blur, colormap, channels),
         method=method,
@@ -380,6 +399,7 @@ def _resolve(
             "video": {key: meta.get(key) for key in VIDEO_SETTINGS},
             "model": model,
             "model_commit": checkpoint.revision,
+            "layer": layer,
             "layout": layout,
             "channels": channels,
             "heads": list(run_heads),
@@ -406,9 +426,9 @@ def _plan(run: Run, force: bool, chunk_size: int) -> Plan:
     rerender = sorted(frame for frame in held if frame not in records)
     checkpoint, settings, warm = run.checkpoint, run.settings, run.warm
     print(
-        f"{checkpoint.name}: d={checkpoint.n_embd}, "
-        f"{_playing(run.weights.heads, run.look.channels, run.look.layout)} of "
-        f"{checkpoint.n_head}; render {run.look.render} ({run.solved_with['tokens']} tokens), "
+        f"{checkpoint.name}: d={checkpoint.n_embd}, layer {run.solved_with['layer']} of "
+        f"{checkpoint.n_layer}, {_playing(run.weights.heads, run.look.channels, run.look.layout)}"
+        f" of {checkpoint.n_head}; render {run.look.render} ({run.solved_with['tokens']} tokens), "
         f"method {run.method}, up to {settings.steps} steps"
         + (f" ({warm.steps} from the previous frame)" if warm else "")
         + f", on {run.device}"
@@ -451,7 +471,7 @@ def _render_again(run: Run, plan: Plan, metrics: dict) -> None:
         for first in range(0, len(chunk), RENDER_BATCH):
             batch = chunk[first : first + RENDER_BATCH]
             pictures = _targets(run.folder, batch, run.look.channels).to(run.device)
-            rows = embeddings[first : first + RENDER_BATCH].to(run.device)
+            rows = _played_rows(run, embeddings[first : first + RENDER_BATCH].to(run.device))
             records = run.look.judge(run.weights, pictures, rows)
             _write_pngs(run, batch, records)
             for frame, record in zip(batch, records, strict=True):
@@ -483,22 +503,23 @@ def _solve(run: Run, plan: Plan, metrics: dict, chunk_size: int) -> None:
             solved_at = time.perf_counter()
             pictures = _targets(run.folder, batch, run.look.channels).to(run.device)  # [B,C,T,T]
             predecessors = _predecessors(run, plan, batch, solved) if run.warm else {}
-            solution, records = solve_video_batch(
+            done = solve_video_batch(
                 run.method, run.weights, run.look, run.settings, run.warm, batch, pictures,
-                predecessors, report,
+                predecessors, report, run.layer_input,
             )  # fmt: skip
             seconds = (time.perf_counter() - solved_at) / len(batch)
             path = next_chunk_path(run.folder.embeddings)
-            saved = solution.factored or solution.embeddings
-            write_chunk(path, batch, saved, run.solved_with, seconds, _solve_facts(records))
+            records = done.records
+            write_chunk(path, batch, done.saved, run.solved_with, seconds, _solve_facts(records))
             plan.held.update(dict.fromkeys(batch, path))
+            _warn_unreached(run, batch, records)
             _write_pngs(run, batch, records)
             solved = {}  # this batch's frames only: the older ones are no predecessors now
-            for frame, record, embeddings, picture in zip(
-                batch, records, solution.embeddings, pictures, strict=True
+            for frame, record, rows, picture in zip(
+                batch, records, done.rows, pictures, strict=True
             ):
                 plan.records[frame] = {**record, "seconds": seconds, "embeddings": path.name}
-                solved[frame] = Predecessor(embeddings, picture, record["mae"])
+                solved[frame] = Predecessor(rows, picture, record["mae"])
             metrics["total_seconds"] += time.perf_counter() - started
             started = time.perf_counter()
             _write_metrics(run.folder, metrics, plan.records)
@@ -518,10 +539,12 @@ def solve_video_batch(
     pictures: torch.Tensor,
     predecessors: dict[int, Predecessor],
     report: Callable[[float], None],
-) -> tuple[Solution, list[dict]]:
+    layer_input: LayerInput | None = None,
+) -> Solved:
     """One batch of a video, as optimize.py solves it: frames [B] and their targets
-    [B, C, T, T] by warm.py's policy from the `predecessors` found. Returns the Solution and
-    each frame's record (`Look.judge`'s, with how it started and its steps)."""
+    [B, C, T, T] by warm.py's policy from the `predecessors` found (their played layer's rows),
+    on the played layer's `weights`; at a deeper layer the solution is then reached through
+    `layer_input`'s blocks (residual.py), and every picture drawn from what the inputs give."""
     aimed = look.aimed(pictures)
     start_settings = warm_settings(settings, warm) if warm else None
 
@@ -540,19 +563,38 @@ def solve_video_batch(
         return unblurred.judge(weights, pictures[index], solution.embeddings)
 
     solution, records = solve_batch(batch, pictures, predecessors, warm, solve, judge)
-    if look.blur:
-        shown = look.judge(weights, pictures, solution.embeddings)
+    saved, rows, facts = solution.factored or solution.embeddings, solution.embeddings, None
+    if layer_input is not None:
+        space = reachable_space(weights)
+        reached = reach_layer(
+            layer_input, whiten_embeddings(solution.embeddings, space, weights), space, weights
+        )
+        saved, rows = reached.inputs, reached.rows
+        facts = [
+            {**fact, "reach_steps": steps, "reach_scale": scale, "reach_error": error}
+            for fact, steps, scale, error in zip(
+                _solve_facts(records),
+                reached.steps.tolist(),
+                reached.scale.tolist(),
+                reached.error.tolist(),
+                strict=True,
+            )
+        ]
+    elif look.blur:
         facts = _solve_facts(records)
+    if facts is not None:  # drawn again: as shown, from what the layer sees
+        shown = look.judge(weights, pictures, rows)
         records = [{**drawn, **fact} for drawn, fact in zip(shown, facts, strict=True)]
-    return solution, records
+    return Solved(saved=saved, rows=rows, records=records)
 
 
 def _finish(run: Run, plan: Plan, metrics: dict, verify: int) -> None:
     """--verify through transformers, then the summary and what to run next."""
     if verify:
         metrics["verify"] = verify_frames(
-            run.folder, run.checkpoint, run.weights, run.look.picture, plan.held, run.wanted, verify
-        )
+            run.folder, run.checkpoint, run.weights, run.look.picture, plan.held, run.wanted,
+            verify, run.layer_input,
+        )  # fmt: skip
         _write_metrics(run.folder, metrics, plan.records)
     means = metrics["means"]
     print(
@@ -640,8 +682,8 @@ def _solved_frames(folder: FramesDir, solved_with: dict, force: bool) -> dict[in
             warnings.warn(
                 f"{path} is damaged; deleted it, its frames are solved again", stacklevel=3
             )
-        elif info is None or info.settings != solved_with:
-            others.append((path, info.settings if info else {}))
+        elif info is None or _with_layer(info.settings) != solved_with:
+            others.append((path, _with_layer(info.settings) if info else {}))
         else:
             held[path] = info.frames
     if others and not force:
@@ -666,6 +708,12 @@ def _solved_frames(folder: FramesDir, solved_with: dict, force: bool) -> dict[in
     for path in sorted(held, key=lambda path: chunk_number(path) or 0):
         newest.update(dict.fromkeys(held[path], path))
     return newest
+
+
+def _with_layer(settings: dict) -> dict:
+    """A chunk file's settings, a layer added where it has none: a file from before --layer
+    played layer 0, and its frames are kept."""
+    return {**settings, "layer": settings.get("layer", 0)} if settings else settings
 
 
 def _as_flag(name: str, value) -> str:
@@ -751,15 +799,37 @@ def _predecessors(
     on_disk = [frame - 1 for frame in batch if frame not in found and frame - 1 in plan.held]
     for _, predecessors, embeddings in saved_inputs_embeds(plan.held, on_disk):
         pictures = _targets(run.folder, predecessors, run.look.channels)
-        for frame, rows, picture in zip(predecessors, embeddings, pictures, strict=True):
+        played = _played_rows(run, embeddings.to(run.device))
+        for frame, rows, picture in zip(predecessors, played, pictures, strict=True):
             mae = plan.records.get(frame, {}).get("mae")
-            found[frame + 1] = Predecessor(rows.to(run.device), picture.to(run.device), mae)
+            found[frame + 1] = Predecessor(rows, picture.to(run.device), mae)
     return found
+
+
+def _played_rows(run: Run, embeddings: torch.Tensor) -> torch.Tensor:
+    """What the played layer sees of inputs_embeds [B, T', d]: themselves at layer 0, the
+    residual stream entering it deeper."""
+    return run.layer_input(embeddings) if run.layer_input else embeddings
 
 
 def _solve_facts(records: list[dict]) -> list[dict]:
     """Each record's SOLVE_FACTS: how its frame was solved, kept in its chunk file."""
-    return [{name: record[name] for name in SOLVE_FACTS} for record in records]
+    return [{name: record[name] for name in SOLVE_FACTS if name in record} for record in records]
+
+
+def _warn_unreached(run: Run, frames: list[int], records: list[dict]) -> None:
+    """Say which frames' inputs did not reach the deeper layer to float precision: their
+    pictures are what the inputs give, not what was solved."""
+    missed = [(f, r["reach_error"]) for f, r in zip(frames, records, strict=True)
+              if r.get("reach_error", 0.0) > CONVERGED_ERROR]  # fmt: skip
+    if missed:
+        frame, error = max(missed, key=lambda item: item[1])
+        warnings.warn(
+            f"{len(missed)} frames' inputs reach layer {run.solved_with['layer']} only to a "
+            f"relative error above {CONVERGED_ERROR:g} (worst: frame {frame}, {error:.1e}); "
+            "their pictures are drawn from what the inputs give",
+            stacklevel=3,
+        )
 
 
 def _write_pngs(run: Run, frames: list[int], records: list[dict]) -> None:

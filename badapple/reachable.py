@@ -116,24 +116,32 @@ class Factored:
         return self.coefficients.float() @ self.basis.float() + self.offset.float()
 
 
-def lift_factored(whitened: torch.Tensor, space: ReachableSpace, weights: HeadWeights) -> Factored:
-    """GPT-2 inputs_embeds whose layer-0 queries and keys are those of `whitened`, factored.
+def lift_factored(
+    whitened: torch.Tensor, space: ReachableSpace, weights: HeadWeights, scale: float = 1.0
+) -> Factored:
+    """Inputs whose layer's queries and keys are those of `whitened`, factored.
 
     [B, T, 2·H·hd] -> coefficients [B, T, 2·H·hd + 1], basis [2·H·hd + 1, d], offset [T, d].
     Rows must lie inside the ball of `space.radius`. Line by line the lift of the module's
     docstring, with each row's z and null-space term kept as coefficients of fixed vectors:
 
         zᵢ = uᵢ @ lift                       ‖zᵢ‖² = d‖uᵢ‖² (lift's rows: orthogonal, norm √d)
-        ẑᵢ = zᵢ + sᵢ n,  sᵢ = √(d(1-ε) - d‖uᵢ‖²)
-        xᵢ = ẑᵢ - wpeᵢ = [uᵢ, sᵢ] @ [lift; n] - wpeᵢ
+        ẑᵢ = zᵢ + sᵢ n,  sᵢ = √(d(1-ε/a²) - d‖uᵢ‖²)
+        xᵢ = a·ẑᵢ - wpeᵢ = a·[uᵢ, sᵢ] @ [lift; n] - wpeᵢ
+
+    `scale` a (1: layer 0's inputs of unit scale) gives rows a times as large that the LayerNorm
+    still takes to ẑᵢ: var(a·ẑᵢ) = a² - ε, and a·ẑᵢ / sqrt(a² - ε + ε) = ẑᵢ. A deeper layer's
+    rows are lifted large (residual.py).
     """
     d_model, tokens = weights.d_model, whitened.shape[1]
     # s in float64 on the CPU (an Apple GPU has none): on the ball's surface d(1-ε) - d‖u‖²
     # cancels to 2e-4 of d, and float32's rounding of ‖u‖² would move s by 5e-4 of itself.
     squared_norm = whitened.cpu().double().square().sum(dim=-1, keepdim=True)  # ‖u‖² [B, T, 1]
-    slack = (d_model * (1 - weights.ln_eps) - d_model * squared_norm).clamp(min=0).sqrt()  # s
+    room = d_model * (1 - weights.ln_eps / scale**2) - d_model * squared_norm
+    slack = room.clamp(min=0).sqrt()  # s
+    coefficients = torch.cat([whitened, slack.float().to(whitened.device)], dim=-1)
     return Factored(
-        coefficients=torch.cat([whitened, slack.float().to(whitened.device)], dim=-1),
+        coefficients=coefficients * scale if scale != 1 else coefficients,
         basis=torch.cat([space.lift, space.null_direction[None]]),
         offset=-weights.position[:tokens],
     )

@@ -1,8 +1,9 @@
 """Verification: feed saved embeddings to transformers' own GPT-2 and compare its attention.
 
 This is the independent check that the embeddings are real GPT-2 inputs: transformers builds
-layer 0 from the checkpoint's config and weights, runs its own eager attention, and its head-h
-attention weights must equal the ones our reduced forward computed from the same embeddings.
+blocks 0..L from the checkpoint's config and weights and runs its own eager attention, and the
+played layer L's head-h attention weights must equal the ones our reduced forward computes from
+the same embeddings (and their rendering must be the saved PNG).
 """
 
 from collections.abc import Callable
@@ -12,10 +13,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from badapple.checkpoint import ATTENTION_TENSORS, Checkpoint, read_tensors
+from badapple.checkpoint import Checkpoint
 from badapple.chunks import saved_inputs_embeds
 from badapple.errors import UserError
 from badapple.head import HeadWeights, attention_scores, causal_attention
+from badapple.residual import LayerInput, transformers_gpt2
 from badapple.storage import FramesDir, read_rgb_png
 
 if TYPE_CHECKING:
@@ -27,38 +29,19 @@ TOLERANCE = 1e-4  # largest allowed difference of attention weights (each in [0,
 PNG_TOLERANCE_LEVELS = 1.0
 
 
-def one_layer_gpt2(checkpoint: Checkpoint) -> "GPT2Model":
-    """transformers' GPT2Model with only layer 0, carrying the checkpoint's weights."""
-    # Imported here: transformers takes seconds to import and only --verify needs it.
-    from transformers import GPT2Config, GPT2Model
-
-    # inputs_embeds replace the token embedding, so the token table shrinks to one row.
-    config = GPT2Config.from_dict(
-        {
-            **checkpoint.config,
-            "n_layer": 1,
-            "vocab_size": 1,
-            "bos_token_id": None,
-            "eos_token_id": None,
-        }
-    )
-    config._attn_implementation = "eager"  # the reference implementation, with attention out
-    model = GPT2Model(config).eval()
-    names = [name for name in model.state_dict() if name.startswith(("h.0.", "wpe.", "ln_f."))]
-    # The rest of layer 0 does not change its attention: a hub checkpoint's cache holds only these.
-    required = set(ATTENTION_TENSORS)
-    stored = [name for name in names if name in required or name in checkpoint.tensor_files]
-    model.load_state_dict(read_tensors(checkpoint, stored), strict=False)
-    return model
+def gpt2_through_layer(checkpoint: Checkpoint, layer: int = 0) -> "GPT2Model":
+    """transformers' GPT2Model of blocks 0..layer, carrying the checkpoint's weights, with its
+    reference (eager) attention, which gives the attention weights out."""
+    return transformers_gpt2(checkpoint, layer, attention="eager", played_layer=layer)
 
 
 @torch.no_grad()
 def transformers_attention(
-    model: "GPT2Model", embeddings: torch.Tensor, heads: tuple[int, ...]
+    model: "GPT2Model", embeddings: torch.Tensor, heads: tuple[int, ...], layer: int = 0
 ) -> torch.Tensor:
-    """Layer-0 attention weights of `heads`: [B, T, d] -> [B, H, T, T]."""
+    """Layer `layer`'s attention weights of `heads`: [B, T, d] -> [B, H, T, T]."""
     outputs = model(inputs_embeds=embeddings, output_attentions=True)
-    return outputs.attentions[0][:, list(heads)]
+    return outputs.attentions[layer][:, list(heads)]
 
 
 def verify_frames(
@@ -69,22 +52,30 @@ def verify_frames(
     held: dict[int, Path],
     wanted: range,
     count: int,
+    layer_input: LayerInput | None = None,
 ) -> dict:
     """Check `count` saved frames, spread over `wanted`, through transformers' GPT2Model: every
     head of the run from one forward pass of the saved embeddings (sink token included). Its
-    attention must match ours, and its rendering (`picture`: maps -> (picture, PNG pixels)) must
-    be the saved PNG. Raise on a mismatch; return what was checked."""
+    attention must match ours (`weights`' forward, on the residual stream `layer_input` gives
+    for a deeper layer), and its rendering (`picture`: maps -> (picture, PNG pixels)) must be the
+    saved PNG. Raise on a mismatch; return what was checked."""
     done = [frame for frame in wanted if frame in held]
     spread = np.linspace(0, len(done) - 1, min(count, len(done))).round().astype(int)
     chosen = [done[i] for i in spread]
-    model = one_layer_gpt2(checkpoint)
+    layer = layer_input.layer if layer_input else 0
+    model = gpt2_through_layer(checkpoint, layer)
     cpu_weights = weights.to("cpu")
     worst, worst_png, worst_frame = 0.0, 0.0, chosen[0] if chosen else None
     for _, frames, embeddings in saved_inputs_embeds(held, chosen):  # [k, T', d]
         for frame, embedding in zip(frames, embeddings[:, None], strict=True):  # [1, T', d]
-            reference = transformers_attention(model, embedding, weights.heads)  # [1, H, T', T']
-            with torch.no_grad():
-                ours = causal_attention(attention_scores(embedding, cpu_weights))
+            reference = transformers_attention(model, embedding, weights.heads, layer)
+            with torch.no_grad():  # [1, H, T', T'] both
+                rows = (
+                    layer_input(embedding.to(layer_input.device)).cpu()
+                    if layer_input
+                    else embedding
+                )
+                ours = causal_attention(attention_scores(rows, cpu_weights))
             worst = max(worst, float((reference - ours).abs().max()))
             _, pixels = picture(reference[0].numpy())  # [T, T, 3] uint8
             saved_pixels = read_rgb_png(folder.output_png(frame))
@@ -93,7 +84,7 @@ def verify_frames(
                 worst_png, worst_frame = png_difference, frame
     heads = ", ".join(map(str, weights.heads))
     print(
-        f"verify: {len(chosen)} frames through transformers' GPT2Model, layer 0 "
+        f"verify: {len(chosen)} frames through transformers' GPT2Model, layer {layer} "
         f"head{'s' if len(weights.heads) > 1 else ''} {heads}: "
         f"max |attention difference| = {worst:.2e} (tolerance {TOLERANCE:g}); "
         f"PNGs differ from its rendering by at most {worst_png:.3f} gray levels on average "
@@ -112,6 +103,7 @@ def verify_frames(
         )
     return {
         "frames": chosen,
+        "layer": layer,
         "heads": list(weights.heads),
         "max_abs_difference": worst,
         "tolerance": TOLERANCE,

@@ -23,7 +23,7 @@ import badapple.checkpoint as checkpoint_module
 from badapple.checkpoint import ATTENTION_TENSORS, fetch_tensors, open_checkpoint, read_tensors
 from badapple.errors import UserError
 from badapple.head import load_head
-from badapple.verify import one_layer_gpt2, transformers_attention
+from badapple.verify import gpt2_through_layer, transformers_attention
 from tests.conftest import TINY, save_bert_checkpoint, save_checkpoint
 
 REPO = "someone/gpt2-test"
@@ -192,8 +192,8 @@ def test_half_precision_on_the_hub_is_cached_as_stored(tmp_path, fake_hub, dtype
 def test_verify_reads_the_cached_layer(tiny_checkpoint, fake_hub):
     fake_hub(tiny_checkpoint)
     embeddings = torch.randn(2, 16, TINY["n_embd"])
-    from_hub = transformers_attention(one_layer_gpt2(open_checkpoint(REPO)), embeddings, (0, 2))
-    local = one_layer_gpt2(open_checkpoint(str(tiny_checkpoint)))
+    from_hub = transformers_attention(gpt2_through_layer(open_checkpoint(REPO)), embeddings, (0, 2))
+    local = gpt2_through_layer(open_checkpoint(str(tiny_checkpoint)))
     assert (from_hub - transformers_attention(local, embeddings, (0, 2))).abs().max() < 1e-6
 
 

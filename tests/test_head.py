@@ -4,7 +4,7 @@ import torch
 from badapple.checkpoint import open_checkpoint
 from badapple.errors import UserError
 from badapple.head import attention_scores, causal_attention, load_head
-from badapple.verify import one_layer_gpt2, transformers_attention
+from badapple.verify import gpt2_through_layer, transformers_attention
 from tests.conftest import TINY, save_checkpoint
 
 
@@ -14,7 +14,7 @@ def test_head_forward_equals_transformers_gpt2(tiny_checkpoint, heads):
     weights = load_head(checkpoint, heads, tokens=32)
     embeddings = torch.randn(3, 32, checkpoint.n_embd)
     ours = causal_attention(attention_scores(embeddings, weights))  # [3, H, 32, 32]
-    reference = transformers_attention(one_layer_gpt2(checkpoint), embeddings, heads)
+    reference = transformers_attention(gpt2_through_layer(checkpoint), embeddings, heads)
     assert ours.shape == (3, len(heads), 32, 32)
     assert (ours - reference).abs().max() < 1e-6
 
@@ -23,7 +23,7 @@ def test_lm_head_checkpoints_with_prefixed_names_load(tiny_lm_checkpoint):
     checkpoint = open_checkpoint(str(tiny_lm_checkpoint))
     weights = load_head(checkpoint, (1,), tokens=16)
     embeddings = torch.randn(2, 16, checkpoint.n_embd)
-    reference = transformers_attention(one_layer_gpt2(checkpoint), embeddings, (1,))
+    reference = transformers_attention(gpt2_through_layer(checkpoint), embeddings, (1,))
     assert (causal_attention(attention_scores(embeddings, weights)) - reference).abs().max() < 1e-6
 
 

@@ -15,7 +15,7 @@ from badapple.reachable import (
     whiten_embeddings,
 )
 from badapple.solvers import solve_reduced, solver_settings
-from badapple.verify import one_layer_gpt2
+from badapple.verify import gpt2_through_layer
 
 
 def random_rows(batch: int, tokens: int, dims: int, radius: float) -> torch.Tensor:
@@ -37,7 +37,7 @@ def test_lifted_embeddings_give_the_optimised_queries_and_keys_in_transformers(
     wanted_queries, wanted_keys = queries_keys_from_whitened(whitened, space, len(heads))
 
     # transformers' own layer 0: ln_1, then c_attn, whose output is [Q | K | V] for all heads
-    model = one_layer_gpt2(checkpoint)
+    model = gpt2_through_layer(checkpoint)
     with torch.no_grad():
         hidden = model.h[0].ln_1(embeddings + model.wpe.weight[:24])
         projected = model.h[0].attn.c_attn(hidden)  # [2, 24, 3d]

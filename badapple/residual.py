@@ -1,0 +1,187 @@
+"""The residual stream entering a deeper layer, and the inputs that put chosen rows there.
+
+Layer L >= 1 of GPT-2 (pre-LN) does not see its inputs x but the residual stream entering block L,
+
+    h_L(x) = x + wpe + r(x),    r(x): the updates of blocks 0..L-1, attention and MLP,
+
+through its ln_1. So the layer is solved as layer 0 is, on its own ln_1 and projections with no
+position table (head.py, reachable.py): rows E whose LayerNorm gives the wanted queries and keys.
+Then we want inputs with h_L(x) = a·E for a scale a; `reachable.lift_factored(..., scale=a)`
+makes rows a·E that the LayerNorm still takes to the same queries and keys. Each block sees the
+stream through its own LayerNorm, so its update is bounded whatever the stream's scale and
+changes by only ~1/a of a change of the stream: for a large a the fixed point
+
+    x ← x + (a·E - h_L(x))        (that is, x = a·E - wpe - r(x))
+
+contracts, each step shrinking the error by ~ (the size of the blocks' updates) / a. r must come
+from the model's own causal forward (`LayerInput`: transformers' GPT2Model of blocks 0..L-1);
+the blocks run without the causal mask give another r.
+
+The scale and the number of steps are chosen here, per frame: `reach_layer` starts at a = 10
+and retries a frame whose error does not at least halve in a step at ten times the scale. A
+frame is done when its error, the largest ‖h_L(x)ᵢ - a·Eᵢ‖ / ‖a·Eᵢ‖ of its rows, is at float
+precision (CONVERGED_ERROR); one that gets there at no scale is reported as not converged.
+"""
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from badapple.checkpoint import (
+    POSITION_TABLE,
+    Checkpoint,
+    attention_tensors,
+    block_prefix,
+    read_tensors,
+    wanted_tensor,
+)
+from badapple.head import HeadWeights
+from badapple.reachable import ReachableSpace, lift_factored
+
+if TYPE_CHECKING:
+    from transformers import GPT2Model
+
+SCALES = (10.0, 100.0, 1e3, 1e4, 1e5)  # tried in turn, per frame
+MIN_GAIN = 2.0  # a step must divide the error by this much, or the scale is too small
+MAX_STEPS_PER_SCALE = 40
+# float32 carries ~6e-8 of each number: the error stops falling a little above that
+CONVERGED_ERROR = 2e-6
+
+
+def transformers_gpt2(
+    checkpoint: Checkpoint, whole_blocks: int, attention: str, played_layer: int | None = None
+) -> "GPT2Model":
+    """transformers' GPT2Model, in eval mode, with the checkpoint's position table and blocks
+    0..whole_blocks-1, and with `played_layer` (= whole_blocks) one block more, of which only
+    the norm and projections its attention needs must be there: a hub checkpoint's cache holds
+    only those, and the rest of the block does not change its attention. `attention` "eager"
+    gives attention weights out, "sdpa" is faster."""
+    # Imported here: transformers takes seconds to import, and only deeper layers and --verify
+    # need it.
+    from transformers import GPT2Config, GPT2Model
+
+    blocks = whole_blocks + (played_layer is not None)
+    # inputs_embeds replace the token embedding, so the token table shrinks to one row.
+    config = GPT2Config.from_dict(
+        {
+            **checkpoint.config,
+            "n_layer": blocks,
+            "vocab_size": 1,
+            "bos_token_id": None,
+            "eos_token_id": None,
+        }
+    )
+    config._attn_implementation = attention
+    model = GPT2Model(config).eval()
+    if played_layer is None:
+        model.ln_f = torch.nn.Identity()  # the stream after the last block is what is wanted
+    wanted = {*(block_prefix(index) for index in range(whole_blocks)), POSITION_TABLE}
+    needed = set(attention_tensors(played_layer)) if played_layer is not None else set()
+    names = []
+    for name, _ in model.named_parameters():
+        required = name in needed or wanted_tensor(name, tuple(wanted))
+        if required or (not name.startswith("wte.") and name in checkpoint.tensor_files):
+            names.append(name)
+    model.load_state_dict(read_tensors(checkpoint, names), strict=False)
+    return model
+
+
+class LayerInput:
+    """h_L: inputs_embeds [B, T, d] -> the residual stream entering block `layer` [B, T, d], by
+    transformers' own causal forward through blocks 0..layer-1."""
+
+    def __init__(self, checkpoint: Checkpoint, layer: int, device: torch.device | str):
+        self.layer, self.device = layer, torch.device(device)
+        self.model = transformers_gpt2(checkpoint, layer, attention="sdpa").to(device)
+
+    @torch.no_grad()
+    def __call__(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs_embeds=inputs_embeds).last_hidden_state
+
+
+@dataclass(frozen=True)
+class Reached:
+    """Inputs for each frame of a batch, and what they put in front of the played layer."""
+
+    inputs: torch.Tensor  # [B, T, d] the inputs_embeds to feed GPT-2
+    rows: torch.Tensor  # [B, T, d] h_L(inputs): the residual stream the layer sees
+    error: torch.Tensor  # [B] the largest relative error of a row: ‖h_L(x)ᵢ - a·Eᵢ‖ / ‖a·Eᵢ‖
+    steps: torch.Tensor  # [B] int64: forwards through blocks 0..L-1, every scale counted
+    scale: torch.Tensor  # [B] the a it converged at (the last tried, if it did not)
+
+    @property
+    def converged(self) -> torch.Tensor:  # [B] bool
+        return self.error <= CONVERGED_ERROR
+
+
+def reach_layer(
+    layer_input: LayerInput,
+    whitened: torch.Tensor,
+    space: ReachableSpace,
+    weights: HeadWeights,
+) -> Reached:
+    """Inputs whose residual stream entering the layer has the queries and keys of `whitened`
+    ([B, T, 2·H·hd], in `space`, the played layer's): the fixed point of the module's docstring,
+    all frames of the batch in one forward per step, each frame at its own scale."""
+    batch = whitened.shape[0]
+    device = whitened.device
+
+    def aimed(frames: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:  # [n, T, d]
+        return torch.stack(
+            [
+                lift_factored(
+                    whitened[frame : frame + 1], space, weights, float(scale)
+                ).inputs_embeds()[0]
+                for frame, scale in zip(frames.tolist(), scales.tolist(), strict=True)
+            ]
+        )
+
+    scale_index = torch.zeros(batch, dtype=torch.int64)
+    scales = torch.tensor(SCALES, dtype=torch.float32)
+    target = aimed(torch.arange(batch), scales[scale_index])  # a·E [B, T, d]
+    inputs = target.clone()  # the first step subtracts wpe and r
+    error = torch.full((batch,), float("inf"), device=device)
+    steps_at_scale = torch.zeros(batch, dtype=torch.int64)
+    steps = torch.zeros(batch, dtype=torch.int64)
+    best_error = torch.full((batch,), float("inf"), device=device)
+    best_inputs, best_rows = inputs.clone(), torch.zeros_like(inputs)
+    best_scale = scales[scale_index].clone()
+    done = torch.zeros(batch, dtype=torch.bool)
+    while not done.all():
+        active = (~done).nonzero()[:, 0]  # [n]
+        rows = layer_input(inputs[active])  # h_L(x) [n, T, d]
+        miss = (rows - target[active]).norm(dim=-1) / target[active].norm(dim=-1)  # [n, T]
+        new_error = miss.amax(dim=-1)  # [n]
+        steps[active] += 1
+        steps_at_scale[active] += 1
+        better = new_error < best_error[active]
+        kept = active[better.cpu()]
+        best_error[kept] = new_error[better]
+        best_inputs[kept], best_rows[kept] = inputs[kept], rows[better]
+        best_scale[kept] = scales[scale_index[kept]]
+        converged = (new_error <= CONVERGED_ERROR).cpu()
+        stalled = (new_error * MIN_GAIN > error[active]).cpu() | (
+            steps_at_scale[active] >= MAX_STEPS_PER_SCALE
+        )
+        error[active] = new_error
+        done[active[converged]] = True
+        retry = active[stalled & ~converged]
+        scale_index[retry] += 1
+        done[retry[scale_index[retry] >= len(SCALES)]] = True
+        retry = retry[scale_index[retry] < len(SCALES)]
+        stepping = active[~stalled & ~converged]
+        # x ← x + (a·E - h_L(x)) for the frames still contracting
+        inputs[stepping] += target[stepping] - rows[(~stalled & ~converged).to(rows.device)]
+        if len(retry):  # start again from a·E at the next scale
+            target[retry] = aimed(retry, scales[scale_index[retry]])
+            inputs[retry] = target[retry]
+            error[retry] = float("inf")
+            steps_at_scale[retry] = 0
+    return Reached(
+        inputs=best_inputs,
+        rows=best_rows,
+        error=best_error,
+        steps=steps,
+        scale=best_scale,
+    )
