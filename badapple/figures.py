@@ -211,6 +211,11 @@ def _heads_label(metrics: dict) -> str:
     return f"heads {names}" if channels > 1 else f"head {names}"
 
 
+def _layer(metrics: dict) -> str:
+    """The played layer, for titles: "layer 0"; runs from before --layer played layer 0."""
+    return f"layer {setting(metrics, 'layer', 0)}"
+
+
 def _frame_title(metrics: dict, entry: dict) -> str:
     time = (entry["frame"] - 1) / frame_rate(metrics)
     return f"frame {entry['frame']} · {time:.1f} s"
@@ -270,7 +275,10 @@ def pixel_metrics_timeline(metrics: dict) -> Figure:
     figure.legend(*axes[0].get_legend_handles_labels(), loc="outside upper right", fontsize=9)
     axes[-1].set_xlabel(TIME_LABEL)
     region = "whole square" if layout_and_heads(metrics)[0] == "full" else "lower triangle"
-    figure.suptitle(f"Pixel-space quality of each frame (rendered attention vs target, {region})")
+    figure.suptitle(
+        f"Pixel-space quality of each frame (rendered {_layer(metrics)} attention vs target, "
+        f"{region})"
+    )
     return figure
 
 
@@ -353,7 +361,7 @@ def best_worst(metrics: dict, frames_dir: FramesDir, count: int = BEST_WORST) ->
             top.set_title(f"{_frame_title(metrics, entry)}\n{key} {entry[key]:.3f}", fontsize=10)
         axes[2 * half, 0].set_ylabel(f"{name}: target")
         axes[2 * half + 1, 0].set_ylabel(f"{name}: attention")
-    figure.suptitle(f"The {count} best and {count} worst frames by {key}")
+    figure.suptitle(f"The {count} best and {count} worst frames by {key}, {_layer(metrics)}")
     return figure
 
 
@@ -372,7 +380,7 @@ def target_vs_output(metrics: dict, frames_dir: FramesDir, count: int = GRID_FRA
         )
     axes[0, 0].set_ylabel("target")
     axes[1, 0].set_ylabel("attention")
-    figure.suptitle("Target vs GPT-2 attention, frames spread over the video")
+    figure.suptitle(f"Target vs GPT-2 {_layer(metrics)} attention, frames spread over the video")
     return figure
 
 
@@ -395,9 +403,8 @@ def hero_frame(metrics: dict, frames_dir: FramesDir) -> Figure:
     _show(left, _target(metrics, frames_dir, entry["frame"]))
     left.set_title(f"target, {_frame_title(metrics, entry)}")
     right.imshow(_attention(frames_dir, entry["frame"]))
-    # Only layer 0 is ever fitted: its attention is what the embeddings control directly.
     # two lines: a local path or six heads make one line wider than the axes
-    right.set_title(f"{model} layer 0\n{_heads_label(metrics)}: attention weights")
+    right.set_title(f"{model} {_layer(metrics)}\n{_heads_label(metrics)}: attention weights")
     right.set_xlabel("key token position")
     right.set_ylabel("query token position")
     if not is_colour(metrics):  # a colour map is RGB itself, no colormap to explain

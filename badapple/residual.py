@@ -17,7 +17,7 @@ contracts, each step shrinking the error by ~ (the size of the blocks' updates) 
 from the model's own causal forward (`LayerInput`: transformers' GPT2Model of blocks 0..L-1);
 the blocks run without the causal mask give another r.
 
-The scale and the number of steps are chosen here, per frame: `reach_layer` starts at a = 10
+The scale and the number of steps are chosen here, per frame: `reach_layer` starts at a = 10^4
 and retries a frame whose error does not at least halve in a step at ten times the scale. A
 frame is done when its error, the largest ‖h_L(x)ᵢ - a·Eᵢ‖ / ‖a·Eᵢ‖ of its rows, is at float
 precision (CONVERGED_ERROR); one that gets there at no scale is reported as not converged.
@@ -42,7 +42,10 @@ from badapple.reachable import ReachableSpace, lift_factored
 if TYPE_CHECKING:
     from transformers import GPT2Model
 
-SCALES = (10.0, 100.0, 1e3, 1e4, 1e5)  # tried in turn, per frame
+# Tried in turn, per frame. The larger the scale, the fewer the steps: on GPT-2-small-shaped
+# random models (layers 6 and 11) a = 10 took 9-11 forwards, 100 took 4-7, 10^4 took 2-3, and
+# float32 keeps its relative precision at any scale.
+SCALES = (1e4, 1e5, 1e6)
 MIN_GAIN = 2.0  # a step must divide the error by this much, or the scale is too small
 MAX_STEPS_PER_SCALE = 40
 # float32 carries ~6e-8 of each number: the error stops falling a little above that

@@ -25,6 +25,9 @@ TINY_EIGHT_HEADS = {**TINY, "n_head": 8, "n_positions": 320}
 # Sixteen heads of 8 in d=128: the 6 heads of a full-frame colour run (96 columns) stay
 # independent.
 TINY_SIXTEEN_HEADS = {**TINY, "n_embd": 128, "n_head": 16}
+# Four layers of TINY_SIXTEEN_HEADS, for the deeper layers (--layer): saved with their blocks'
+# output projections scaled up (projection_gain), so each block moves the residual stream a lot.
+TINY_DEEP = {**TINY_SIXTEEN_HEADS, "n_layer": 4, "projection_gain": 10.0}
 # GPT-2 XL's layer shapes (d=1600, 25 heads of 64), one layer, a token table of 16 rows.
 XL_SHAPED = dict(
     n_layer=1,
@@ -43,12 +46,15 @@ def save_checkpoint(
     model_class=GPT2Model,
     dtype=None,
     query_key_gain: float = 1.0,
+    projection_gain: float = 1.0,
     **shape,
 ) -> Path:
     """A random GPT-2 of the given shape saved as config.json + model.safetensors.
 
     query_key_gain scales c_attn: transformers' init (std 0.02) gives a tiny model a head that
     can barely move its attention, where real GPT-2 heads reach logit ranges of tens of nats.
+    projection_gain scales every block's output projections (attention's and the MLP's c_proj),
+    and so the updates a block adds to the residual stream.
     """
     torch.manual_seed(seed)
     model = model_class(GPT2Config(**shape))
@@ -58,6 +64,8 @@ def save_checkpoint(
                 tensor.add_(torch.randn_like(tensor) * 0.1)
             if "c_attn" in name:
                 tensor.mul_(query_key_gain)
+            if "c_proj" in name:
+                tensor.mul_(projection_gain)
     if dtype is not None:
         model = model.to(dtype)
     model.save_pretrained(directory, safe_serialization=True)
@@ -90,6 +98,11 @@ def tiny_eight_heads_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sixteen_heads_checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("tiny-gpt2-16"), seed=4, **TINY_SIXTEEN_HEADS)
+
+
+@pytest.fixture(scope="session")
+def tiny_deep_checkpoint(tmp_path_factory) -> Path:
+    return save_checkpoint(tmp_path_factory.mktemp("tiny-gpt2-deep"), seed=5, **TINY_DEEP)
 
 
 @pytest.fixture(scope="session")

@@ -214,6 +214,18 @@ CASES: dict[str, tuple[Callable[[World], list], str]] = {
         lambda w: w.optimize("--head", "25", model=w.fixture("xl_shaped_checkpoint")),
         "head 25 is out of range",
     ),
+    "optimize: --layer 4 on a four-layer GPT-2": (
+        lambda w: w.optimize("--layer", "4", model=w.fixture("tiny_deep_checkpoint")),
+        "--layer 4 is out of range: ",  # then the path, "has 4 layers; pick one of 0..3"
+    ),
+    "optimize: --layer 1 on a one-layer GPT-2": (
+        lambda w: w.optimize("--layer", "1"),
+        "has 1 layer; pick one of 0..0",
+    ),
+    "optimize: a negative --layer": (
+        lambda w: w.optimize("--layer", "-1"),
+        "--layer must be >= 0",
+    ),
     "optimize: --model a BERT checkpoint": (bert_checkpoint, "is a bert checkpoint, not GPT-2"),
     "optimize: --model an empty directory": (empty_directory, "has no config.json"),
     "optimize: --model with only pickle weights": (pickle_checkpoint, "no *.safetensors file"),

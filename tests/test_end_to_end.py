@@ -594,3 +594,66 @@ def test_a_full_frame_run_resumes_only_as_itself(full_frame_run, tiny_eight_head
         optimize(**common, steps=16, device="cpu", full_frame=True, heads=(2, 6))
     with pytest.raises(UserError, match=r"head 8 is out of range.*0\.\.7"):
         optimize(**common, full_frame=True, heads=(2, 8))
+
+
+# --- a deeper layer (--layer) --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deep_run(tmp_path_factory, pipeline_run, tiny_deep_checkpoint) -> Path:
+    """The four scripts on layer 2 of a four-layer GPT-2 whose blocks move the stream a lot."""
+    work = tmp_path_factory.mktemp("deep")
+    folder = fresh_copy(pipeline_run, work / "frames")
+    flags = ["--model", tiny_deep_checkpoint, "--frames-dir", folder.root, "--layer", "2"]
+    assert_ok(run("optimize.py", *flags, *RUN, "--head", "5", "--verify", "3"))
+    assert_ok(run("assemble.py", "--frames-dir", folder.root, "--output", work / "video.mp4"))
+    assert_ok(run("plot.py", "--frames-dir", folder.root, "--out-dir", work / "plots"))
+    return work
+
+
+def test_a_deeper_layer_plays_the_video_through_transformers(deep_run, tiny_deep_checkpoint):
+    """Layer 2's attention, by transformers on the saved inputs_embeds (blocks 0 and 1 in
+    between), rendered in true tone: the video, as well as layer 0 plays it."""
+    folder = FramesDir(deep_run / "frames")
+    metrics = json.loads(folder.metrics.read_text())
+    assert metrics["settings"]["layer"] == 2 and metrics["verify"]["layer"] == 2
+    assert metrics["verify"]["max_abs_difference"] < 1e-4
+    model = gpt2_through_layer(open_checkpoint(str(tiny_deep_checkpoint)), 2)
+    errors = []
+    for chunk in sorted(folder.embeddings.glob("*.safetensors")):
+        assert chunk_info(chunk).settings == metrics["settings"]
+        frames, embeddings = read_inputs_embeds(chunk)  # [n, T+1, d], stored whole
+        attention = transformers_attention(model, embeddings, (5,), layer=2)
+        for frame, maps in zip(frames.tolist(), attention.numpy(), strict=True):
+            scores = picture_metrics(sink_picture(maps[0]), read_gray_png(folder.target_png(frame)))
+            errors.append(scores["mae"])
+    assert len(errors) == COUNT and np.mean(errors) < 0.02, np.mean(errors)
+    for record in metrics["frames"]:  # every frame reached the layer to float precision
+        assert record["reach_error"] <= 2e-6 and record["reach_steps"] >= 2
+    assert (deep_run / "video.mp4").is_file()
+    assert {path.name for path in (deep_run / "plots").iterdir()} >= {"hero_frame.png"}
+
+
+def test_a_deeper_layer_is_another_run(deep_run, tmp_path, tiny_deep_checkpoint):
+    folder = FramesDir(tmp_path / "frames")
+    shutil.copytree(deep_run / "frames", folder.root)
+    flags = ["--model", tiny_deep_checkpoint, "--frames-dir", folder.root, *RUN, "--head", "5"]
+    assert_user_error(run("optimize.py", *flags), "holds a run with --layer 2, not --layer 0")
+    resumed = run("optimize.py", *flags, "--layer", "2")
+    assert_ok(resumed)
+    assert f"{COUNT} done, 0 to do" in resumed.stdout
+
+
+def test_chunks_from_before_layers_existed_are_layer_0s(tmp_path, pipeline_run, tiny_checkpoint):
+    """A chunk file written before --layer records no layer: it played layer 0, and a run of
+    today keeps its frames rather than solving them again."""
+    folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
+    for chunk in folder.embeddings.glob("chunk_*.safetensors"):
+        with safe_open(str(chunk), framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            record = json.loads(handle.metadata()["badapple"])
+        del record["settings"]["layer"]
+        save_file(tensors, str(chunk), metadata={"badapple": json.dumps(record)})
+    result = run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", folder.root, *RUN)
+    assert_ok(result)
+    assert f"{COUNT} done, 0 to do" in result.stdout
