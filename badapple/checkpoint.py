@@ -1,7 +1,9 @@
 """Reading a GPT-2 checkpoint: a local directory in place, a hub repository by byte ranges.
 
-The head needs ~37 MB of GPT-2 XL's 6.4 GB: `wpe`, `h.0.ln_1` and `h.0.attn.c_attn`, all that
-layer 0's attention depends on. A safetensors file says where each tensor lies before any data:
+Layer 0's heads need ~37 MB of GPT-2 XL's 6.4 GB: `wpe`, `h.0.ln_1` and `h.0.attn.c_attn`, all
+that layer 0's attention depends on; a deeper layer L (--layer) needs blocks 0..L-1 whole
+besides, and its own `ln_1` and `c_attn` (`played_layer_tensors`). A safetensors file says where
+each tensor lies before any data:
 
     [8 bytes: header length N, little-endian u64][N bytes: JSON header][data]
     header = {"h.0.ln_1.bias": {"dtype": "F32", "shape": [1600], "data_offsets": [b, e]}, ...}
@@ -11,13 +13,16 @@ read the header, then just those ranges. A sharded checkpoint adds model.safeten
 which names the shard that holds each tensor.
 
 - A local directory is read in place through `safe_open`; nothing is copied.
-- A hub id is pinned to the repository's current commit. Its layer-0 tensors are fetched by
-  ranged reads (`HfFileSystem`) and cached, as stored, in one small safetensors file
-  `<HF hub cache>/badapple-layer0/models--<org>--<name>/<commit>.safetensors`, with the config
-  and a SHA-256 of the tensors in its metadata. The cache is keyed by repository and commit,
-  not by head: it holds all of c_attn (~31 MB for XL; a head's columns are not contiguous, so
-  a range read fetches whole rows anyway), so every head, and --verify, reads from one entry.
-  Later runs, and HF_HUB_OFFLINE=1 runs, use the entry without the network.
+- A hub id is pinned to the repository's current commit. What the layer needs is fetched by
+  ranged reads (`HfFileSystem`) and cached, as stored, in small safetensors files under
+  `<HF hub cache>/badapple-layer0/models--<org>--<name>/`, each with the config and a SHA-256 of
+  its tensors in its metadata: `<commit>.safetensors` holds layer 0's tensors (every run needs
+  it), `<commit>.block<i>.safetensors` block i whole, `<commit>.attention<L>.safetensors` layer
+  L's norm and projections. The cache is keyed by repository and commit, not by head: an entry
+  holds all of c_attn (~31 MB for XL; a head's columns are not contiguous, so a range read
+  fetches whole rows anyway), so every head, and --verify, reads from one entry, and every layer
+  deeper than i shares block i's. Later runs, and HF_HUB_OFFLINE=1 runs, use the entries
+  without the network.
 
 No pickle is ever loaded: weights are read only as safetensors.
 """

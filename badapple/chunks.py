@@ -2,19 +2,23 @@
 
     frames        int64 [n]          1-based frame numbers (a chunk's frames need not be
                                      consecutive: see `warm.solve_order`)
-    embeddings    float32 [n, T, d]  the inputs_embeds to feed GPT-2 (--method adam), or the
-                                     compact exact form of the reduced solver:
+    embeddings    float32 [n, T, d]  the inputs_embeds to feed GPT-2 (--method adam, or any
+                                     method on a deeper --layer, whose inputs are found through
+                                     the blocks before it), or the compact exact form of the
+                                     reduced solver at layer 0:
     coefficients  float32 [n, T, k]
     basis         float32 [k, d]     inputs_embeds = coefficients @ basis + offset
     offset        float32 [T, d]
 
 and the JSON metadata "badapple": {"settings": the settings that decide what was solved (the
-model and its hub commit, layout, heads, render, contrast, method, solver settings, tokens),
-"seconds_per_frame": the time a frame took (solving, and judging its warm start),
-"solve_facts": for each frame, how it started and its steps}. The reduced solver's inputs lie
-row by row in a small affine subspace (reachable.py: the heads' whitened queries and keys, one
-null-space direction, minus wpe), so k = 2·H·64 + 1 numbers a row hold them exactly: 129
-instead of 1,600 for one head.
+model and its hub commit, layer, layout, heads, render, contrast, method, solver settings,
+tokens), "seconds_per_frame": the time a frame took (solving, and judging its warm start),
+"solve_facts": for each frame, how it started and its steps, and at a deeper layer how its
+inputs reached it}. At layer 0 the reduced solver's inputs lie row by row in a small affine
+subspace (reachable.py: the heads' whitened queries and keys, one null-space direction, minus
+wpe), so k = 2·H·64 + 1 numbers a row hold them exactly: 129 instead of 1,600 for one head. A
+deeper layer's inputs hold the blocks' updates before it too, which fill every dimension: they
+are kept whole (d numbers a row; 1.6 MB a frame for GPT-2 XL at 257 tokens).
 
 These files are the one record of what is solved: the PNGs and metrics.json derive from them, so
 a lost PNG or another colormap is re-rendered, not re-solved. Files are named chunk_00001... in

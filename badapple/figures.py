@@ -361,7 +361,9 @@ def best_worst(metrics: dict, frames_dir: FramesDir, count: int = BEST_WORST) ->
             top.set_title(f"{_frame_title(metrics, entry)}\n{key} {entry[key]:.3f}", fontsize=10)
         axes[2 * half, 0].set_ylabel(f"{name}: target")
         axes[2 * half + 1, 0].set_ylabel(f"{name}: attention")
-    figure.suptitle(f"The {count} best and {count} worst frames by {key}, {_layer(metrics)}")
+    figure.suptitle(
+        f"{_layer(metrics).capitalize()}: the {count} best and {count} worst frames by {key}"
+    )
     return figure
 
 

@@ -119,16 +119,17 @@ def held_frames(folder: FramesDir, metrics: dict) -> dict[int, Path]:
 
 def rendered_frames(folder: FramesDir, metrics: dict, model, frames: list[int], device):
     """Yield (frame, picture [C, T, T], target [C, T, T]) for `frames`: transformers' attention
-    of the saved embeddings, drawn as optimize.py draws it (the layout, heads, render and blur
-    that metrics.json's settings and display record)."""
+    of the saved embeddings at the played layer (`model` runs blocks 0..layer), drawn as
+    optimize.py draws it (the layout, heads, render and blur that metrics.json's settings and
+    display record)."""
     settings, blur = metrics["settings"], metrics["display"]["blur"]
     layout, render, heads = settings["layout"], settings["render"], tuple(settings["heads"])
-    channels = settings["channels"]
+    channels, layer = settings["channels"], settings.get("layer", 0)
     for _, chunk, embeddings in saved_inputs_embeds(held_frames(folder, metrics), frames):
         for first in range(0, len(chunk), SCORE_BATCH):
             batch = chunk[first : first + SCORE_BATCH]
             rows = embeddings[first : first + SCORE_BATCH].to(device)  # [b, T', d]
-            attention = transformers_attention(model, rows, heads).float().cpu().numpy()
+            attention = transformers_attention(model, rows, heads, layer).float().cpu().numpy()
             for frame, maps in zip(batch, attention, strict=True):  # [H, T', T']
                 picture = layout_picture(maps, layout, render, blur)
                 yield frame, picture, read_target_png(folder.target_png(frame), channels)
@@ -307,7 +308,8 @@ def main() -> None:
 
         started = time.perf_counter()
         folder = FramesDir(frames_dir)
-        model = gpt2_through_layer(open_checkpoint(str(checkpoint))).to(device)
+        layer = metrics["settings"]["layer"]
+        model = gpt2_through_layer(open_checkpoint(str(checkpoint)), layer).to(device)
         numbers = list(range(1, frame_count + 1))
         per_frame = {}
         for frame, picture, target in rendered_frames(folder, metrics, model, numbers, device):

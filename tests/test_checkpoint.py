@@ -7,6 +7,7 @@ needs the hub) is replaced by a local fsspec filesystem that counts the bytes it
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +21,13 @@ from transformers import GPT2Config, GPT2Model
 from transformers.initialization import no_init_weights
 
 import badapple.checkpoint as checkpoint_module
-from badapple.checkpoint import ATTENTION_TENSORS, fetch_tensors, open_checkpoint, read_tensors
+from badapple.checkpoint import (
+    ATTENTION_TENSORS,
+    attention_tensors,
+    fetch_tensors,
+    open_checkpoint,
+    read_tensors,
+)
 from badapple.errors import UserError
 from badapple.head import load_head
 from badapple.verify import gpt2_through_layer, transformers_attention
@@ -195,6 +202,57 @@ def test_verify_reads_the_cached_layer(tiny_checkpoint, fake_hub):
     from_hub = transformers_attention(gpt2_through_layer(open_checkpoint(REPO)), embeddings, (0, 2))
     local = gpt2_through_layer(open_checkpoint(str(tiny_checkpoint)))
     assert (from_hub - transformers_attention(local, embeddings, (0, 2))).abs().max() < 1e-6
+
+
+def test_a_deeper_layer_fetches_the_blocks_before_it_and_its_own_attention(
+    tiny_deep_checkpoint, fake_hub, monkeypatch
+):
+    filesystem = fake_hub(tiny_deep_checkpoint)
+    local = open_checkpoint(str(tiny_deep_checkpoint))
+    checkpoint = open_checkpoint(REPO, layer=2)
+    # the position table, blocks 0 and 1 whole, layer 2's ln_1 and c_attn: nothing of block 3
+    before = [name for name in local.tensor_files if name.startswith(("h.0.", "h.1."))]
+    expected = {"wpe.weight", *before, *attention_tensors(2)}
+    assert set(checkpoint.tensor_files) >= expected
+    assert not any(
+        name.startswith(("h.3.", "h.2.mlp", "h.2.ln_2")) for name in checkpoint.tensor_files
+    )
+    ours = read_tensors(checkpoint, sorted(expected))
+    theirs = read_tensors(local, sorted(expected))
+    assert all(torch.equal(ours[name], theirs[name]) for name in expected)
+    file = tiny_deep_checkpoint / "model.safetensors"
+    (header_length,) = struct.unpack("<Q", file.read_bytes()[:8])
+    wanted_bytes = sum(tensor.nbytes for tensor in theirs.values())
+    # layer 0's attention is fetched again, for the entry every run shares
+    layer_0_bytes = sum(theirs[name].nbytes for name in attention_tensors(0))
+    config_bytes = (tiny_deep_checkpoint / "config.json").stat().st_size
+    fetched = filesystem.bytes_read
+    assert fetched <= 8 + header_length + config_bytes + wanted_bytes + layer_0_bytes
+    assert fetched < 0.7 * file.stat().st_size
+
+    embeddings = torch.randn(2, 12, 128)
+    from_hub = transformers_attention(gpt2_through_layer(checkpoint, 2), embeddings, (1, 7), 2)
+    direct = transformers_attention(gpt2_through_layer(local, 2), embeddings, (1, 7), 2)
+    assert (from_hub - direct).abs().max() < 1e-6
+
+    open_checkpoint(REPO, layer=1)  # block 0 is cached: only layer 1's attention is fetched
+    layer_1_bytes = sum(theirs[name].nbytes for name in attention_tensors(1))
+    assert filesystem.bytes_read - fetched <= 8 + header_length + layer_1_bytes
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(checkpoint_module, "_locate_on_hub", pytest.fail)
+    assert open_checkpoint(REPO, layer=2).revision == REVISION
+    with pytest.raises(UserError, match="holds no copy of its blocks 0..2 and layer 3"):
+        open_checkpoint(REPO, layer=3)
+
+
+def test_a_layer_the_hub_model_lacks_is_refused_before_any_weight_is_fetched(
+    tiny_deep_checkpoint, fake_hub
+):
+    filesystem = fake_hub(tiny_deep_checkpoint)
+    with pytest.raises(UserError, match="--layer 4 is out of range: .* has 4 layers; pick"):
+        open_checkpoint(REPO, layer=4)
+    assert filesystem.bytes_read == (tiny_deep_checkpoint / "config.json").stat().st_size
 
 
 def test_a_damaged_cache_entry_is_fetched_again(tiny_checkpoint, fake_hub):

@@ -46,7 +46,7 @@ def disc_frames(count: int, size: int) -> torch.Tensor:
 @pytest.mark.parametrize("layer", [1, 3])
 def test_layer_input_is_the_stream_transformers_feeds_the_layer(tiny_deep_checkpoint, layer):
     checkpoint = open_checkpoint(str(tiny_deep_checkpoint))
-    inputs = torch.randn(2, 12, TINY_DEEP["n_embd"])
+    inputs = torch.randn(11, 12, TINY_DEEP["n_embd"])  # more than one forward's frames on a CPU
     whole = transformers_gpt2(checkpoint, TINY_DEEP["n_layer"], attention="eager")
     with torch.no_grad():
         expected = whole(inputs_embeds=inputs, output_hidden_states=True).hidden_states[layer]
