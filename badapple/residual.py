@@ -171,19 +171,20 @@ def reach_layer(
         best_error[kept] = new_error[better]
         best_inputs[kept], best_rows[kept] = inputs[kept], rows[better]
         best_scale[kept] = scales[scale_index[kept]]
-        converged = (new_error <= CONVERGED_ERROR).cpu()
+        converged = (new_error <= CONVERGED_ERROR).cpu()  # [n] bool, as the rest below
         stalled = (new_error * MIN_GAIN > error[active]).cpu() | (
             steps_at_scale[active] >= MAX_STEPS_PER_SCALE
         )
+        contracting = ~stalled & ~converged
         error[active] = new_error
         done[active[converged]] = True
-        retry = active[stalled & ~converged]
+        retry = active[stalled & ~converged]  # at the next scale, or given up after the last
         scale_index[retry] += 1
         done[retry[scale_index[retry] >= len(SCALES)]] = True
         retry = retry[scale_index[retry] < len(SCALES)]
-        stepping = active[~stalled & ~converged]
+        stepping = active[contracting]
         # x ← x + (a·E - h_L(x)) for the frames still contracting
-        inputs[stepping] += target[stepping] - rows[(~stalled & ~converged).to(rows.device)]
+        inputs[stepping] += target[stepping] - rows[contracting.to(rows.device)]
         if len(retry):  # start again from a·E at the next scale
             target[retry] = aimed(retry, scales[scale_index[retry]])
             inputs[retry] = target[retry]

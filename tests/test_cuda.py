@@ -78,3 +78,24 @@ def test_optimize_runs_on_cuda(tmp_path, tiny_checkpoint):
     metrics = json.loads((frames / "output" / "metrics.json").read_text())
     assert metrics["device"].startswith("cuda")
     assert metrics["means"]["corr"] > 0.98  # true tone on the GPU: as on the CPU (0.999)
+
+
+def test_a_deeper_layer_is_reached_on_the_gpu(tiny_deep_checkpoint):
+    """The fixed point of residual.py with the blocks on the GPU: transformers on the CPU, on the
+    inputs it found, gives layer 3 the queries and keys that were asked for."""
+    from badapple.reachable import lift_factored, project_to_ball, reachable_space
+    from badapple.residual import LayerInput, reach_layer
+
+    checkpoint = open_checkpoint(str(tiny_deep_checkpoint))
+    weights = load_head(checkpoint, (2,), tokens=17, layer=3).to("cuda")
+    space = reachable_space(weights)
+    generator = torch.Generator().manual_seed(0)
+    wanted = project_to_ball(torch.randn(3, 17, space.dims, generator=generator), space.radius)
+    reached = reach_layer(LayerInput(checkpoint, 3, "cuda"), wanted.cuda(), space, weights)
+    assert bool(reached.converged.all()) and reached.inputs.device.type == "cuda"
+    theirs = transformers_attention(
+        gpt2_through_layer(checkpoint, 3), reached.inputs.cpu(), (2,), layer=3
+    )
+    solved = lift_factored(wanted.cuda(), space, weights).inputs_embeds()
+    ours = causal_attention(attention_scores(solved, weights)).cpu()
+    assert (theirs - ours).abs().max() < 1e-4
