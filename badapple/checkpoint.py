@@ -43,39 +43,11 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from badapple.errors import UserError
+from badapple.family import Family, Shape, family_of
 
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
-POSITION_TABLE = "wpe.weight"  # [n_positions, d]
-
-
-def attention_tensors(layer: int) -> tuple[str, ...]:
-    """What a layer's attention scores depend on, given the residual stream entering it."""
-    return (
-        f"h.{layer}.ln_1.weight",  # [d]
-        f"h.{layer}.ln_1.bias",  # [d]
-        f"h.{layer}.attn.c_attn.weight",  # [d, 3d], a Conv1D laid out [Q | K | V]
-        f"h.{layer}.attn.c_attn.bias",  # [3d]
-    )
-
-
-def block_prefix(layer: int) -> str:
-    """The prefix of every tensor of one block: its norms, attention and MLP."""
-    return f"h.{layer}."
-
-
-def played_layer_tensors(layer: int) -> tuple[str, ...]:
-    """All that layer `layer`'s attention depends on: the position table, blocks 0..layer-1
-    whole (a name ending in "." stands for every tensor under it) and the layer's own norm and
-    projections. Layer 0's is all a run of today's needed: the head's weights and --verify."""
-    blocks = tuple(block_prefix(index) for index in range(layer))
-    return (POSITION_TABLE, *blocks, *attention_tensors(layer))
-
-
-ATTENTION_TENSORS = played_layer_tensors(0)
-# Checkpoints saved from GPT2LMHeadModel prefix every name with "transformer."; GPT2Model's don't.
-_NAME_PREFIXES = ("", "transformer.")
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"  # {"weight_map": {tensor name: shard file}}
 HEADER_LENGTH_BYTES = 8  # the little-endian u64 before the JSON header
@@ -87,10 +59,11 @@ CACHE_FOLDER = "badapple-layer0"  # inside the Hugging Face hub cache
 
 @dataclass(frozen=True)
 class Checkpoint:
-    """A GPT-2 checkpoint: its config and which local safetensors file holds each tensor.
+    """A checkpoint of a supported family: its config and which local safetensors file holds
+    each tensor, by its plain name (the base model's, e.g. 'h.0.ln_1.weight').
 
     For a hub id the files are our cache of what the played layer needs, so only the tensors
-    of `played_layer_tensors` are there.
+    of the family's `played_layer_tensors` are there.
     """
 
     name: str  # as the user gave it: a hub id or a local directory
@@ -99,20 +72,12 @@ class Checkpoint:
     revision: str | None = None  # the hub commit the tensors come from; None for a directory
 
     @property
-    def n_embd(self) -> int:
-        return int(self.config["n_embd"])
+    def family(self) -> Family:
+        return family_of(self.config.get("model_type"), self.name)
 
     @property
-    def n_head(self) -> int:
-        return int(self.config["n_head"])
-
-    @property
-    def n_layer(self) -> int:
-        return int(self.config.get("n_layer", 12))  # GPT2Config's default
-
-    @property
-    def n_positions(self) -> int:
-        return int(self.config.get("n_positions", self.config.get("n_ctx", 1024)))
+    def shape(self) -> Shape:
+        return self.family.shape(self.config)
 
 
 def open_checkpoint(model: str, layer: int = 0) -> Checkpoint:
@@ -129,8 +94,14 @@ def open_checkpoint(model: str, layer: int = 0) -> Checkpoint:
 
 
 def check_layer(name: str, config: dict, layer: int) -> None:
-    """Refuse a layer the model does not have, before any weight is read."""
-    layers = int(config.get("n_layer", 12))  # GPT2Config's default
+    """Refuse a layer the model does not have, or cannot play, before any weight is read."""
+    family = family_of(config.get("model_type"), name)
+    layers = family.shape(config).layers
+    if layer > 0 and not family.pre_layer_norm:
+        raise UserError(
+            f"--layer {layer}: {name} is a {config['model_type']} model, which normalises after "
+            "each block, so only its layer 0 can be played exactly; use --layer 0"
+        )
     if not 0 <= layer < layers:
         raise UserError(
             f"--layer {layer} is out of range: {name} has {layers} layer"
@@ -147,9 +118,7 @@ def tensor_names(checkpoint: Checkpoint, wanted: tuple[str, ...] | list[str]) ->
             continue
         under = sorted(plain for plain in checkpoint.tensor_files if plain.startswith(name))
         if not under:
-            raise UserError(
-                f"{checkpoint.name} lacks {name}*; it is not a complete GPT-2 checkpoint"
-            )
+            raise UserError(f"{checkpoint.name} lacks {name}*; {_incomplete(checkpoint.config)}")
         names.extend(under)
     return names
 
@@ -160,9 +129,7 @@ def read_tensors(checkpoint: Checkpoint, names: list[str]) -> dict[str, torch.Te
     names = tensor_names(checkpoint, names)
     missing = [name for name in names if name not in checkpoint.tensor_files]
     if missing:
-        raise UserError(
-            f"{checkpoint.name} lacks {missing[0]}; it is not a complete GPT-2 checkpoint"
-        )
+        raise UserError(f"{checkpoint.name} lacks {missing[0]}; {_incomplete(checkpoint.config)}")
     tensors = {}
     for name in names:
         file, stored_name = checkpoint.tensor_files[name]
@@ -178,7 +145,8 @@ def _open_directory(model: str, local: Path) -> Checkpoint:
             f"{model} has no config.json; pass a directory written by "
             "save_pretrained (config.json + *.safetensors) or a hub id"
         )
-    config = _gpt2_config(model, config_path.read_bytes(), str(config_path))
+    config = _model_config(model, config_path.read_bytes(), str(config_path))
+    prefixes = family_of(config.get("model_type"), model).name_prefixes
     files = sorted(local.glob("*.safetensors"))
     if not files:
         raise UserError(
@@ -189,23 +157,32 @@ def _open_directory(model: str, local: Path) -> Checkpoint:
     for file in files:
         with safe_open(str(file), framework="pt") as handle:  # reads the header only
             for stored_name in handle.keys():
-                plain = stored_name.removeprefix(_NAME_PREFIXES[1])
+                plain = _plain_name(stored_name, prefixes)
                 tensor_files.setdefault(plain, (file, stored_name))
     return Checkpoint(name=model, config=config, tensor_files=tensor_files)
 
 
-def _gpt2_config(model: str, text: bytes | str, where: str) -> dict:
+def _model_config(model: str, text: bytes | str, where: str) -> dict:
+    """A config.json's contents, of a family we support (one line naming them otherwise)."""
     try:
         config = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise UserError(f"{where} is not valid JSON ({error})") from None
     model_type = config.get("model_type") if isinstance(config, dict) else None
-    if model_type != "gpt2" or not {"n_embd", "n_head"} <= config.keys():
-        raise UserError(
-            f"{model} is a {model_type or 'unknown'} checkpoint, not GPT-2; pass a "
-            "GPT-2 checkpoint such as openai-community/gpt2-xl"
-        )
+    family_of(model_type, model).shape(config)  # its sizes are there
     return config
+
+
+def _plain_name(stored: str, prefixes: tuple[str, ...]) -> str:
+    """A stored tensor's name as the base model names it (a head model's prefix taken off)."""
+    for prefix in prefixes:
+        if stored.startswith(prefix):
+            return stored.removeprefix(prefix)
+    return stored
+
+
+def _incomplete(config: dict) -> str:
+    return f"it is not a complete {config.get('model_type', 'model')} checkpoint"
 
 
 # --- the hub: pin, fetch by ranges, cache ------------------------------------------------------
@@ -235,27 +212,33 @@ def _open_hub(repo_id: str, layer: int) -> Checkpoint:
         why = f"the hub cannot be reached ({_first_line(error)})"
         return _from_newest_cache(repo_id, why, layer, degraded=True)
 
-    pieces = _cache_pieces(layer)
-    files = {piece: _cache_path(repo_id, revision, piece) for piece in pieces}
-    configs = {piece: _checked_cache(files[piece], pieces[piece]) for piece in pieces}
-    config = next((config for config in configs.values() if config is not None), None)
+    config = next(
+        (c for c in (_checked_cache(_cache_path(repo_id, revision), ()),) if c is not None),
+        None,
+    )  # layer 0's entry, if cached, says what the model is
     if config is None:
         try:
             config_text = filesystem.cat_file(f"{root}/config.json")
         except FileNotFoundError:
             raise UserError(
-                f"cannot fetch {repo_id}: it has no config.json; pass a GPT-2 checkpoint "
-                "such as openai-community/gpt2-xl"
+                f"cannot fetch {repo_id}: it has no config.json; pass a checkpoint of a "
+                "supported family, such as openai-community/gpt2-xl"
             ) from None
         except Exception as error:  # the connection dropped or the hub refused the read
             raise _fetch_failed(repo_id, error) from None
-        config = _gpt2_config(repo_id, config_text, f"{repo_id}/config.json")
+        config = _model_config(repo_id, config_text, f"{repo_id}/config.json")
     check_layer(repo_id, config, layer)  # before a deeper layer's blocks are fetched
+    family = family_of(config.get("model_type"), repo_id)
+    pieces = _cache_pieces(family, config, layer)
+    files = {piece: _cache_path(repo_id, revision, piece) for piece in pieces}
+    configs = {piece: _checked_cache(files[piece], pieces[piece]) for piece in pieces}
     missing = [piece for piece in pieces if configs[piece] is None]
     if missing:
         wanted = [name for piece in missing for name in pieces[piece]]
         try:
-            tensors = fetch_tensors(filesystem, root, wanted, repo_id, _needed(layer))
+            tensors = fetch_tensors(
+                filesystem, root, wanted, repo_id, _needed(layer), family.name_prefixes
+            )
         except UserError:
             raise
         except Exception as error:
@@ -266,17 +249,18 @@ def _open_hub(repo_id: str, layer: int) -> Checkpoint:
     return _cached_checkpoint(repo_id, revision, files, config)
 
 
-def _cache_pieces(layer: int) -> dict[str, tuple[str, ...]]:
+def _cache_pieces(family: Family, config: dict, layer: int) -> dict[str, tuple[str, ...]]:
     """The cache entries `layer` needs: a name for the file -> the tensors it holds.
 
     Every run needs layer 0's entry ("": the position table and layer 0's attention); a deeper
     layer adds one entry per whole block before it, which every deeper layer shares, and one
     for its own norm and projections.
     """
-    pieces = {"": ATTENTION_TENSORS}
+    pieces = {"": family.played_layer_tensors(config, 0)}
     if layer > 0:
-        pieces.update({f"block{index}": (block_prefix(index),) for index in range(layer)})
-        pieces[f"attention{layer}"] = attention_tensors(layer)
+        blocks = {f"block{index}": (family.block_prefix(index),) for index in range(layer)}
+        pieces.update(blocks)
+        pieces[f"attention{layer}"] = family.attention_tensors(config, layer)
     return pieces
 
 
@@ -334,13 +318,15 @@ def fetch_tensors(
     names: tuple[str, ...] | list[str],
     label: str = "checkpoint",
     what: str = "layer 0",
+    name_prefixes: tuple[str, ...] = ("transformer.",),
 ) -> dict[str, torch.Tensor]:
     """Read `names` (plain names; one ending in "." stands for every tensor under it) from the
     safetensors checkpoint under `root`, by byte ranges.
 
     `filesystem` is any fsspec filesystem (HfFileSystem, a local one in the tests); only the
     headers and the named tensors' bytes are read. Tensors keep their stored dtype. `what` the
-    tensors are for names them on the progress bar.
+    tensors are for names them on the progress bar; `name_prefixes`, what a head model's
+    checkpoint puts before the plain names (the family's).
     """
     headers = {}  # file -> (its header entries, where its data starts)
 
@@ -368,8 +354,7 @@ def fetch_tensors(
         file_of = {stored: f"{root}/{shard}" for stored, shard in weight_map.items()}
     else:
         raise UserError(
-            f"{label} has no {SINGLE_FILE} or {INDEX_FILE}; pass a GPT-2 checkpoint saved "
-            "as safetensors"
+            f"{label} has no {SINGLE_FILE} or {INDEX_FILE}; pass a checkpoint saved as safetensors"
         )
 
     plain_names = []  # the prefixes expanded, each to the stored tensors under it
@@ -377,17 +362,17 @@ def fetch_tensors(
         if not name.endswith("."):
             plain_names.append(name)
             continue
-        plain_stored = {stored.removeprefix(_NAME_PREFIXES[1]) for stored in file_of}
+        plain_stored = {_plain_name(stored, name_prefixes) for stored in file_of}
         under = sorted(plain for plain in plain_stored if plain.startswith(name))
         if not under:
-            raise UserError(f"{label} lacks {name}*; it is not a complete GPT-2 checkpoint")
+            raise UserError(f"{label} lacks {name}*; it is not a complete checkpoint")
         plain_names.extend(under)
 
     spans = {}  # plain name -> _Span
     for name in plain_names:
-        stored = next((p + name for p in _NAME_PREFIXES if p + name in file_of), None)
+        stored = next((p + name for p in ("", *name_prefixes) if p + name in file_of), None)
         if stored is None:
-            raise UserError(f"{label} lacks {name}; it is not a complete GPT-2 checkpoint")
+            raise UserError(f"{label} lacks {name}; it is not a complete checkpoint")
         path = file_of[stored]
         entries, data_start = header(path)
         if stored not in entries:
@@ -551,15 +536,18 @@ def _from_newest_cache(repo_id: str, why: str, layer: int, degraded: bool) -> Ch
     `degraded`: the hub was wanted but is away, so the cached commit may be out of date (warn).
     """
     folder = _cache_folder(repo_id)
-    pieces = _cache_pieces(layer)
     # layer 0's entries, one a commit (<commit>.safetensors; the others have a second dot)
     entries = [path for path in folder.glob("*.safetensors") if "." not in path.stem]
     for entry in sorted(entries, key=lambda path: path.stat().st_mtime, reverse=True):
         revision = entry.stem
+        config = _checked_cache(entry, ())
+        if config is None:
+            continue
+        check_layer(repo_id, config, layer)
+        pieces = _cache_pieces(family_of(config.get("model_type"), repo_id), config, layer)
         files = {piece: _cache_path(repo_id, revision, piece) for piece in pieces}
         configs = [_checked_cache(files[piece], pieces[piece]) for piece in pieces]
         if all(config is not None for config in configs):
-            check_layer(repo_id, configs[0], layer)
             message = f"{why}: using {repo_id} at commit {revision[:12]}, cached in {folder}"
             if degraded:
                 warnings.warn(message, stacklevel=3)
@@ -575,7 +563,7 @@ def _from_newest_cache(repo_id: str, why: str, layer: int, degraded: bool) -> Ch
 def _cached_checkpoint(
     repo_id: str, revision: str, files: dict[str, Path], config: dict
 ) -> Checkpoint:
-    config = _gpt2_config(repo_id, json.dumps(config), str(files[""]))
+    config = _model_config(repo_id, json.dumps(config), str(files[""]))
     tensor_files = {}
     for file in files.values():
         with safe_open(str(file), framework="pt") as handle:  # reads the header only

@@ -1,24 +1,29 @@
-"""The GPT-2 head: its few weights, taken from a checkpoint (see checkpoint.py), and its forward.
+"""The played heads: their few weights, taken from a checkpoint (see checkpoint.py), and their
+forward, the same for every family (family.py reads each family's tensors into `HeadWeights`).
 
 Only the played layer matters, and of it only the queries and keys of the chosen heads, so the
-whole model is never built: we read `h.L.ln_1` and keep the heads' columns of `h.L.attn.c_attn`
-(a Conv1D, used as x @ W + b with W [d, 3d] laid out as [Q | K | V]) and run
+whole model is never built. Row i of the layer's input X becomes
 
-    H = LayerNorm_ln1(X + P);  Q = H Wq + bq;  K = H Wk + bk;  S = Q Kᵀ / sqrt(head_dim)
+    H = Norm(a·X + P);  Q = H Wq + bq;  K = H Wk + bk;  then both rotated by position (rotary
+    families);  S = Q Kᵀ · scale
 
-which is exactly the score GPT-2 feeds its causal softmax. At layer 0, X is the input embedding
-and P = wpe[:T]; at a deeper layer X is the residual stream entering it, which holds the
-positions already (residual.py), and P = 0.
+which is exactly the score the model feeds its softmax. Norm is a LayerNorm (GPT-2: centred,
+γ and β) or an RMSNorm (Llama: not centred, γ only); a is an input scale (1 but for Gemma's
+√d). At layer 0, X is the input embedding and P the learned position table (GPT-2's wpe), or
+0 where the positions rotate Q and K instead; at a deeper layer X is the residual stream
+entering it, which holds the table's positions already (residual.py), and P = 0. Under
+grouped-query attention several query heads share one key head: the keys are held once per key
+head and each played head takes its own (`key_of_head`).
 """
 
-import math
 from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 
-from badapple.checkpoint import POSITION_TABLE, Checkpoint, attention_tensors, read_tensors
+from badapple.checkpoint import Checkpoint, read_tensors
 from badapple.errors import UserError
+from badapple.family import rotary_tables
 
 
 @dataclass(frozen=True)
@@ -26,22 +31,32 @@ class HeadWeights:
     """What a layer needs to turn its input into the scores of some of its heads."""
 
     heads: tuple[int, ...]  # which heads, in the order their maps come out
-    position: torch.Tensor  # [T, d] wpe rows 0..T-1 at layer 0; zeros deeper
-    ln_weight: torch.Tensor  # [d] ln_1's gamma
-    ln_bias: torch.Tensor  # [d] ln_1's beta
-    # The heads' query columns of c_attn, head after head, then their key columns: [Wq | Wk].
-    query_key_weight: torch.Tensor  # [d, 2 * H * hd]
-    query_key_bias: torch.Tensor  # [2 * H * hd]
+    position: torch.Tensor  # [T, d] the table added to the input; zeros deeper or rotary
+    norm: str  # "layer" (LayerNorm) or "rms" (RMSNorm)
+    ln_weight: torch.Tensor  # [d] the norm's gamma
+    ln_bias: torch.Tensor  # [d] its beta (zeros for RMSNorm)
+    # The heads' query columns, head after head, then the key columns of the key heads they
+    # use, each once: [Wq | Wk], as x @ W + b.
+    query_key_weight: torch.Tensor  # [d, (H + G) * hd]
+    query_key_bias: torch.Tensor  # [(H + G) * hd]
     ln_eps: float
-    scale: float  # multiplies Q Kᵀ: 1 / sqrt(head_dim)
+    scale: float  # multiplies Q Kᵀ: 1 / sqrt(head_dim) mostly
+    key_of_head: tuple[int, ...]  # for each played head, which of the G key heads it uses
+    rotary_cos: torch.Tensor | None = None  # [T, hd] rotary positions, None for none
+    rotary_sin: torch.Tensor | None = None  # [T, hd]
+    input_scale: float = 1.0  # multiplies the input before anything
 
     @property
     def d_model(self) -> int:
         return self.ln_weight.shape[0]
 
     @property
+    def key_heads(self) -> int:  # G
+        return max(self.key_of_head) + 1
+
+    @property
     def head_dim(self) -> int:
-        return self.query_key_weight.shape[1] // (2 * len(self.heads))
+        return self.query_key_weight.shape[1] // (len(self.heads) + self.key_heads)
 
     def to(self, device: torch.device | str) -> "HeadWeights":
         moved = {
@@ -56,78 +71,94 @@ def load_head(
     checkpoint: Checkpoint, heads: tuple[int, ...], tokens: int, layer: int = 0
 ) -> HeadWeights:
     """The weights of `heads` of `layer` for sequences of `tokens` tokens."""
-    d, n_head = checkpoint.n_embd, checkpoint.n_head
+    shape, family = checkpoint.shape, checkpoint.family
     for head in heads:
-        if not 0 <= head < n_head:
+        if not 0 <= head < shape.heads:
             raise UserError(
-                f"head {head} is out of range: {checkpoint.name} has {n_head} heads "
-                f"per layer; pick one of 0..{n_head - 1}"
+                f"head {head} is out of range: {checkpoint.name} has {shape.heads} heads "
+                f"per layer; pick one of 0..{shape.heads - 1}"
             )
-    if tokens > checkpoint.n_positions:
+    if tokens > shape.positions:
         raise UserError(
             f"{tokens} tokens need {tokens} positions but {checkpoint.name} "
-            f"has {checkpoint.n_positions}; rerun download.py with a smaller --size"
+            f"has {shape.positions}; rerun download.py with a smaller --size"
         )
-    ln_weight, ln_bias, qkv_weight, qkv_bias = read_tensors(
-        checkpoint, list(attention_tensors(layer))
-    ).values()
-    if qkv_weight.shape != (d, 3 * d):
-        raise UserError(
-            f"{checkpoint.name}: c_attn is {tuple(qkv_weight.shape)}, expected "
-            f"({d}, {3 * d}) for a GPT-2 layer; the checkpoint does not match its config"
-        )
-    head_dim = d // n_head
-    query_columns = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
-    columns = torch.cat([query_columns, query_columns + d])  # K follows Q in c_attn's output
-    scale = 1 / math.sqrt(head_dim) if checkpoint.config.get("scale_attn_weights", True) else 1.0
-    if checkpoint.config.get("scale_attn_by_inverse_layer_idx", False):
-        scale /= layer + 1  # as GPT2Attention does
-    if layer == 0:
-        position = read_tensors(checkpoint, [POSITION_TABLE])[POSITION_TABLE][:tokens].clone()
-    else:  # the residual stream entering the layer holds the positions already
-        position = torch.zeros(tokens, d)
-    return HeadWeights(
-        heads=tuple(heads),
-        position=position,
-        ln_weight=ln_weight,
-        ln_bias=ln_bias,
-        query_key_weight=qkv_weight[:, columns].contiguous(),
-        query_key_bias=qkv_bias[columns].contiguous(),
-        ln_eps=float(checkpoint.config.get("layer_norm_epsilon", 1e-5)),
-        scale=scale,
-    )
+
+    def read(names: list[str]) -> dict[str, torch.Tensor]:
+        return read_tensors(checkpoint, names)
+
+    try:
+        attention = family.attention(checkpoint.config, read, tuple(heads), layer)
+    except UserError as error:
+        raise UserError(f"{checkpoint.name}: {error}") from None
+    if layer == 0 and family.position_table:
+        table = read([family.position_table])[family.position_table]
+        position = table[:tokens].clone()
+    else:  # deeper, the residual stream holds the table's positions; rotary ones rotate
+        position = torch.zeros(tokens, shape.d_model)
+    rotary = {}
+    if family.rotary:
+        cos, sin = rotary_tables(checkpoint.config, shape.head_dim, tokens)
+        rotary = dict(rotary_cos=cos, rotary_sin=sin)
+    return HeadWeights(heads=tuple(heads), position=position, **attention, **rotary)
 
 
-def layer_norm_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
-    """ln_1(X + wpe): [B, T, d] -> [B, T, d]."""
+def normalised_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
+    """Norm(a·X + P): [B, T, d] -> [B, T, d]."""
     tokens = embeddings.shape[1]
-    return F.layer_norm(
-        embeddings + weights.position[:tokens],
-        (weights.d_model,),
-        weights.ln_weight,
-        weights.ln_bias,
-        weights.ln_eps,
-    )
+    shifted = embeddings * weights.input_scale + weights.position[:tokens]
+    if weights.norm == "layer":
+        return F.layer_norm(
+            shifted, (weights.d_model,), weights.ln_weight, weights.ln_bias, weights.ln_eps
+        )
+    mean_square = shifted.square().mean(dim=-1, keepdim=True)
+    return shifted * torch.rsqrt(mean_square + weights.ln_eps) * weights.ln_weight
+
+
+def split_heads(projected: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tensor, ...]:
+    """Per-head queries and keys, rotated by position, from the projections laid out [Q | K]:
+    [B, T, (H + G)·hd] -> 2 x [B, H, T, hd]. The one way both the forward and the solvers'
+    whitened coordinates (reachable.py) become scores."""
+    batch, tokens, _ = projected.shape
+    heads, hd = len(weights.heads), weights.head_dim
+    queries = projected[..., : heads * hd].view(batch, tokens, heads, hd).transpose(1, 2)
+    keys = projected[..., heads * hd :].view(batch, tokens, weights.key_heads, hd).transpose(1, 2)
+    keys = keys[:, list(weights.key_of_head)]  # [B, H, T, hd]: each head its key head's
+    return rotate(queries, weights), rotate(keys, weights)
+
+
+def rotate(vectors: torch.Tensor, weights: HeadWeights, inverse: bool = False) -> torch.Tensor:
+    """Rotary positions: row t of [B, H, T, hd] rotated by its position's angles (`inverse`:
+    back, its transpose, for gradients). Rotations are orthogonal, so the reachable ball of
+    queries and keys is the same before and after: they rotate after projecting."""
+    if weights.rotary_cos is None:
+        return vectors
+    tokens = vectors.shape[-2]
+    cos, sin = weights.rotary_cos[:tokens], weights.rotary_sin[:tokens]
+    half = vectors.shape[-1] // 2
+    # rotate_half(v) = [-v₂, v₁]: pairs dimension i with i + hd/2
+    turned = torch.cat([-vectors[..., half:], vectors[..., :half]], dim=-1)
+    if not inverse:
+        return vectors * cos + turned * sin
+    # Rᵀ: v·cos - rotate_half(v·sin), since rotate_half is a skew map (its transpose is -it)
+    scaled = vectors * sin
+    return vectors * cos + torch.cat([scaled[..., half:], -scaled[..., :half]], dim=-1)
 
 
 def queries_keys(hidden: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-head queries and keys from ln_1's output: [B, T, d] -> 2 x [B, H, T, hd]."""
-    batch, tokens, _ = hidden.shape
+    """Per-head queries and keys from the norm's output: [B, T, d] -> 2 x [B, H, T, hd]."""
     # One matmul for queries and keys together: a skinny [d, 64] one runs far below peak.
-    projected = hidden @ weights.query_key_weight + weights.query_key_bias  # [B, T, 2*H*hd]
-    split = projected.view(batch, tokens, 2, len(weights.heads), weights.head_dim)
-    queries, keys = split.permute(2, 0, 3, 1, 4)  # 2 x [B, H, T, hd]
-    return queries, keys
+    return split_heads(hidden @ weights.query_key_weight + weights.query_key_bias, weights)
 
 
 def attention_scores(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
-    """The pre-softmax scores S = Q Kᵀ / sqrt(hd) of each head: [B, T, d] -> [B, H, T, T]."""
-    queries, keys = queries_keys(layer_norm_input(embeddings, weights), weights)
+    """The pre-softmax scores S = Q Kᵀ · scale of each head: [B, T, d] -> [B, H, T, T]."""
+    queries, keys = queries_keys(normalised_input(embeddings, weights), weights)
     return queries @ keys.transpose(-1, -2) * weights.scale
 
 
 def causal_attention(scores: torch.Tensor) -> torch.Tensor:
-    """GPT-2's attention weights from its scores: causal mask, softmax over keys. [..., T, T]"""
+    """A causal head's attention weights from its scores: causal mask, softmax over keys."""
     tokens = scores.shape[-1]
     future = torch.ones(tokens, tokens, dtype=torch.bool, device=scores.device).triu(1)
     return scores.masked_fill(future, float("-inf")).softmax(dim=-1)

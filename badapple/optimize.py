@@ -372,12 +372,12 @@ def _resolve(
     torch_device = pick_device(device)
     checkpoint = open_checkpoint(model, layer)
     tokens = token_count(size, render)
-    if tokens > checkpoint.n_positions:
+    positions = checkpoint.shape.positions
+    if tokens > positions:
         raise UserError(
             f"frames of {size}x{size} need {tokens} positions under --render {render} (one a "
             f"row{', plus the sink' if tokens > size else ''}) but {checkpoint.name} has "
-            f"{checkpoint.n_positions}; rerun download.py with --size "
-            f"{checkpoint.n_positions - (tokens - size)} or less"
+            f"{positions}; rerun download.py with --size {positions - (tokens - size)} or less"
         )
     warm = METHOD_WARM_STARTS[method]
     if warm is not None and render != "sink":  # a z-score picture's mae (~0.2) is no absolute
@@ -426,9 +426,10 @@ def _plan(run: Run, force: bool, chunk_size: int) -> Plan:
     rerender = sorted(frame for frame in held if frame not in records)
     checkpoint, settings, warm = run.checkpoint, run.settings, run.warm
     print(
-        f"{checkpoint.name}: d={checkpoint.n_embd}, layer {run.solved_with['layer']} of "
-        f"{checkpoint.n_layer}, {_playing(run.weights.heads, run.look.channels, run.look.layout)}"
-        f" of {checkpoint.n_head}; render {run.look.render} ({run.solved_with['tokens']} tokens), "
+        f"{checkpoint.name} ({checkpoint.config['model_type']}): d={checkpoint.shape.d_model}, "
+        f"layer {run.solved_with['layer']} of {checkpoint.shape.layers}, "
+        f"{_playing(run.weights.heads, run.look.channels, run.look.layout)} of "
+        f"{checkpoint.shape.heads}; render {run.look.render} ({run.solved_with['tokens']} tokens), "
         f"method {run.method}, up to {settings.steps} steps"
         + (f" ({warm.steps} from the previous frame)" if warm else "")
         + f", on {run.device}"

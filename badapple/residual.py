@@ -28,19 +28,12 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from badapple.checkpoint import (
-    POSITION_TABLE,
-    Checkpoint,
-    attention_tensors,
-    block_prefix,
-    read_tensors,
-    wanted_tensor,
-)
+from badapple.checkpoint import Checkpoint, read_tensors, wanted_tensor
 from badapple.head import HeadWeights
 from badapple.reachable import ReachableSpace, lift_factored
 
 if TYPE_CHECKING:
-    from transformers import GPT2Model
+    from transformers import PreTrainedModel
 
 # Tried in turn, per frame. The larger the scale, the fewer the steps: on GPT-2-small-shaped
 # random models (layers 6 and 11) a = 10 took 9-11 forwards, 100 took 4-7, 10^4 took 2-3, and
@@ -53,40 +46,44 @@ CONVERGED_ERROR = 2e-6
 CPU_FRAMES_PER_FORWARD = 8
 
 
-def transformers_gpt2(
+def transformers_model(
     checkpoint: Checkpoint, whole_blocks: int, attention: str, played_layer: int | None = None
-) -> "GPT2Model":
-    """transformers' GPT2Model, in eval mode, with the checkpoint's position table and blocks
-    0..whole_blocks-1, and with `played_layer` (= whole_blocks) one block more, of which only
-    the norm and projections its attention needs must be there: a hub checkpoint's cache holds
-    only those, and the rest of the block does not change its attention. `attention` "eager"
-    gives attention weights out, "sdpa" is faster."""
+) -> "PreTrainedModel":
+    """transformers' own base model of the checkpoint's family (GPT2Model, LlamaModel ...), in
+    eval mode, with the checkpoint's position table and blocks 0..whole_blocks-1, and with
+    `played_layer` (= whole_blocks) one block more, of which only the norm and projections its
+    attention needs must be there: a hub checkpoint's cache holds only those, and the rest of
+    the block does not change its attention. `attention` "eager" gives attention weights out,
+    "sdpa" is faster. Without a played layer the final norm is left out: the model then gives
+    the residual stream entering block `whole_blocks`."""
     # Imported here: transformers takes seconds to import, and only deeper layers and --verify
     # need it.
-    from transformers import GPT2Config, GPT2Model
+    from transformers import AutoConfig, AutoModel
 
+    family = checkpoint.family
     blocks = whole_blocks + (played_layer is not None)
+    config = AutoConfig.for_model(**checkpoint.config)
     # inputs_embeds replace the token embedding, so the token table shrinks to one row.
-    config = GPT2Config.from_dict(
-        {
-            **checkpoint.config,
-            "n_layer": blocks,
-            "vocab_size": 1,
-            "bos_token_id": None,
-            "eos_token_id": None,
-        }
-    )
+    config.num_hidden_layers, config.vocab_size = blocks, 1
+    config.bos_token_id = config.eos_token_id = config.pad_token_id = None
     config._attn_implementation = attention
-    model = GPT2Model(config).eval()
-    if played_layer is None:
-        model.ln_f = torch.nn.Identity()  # the stream after the last block is what is wanted
-    wanted = {*(block_prefix(index) for index in range(whole_blocks)), POSITION_TABLE}
-    needed = set(attention_tensors(played_layer)) if played_layer is not None else set()
-    names = []
-    for name, _ in model.named_parameters():
-        required = name in needed or wanted_tensor(name, tuple(wanted))
-        if required or (not name.startswith("wte.") and name in checkpoint.tensor_files):
-            names.append(name)
+    model = AutoModel.from_config(config).eval()
+    if played_layer is None:  # the stream after the last block is what is wanted
+        setattr(model, family.final_norm, torch.nn.Identity())
+    table = {family.position_table} if family.position_table else set()
+    wanted = (*(family.block_prefix(index) for index in range(whole_blocks)), *table)
+    needed = (
+        set(family.attention_tensors(checkpoint.config, played_layer))
+        if played_layer is not None
+        else set()
+    )
+    token_table = model.get_input_embeddings().weight
+    names = [
+        name
+        for name, parameter in model.named_parameters()
+        if parameter is not token_table
+        and (name in needed or wanted_tensor(name, wanted) or name in checkpoint.tensor_files)
+    ]  # the needed and wanted ones must be there (read_tensors says so), the rest may
     model.load_state_dict(read_tensors(checkpoint, names), strict=False)
     return model
 
@@ -97,7 +94,7 @@ class LayerInput:
 
     def __init__(self, checkpoint: Checkpoint, layer: int, device: torch.device | str):
         self.layer, self.device = layer, torch.device(device)
-        self.model = transformers_gpt2(checkpoint, layer, attention="sdpa").to(device)
+        self.model = transformers_model(checkpoint, layer, attention="sdpa").to(device)
 
     @torch.no_grad()
     def __call__(self, inputs_embeds: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from badapple.head import HeadWeights, attention_scores
+from badapple.head import HeadWeights, attention_scores, rotate
 from badapple.reachable import (
     Factored,
     ReachableSpace,
@@ -209,7 +209,7 @@ def _whitened_losses(
         lower = causal_mask(tokens, whitened.device)  # [T, T]
         causal_count = torch.arange(1, tokens + 1, device=whitened.device)[:, None]  # [T, 1]
         entries = tokens * (tokens + 1) / 2
-        queries, keys = queries_keys_from_whitened(whitened, space, heads)  # 2 x [B, H, T, hd]
+        queries, keys = queries_keys_from_whitened(whitened, space, weights)  # 2 x [B, H, T, hd]
         row_mean = (queries * keys.cumsum(dim=-2)).sum(-1, keepdim=True) * scale / causal_count
         residual = (queries @ keys.transpose(-1, -2)).mul_(scale)  # S [B, H, T, T]
         residual.sub_(row_mean).masked_fill_(~lower, 0.0).sub_(targets)
@@ -217,7 +217,7 @@ def _whitened_losses(
         residual.mul_(2 / entries / heads)  # dLoss/dS, averaged over heads like the loss
         query_gradient = residual @ keys * scale  # [B, H, T, hd]
         key_gradient = residual.transpose(-1, -2) @ queries * scale
-        return losses, _whitened_gradient(query_gradient, key_gradient, space)
+        return losses, _whitened_gradient(query_gradient, key_gradient, space, weights)
 
     return losses_and_gradient
 
@@ -241,7 +241,7 @@ def _whitened_shown_losses(
     def losses_and_gradient(whitened: torch.Tensor, ranges: ShownRange):
         tokens = whitened.shape[1]
         pixels = (tokens - 1) * tokens / 2
-        queries, keys = queries_keys_from_whitened(whitened, space, heads)  # 2 x [B, H, T, hd]
+        queries, keys = queries_keys_from_whitened(whitened, space, weights)  # 2 x [B, H, T, hd]
         relative_keys = keys - keys[..., :1, :]  # K' [B, H, T, hd]
         relative = (queries @ relative_keys.transpose(-1, -2)).mul_(scale)  # d [B, H, T, T]
         outside = relative.sub_(torch.clamp(relative, ranges.low, ranges.high))  # e
@@ -251,19 +251,32 @@ def _whitened_shown_losses(
         query_gradient = outside @ relative_keys * scale  # [B, H, T, hd]
         key_gradient = outside.transpose(-1, -2) @ queries * scale  # dK'
         key_gradient[..., 0, :] -= key_gradient.sum(dim=-2)  # the sink's key, in every K'
-        return losses, _whitened_gradient(query_gradient, key_gradient, space)
+        return losses, _whitened_gradient(query_gradient, key_gradient, space, weights)
 
     return losses_and_gradient
 
 
 def _whitened_gradient(
-    query_gradient: torch.Tensor, key_gradient: torch.Tensor, space: ReachableSpace
+    query_gradient: torch.Tensor,
+    key_gradient: torch.Tensor,
+    space: ReachableSpace,
+    weights: HeadWeights,
 ) -> torch.Tensor:
-    """dLoss/du from dLoss/dQ and dLoss/dK of every head [B, H, T, hd]: the queries and keys
-    are qk = offset + u basis, laid out [Q | K], so du = [dQ | dK] basisᵀ -> [B, T, D]."""
-    batch, _, tokens, _ = query_gradient.shape
-    projected = torch.stack([query_gradient, key_gradient]).permute(1, 3, 0, 2, 4)
-    return projected.reshape(batch, tokens, -1) @ space.basis.T  # [B, T, D]
+    """dLoss/du from dLoss/dQ and dLoss/dK of every played head [B, H, T, hd]. The forward
+    (`head.split_heads`) rotated each row by its position and gave each head its key head's
+    keys, so back: rotate by the transpose, and sum the key gradients of the heads that share a
+    key head. The queries and keys are then qk = offset + u basis, laid out [Q | K], so
+    du = [dQ | dK] basisᵀ -> [B, T, D]."""
+    batch, heads, tokens, head_dim = query_gradient.shape
+    query_gradient = rotate(query_gradient, weights, inverse=True)
+    key_gradient = rotate(key_gradient, weights, inverse=True)
+    if weights.key_heads != heads or weights.key_of_head != tuple(range(heads)):
+        shared = key_gradient.new_zeros(batch, weights.key_heads, tokens, head_dim)
+        index = torch.tensor(weights.key_of_head, device=key_gradient.device)
+        key_gradient = shared.index_add_(1, index, key_gradient)
+    queries = query_gradient.transpose(1, 2).reshape(batch, tokens, -1)  # [B, T, H·hd]
+    keys = key_gradient.transpose(1, 2).reshape(batch, tokens, -1)  # [B, T, G·hd]
+    return torch.cat([queries, keys], dim=-1) @ space.basis.T  # [B, T, D]
 
 
 def _converged(losses: torch.Tensor, best_losses: torch.Tensor, settings: SolverSettings):

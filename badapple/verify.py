@@ -17,11 +17,11 @@ from badapple.checkpoint import Checkpoint
 from badapple.chunks import saved_inputs_embeds
 from badapple.errors import UserError
 from badapple.head import HeadWeights, attention_scores, causal_attention
-from badapple.residual import LayerInput, transformers_gpt2
+from badapple.residual import LayerInput, transformers_model
 from badapple.storage import FramesDir, read_rgb_png
 
 if TYPE_CHECKING:
-    from transformers import GPT2Model
+    from transformers import PreTrainedModel
 
 TOLERANCE = 1e-4  # largest allowed difference of attention weights (each in [0, 1])
 # A saved PNG must be the rendering of transformers' attention: mean |difference| under one
@@ -29,15 +29,15 @@ TOLERANCE = 1e-4  # largest allowed difference of attention weights (each in [0,
 PNG_TOLERANCE_LEVELS = 1.0
 
 
-def gpt2_through_layer(checkpoint: Checkpoint, layer: int = 0) -> "GPT2Model":
-    """transformers' GPT2Model of blocks 0..layer, carrying the checkpoint's weights, with its
-    reference (eager) attention, which gives the attention weights out."""
-    return transformers_gpt2(checkpoint, layer, attention="eager", played_layer=layer)
+def model_through_layer(checkpoint: Checkpoint, layer: int = 0) -> "PreTrainedModel":
+    """transformers' own base model of the family, blocks 0..layer, carrying the checkpoint's
+    weights, with its reference (eager) attention, which gives the attention weights out."""
+    return transformers_model(checkpoint, layer, attention="eager", played_layer=layer)
 
 
 @torch.no_grad()
 def transformers_attention(
-    model: "GPT2Model", embeddings: torch.Tensor, heads: tuple[int, ...], layer: int = 0
+    model: "PreTrainedModel", embeddings: torch.Tensor, heads: tuple[int, ...], layer: int = 0
 ) -> torch.Tensor:
     """Layer `layer`'s attention weights of `heads`: [B, T, d] -> [B, H, T, T]."""
     outputs = model(inputs_embeds=embeddings, output_attentions=True)
@@ -63,7 +63,7 @@ def verify_frames(
     spread = np.linspace(0, len(done) - 1, min(count, len(done))).round().astype(int)
     chosen = [done[i] for i in spread]
     layer = layer_input.layer if layer_input else 0
-    model = gpt2_through_layer(checkpoint, layer)
+    model = model_through_layer(checkpoint, layer)
     cpu_weights = weights.to("cpu")
     worst, worst_png, worst_frame = 0.0, 0.0, chosen[0] if chosen else None
     for _, frames, embeddings in saved_inputs_embeds(held, chosen):  # [k, T', d]
@@ -84,7 +84,8 @@ def verify_frames(
                 worst_png, worst_frame = png_difference, frame
     heads = ", ".join(map(str, weights.heads))
     print(
-        f"verify: {len(chosen)} frames through transformers' GPT2Model, layer {layer} "
+        f"verify: {len(chosen)} frames through transformers' {type(model).__name__}, "
+        f"layer {layer} "
         f"head{'s' if len(weights.heads) > 1 else ''} {heads}: "
         f"max |attention difference| = {worst:.2e} (tolerance {TOLERANCE:g}); "
         f"PNGs differ from its rendering by at most {worst_png:.3f} gray levels on average "

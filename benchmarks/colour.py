@@ -69,7 +69,7 @@ from badapple.metrics import mean_metrics  # noqa: E402
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS  # noqa: E402
 from badapple.targets import DEFAULT_CONTRAST_NATS  # noqa: E402
-from badapple.verify import gpt2_through_layer  # noqa: E402
+from badapple.verify import model_through_layer  # noqa: E402
 from benchmarks.clips import FPS, STAGE  # noqa: E402
 from benchmarks.solvers import (  # noqa: E402
     flicker,
@@ -355,7 +355,7 @@ def main() -> None:
         checkpoints = write_checkpoints(Path(folder))
         for name in names:
             checkpoint = open_checkpoint(str(checkpoints[name]))
-            model = gpt2_through_layer(checkpoint)
+            model = model_through_layer(checkpoint)
             runs = [("gray", "half", GRAY_HEADS, gray)]
             runs += [("colour", layout, LAYOUT_HEADS[layout], clips) for layout in layouts]
             for channels, layout, heads, run_clips in runs:

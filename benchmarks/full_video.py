@@ -59,7 +59,7 @@ from badapple.layout import layout_metrics, layout_picture  # noqa: E402
 from badapple.metrics import mean_metrics  # noqa: E402
 from badapple.optimize import optimize, pick_device  # noqa: E402
 from badapple.storage import FRAME_PATTERN, FramesDir, read_target_png, write_png  # noqa: E402
-from badapple.verify import gpt2_through_layer, transformers_attention  # noqa: E402
+from badapple.verify import model_through_layer, transformers_attention  # noqa: E402
 from badapple.video import encode_video  # noqa: E402
 from benchmarks.checkpoints import CHECKPOINTS, write_checkpoints  # noqa: E402
 from benchmarks.clips import (  # noqa: E402
@@ -309,7 +309,7 @@ def main() -> None:
         started = time.perf_counter()
         folder = FramesDir(frames_dir)
         layer = metrics["settings"]["layer"]
-        model = gpt2_through_layer(open_checkpoint(str(checkpoint)), layer).to(device)
+        model = model_through_layer(open_checkpoint(str(checkpoint)), layer).to(device)
         numbers = list(range(1, frame_count + 1))
         per_frame = {}
         for frame, picture, target in rendered_frames(folder, metrics, model, numbers, device):

@@ -41,7 +41,7 @@ from badapple.layout import layout_metrics  # noqa: E402
 from badapple.optimize import optimize  # noqa: E402
 from badapple.residual import LayerInput  # noqa: E402
 from badapple.storage import FramesDir  # noqa: E402
-from badapple.verify import gpt2_through_layer  # noqa: E402
+from badapple.verify import model_through_layer  # noqa: E402
 from benchmarks.full_video import held_frames, rendered_frames, write_frames_folder  # noqa: E402
 
 RESULTS = ROOT / "docs" / "benchmarks" / "layers.json"
@@ -154,7 +154,7 @@ def main() -> None:
             optimize_seconds = time.perf_counter() - started
             folder = FramesDir(frames_dir)
             device = torch.device(metrics["device"])
-            model = gpt2_through_layer(checkpoint, layer).to(device)
+            model = model_through_layer(checkpoint, layer).to(device)
             numbers = list(range(1, args.frames + 1))
             shown = {
                 frame: (picture, target)
@@ -218,7 +218,7 @@ def main() -> None:
                 frames=f"{strip_frame}:{strip_frame}",
                 device=args.device,
             )
-            model = gpt2_through_layer(checkpoint, layer).to(device)
+            model = model_through_layer(checkpoint, layer).to(device)
             folder = FramesDir(frames_dir)
             [(_, picture, strip_target)] = rendered_frames(
                 folder, metrics, model, [strip_frame], device

@@ -49,7 +49,7 @@ from badapple.optimize import Look, solve_video_batch  # noqa: E402
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS  # noqa: E402
 from badapple.targets import DEFAULT_CONTRAST_NATS  # noqa: E402
-from badapple.verify import gpt2_through_layer, transformers_attention  # noqa: E402
+from badapple.verify import model_through_layer, transformers_attention  # noqa: E402
 from badapple.warm import METHOD_WARM_STARTS, Predecessor, solve_order  # noqa: E402
 from benchmarks.checkpoints import write_checkpoints  # noqa: E402
 from benchmarks.clips import BAD_APPLE_FRAMES, CLIP_KINDS, make_clip  # noqa: E402
@@ -192,7 +192,7 @@ def main() -> None:
         checkpoints = write_checkpoints(Path(folder))
         for name in args.checkpoints.split(","):
             checkpoint = open_checkpoint(str(checkpoints[name]))
-            model = gpt2_through_layer(checkpoint)
+            model = model_through_layer(checkpoint)
             for method, render, layout in configs:
                 heads = LAYOUT_HEADS[layout]
                 weights = load_head(checkpoint, heads, token_count(args.size, render))

@@ -21,19 +21,22 @@ from transformers import GPT2Config, GPT2Model
 from transformers.initialization import no_init_weights
 
 import badapple.checkpoint as checkpoint_module
-from badapple.checkpoint import (
-    ATTENTION_TENSORS,
-    attention_tensors,
-    fetch_tensors,
-    open_checkpoint,
-    read_tensors,
-)
+from badapple.checkpoint import fetch_tensors, open_checkpoint, read_tensors
 from badapple.errors import UserError
+from badapple.family import GPT2
 from badapple.head import load_head
-from badapple.verify import gpt2_through_layer, transformers_attention
+from badapple.verify import model_through_layer, transformers_attention
 from tests.conftest import TINY, save_bert_checkpoint, save_checkpoint
 
 REPO = "someone/gpt2-test"
+# All that layer 0 of a GPT-2 reads: wpe, h.0.ln_1, h.0.attn.c_attn
+ATTENTION_TENSORS = GPT2.played_layer_tensors({}, 0)
+
+
+def attention_tensors(layer: int) -> tuple[str, ...]:
+    return GPT2.attention_tensors({}, layer)
+
+
 REVISION = "0123456789abcdef0123456789abcdef01234567"  # a made-up commit sha
 # GPT-2 XL's layer shapes and full token table; 14 of its 48 layers make a 2.05 GB file.
 XL_FULL_VOCAB = dict(n_layer=14, n_embd=1600, n_head=25, n_positions=1024, vocab_size=50257)
@@ -199,8 +202,10 @@ def test_half_precision_on_the_hub_is_cached_as_stored(tmp_path, fake_hub, dtype
 def test_verify_reads_the_cached_layer(tiny_checkpoint, fake_hub):
     fake_hub(tiny_checkpoint)
     embeddings = torch.randn(2, 16, TINY["n_embd"])
-    from_hub = transformers_attention(gpt2_through_layer(open_checkpoint(REPO)), embeddings, (0, 2))
-    local = gpt2_through_layer(open_checkpoint(str(tiny_checkpoint)))
+    from_hub = transformers_attention(
+        model_through_layer(open_checkpoint(REPO)), embeddings, (0, 2)
+    )
+    local = model_through_layer(open_checkpoint(str(tiny_checkpoint)))
     assert (from_hub - transformers_attention(local, embeddings, (0, 2))).abs().max() < 1e-6
 
 
@@ -231,8 +236,8 @@ def test_a_deeper_layer_fetches_the_blocks_before_it_and_its_own_attention(
     assert fetched < 0.7 * file.stat().st_size
 
     embeddings = torch.randn(2, 12, 128)
-    from_hub = transformers_attention(gpt2_through_layer(checkpoint, 2), embeddings, (1, 7), 2)
-    direct = transformers_attention(gpt2_through_layer(local, 2), embeddings, (1, 7), 2)
+    from_hub = transformers_attention(model_through_layer(checkpoint, 2), embeddings, (1, 7), 2)
+    direct = transformers_attention(model_through_layer(local, 2), embeddings, (1, 7), 2)
     assert (from_hub - direct).abs().max() < 1e-6
 
     open_checkpoint(REPO, layer=1)  # block 0 is cached: only layer 1's attention is fetched
@@ -306,13 +311,13 @@ def test_a_path_that_is_no_directory_is_not_sent_to_the_hub():
 
 
 def test_a_bert_checkpoint_is_refused(tmp_path):
-    with pytest.raises(UserError, match="bert checkpoint, not GPT-2"):
+    with pytest.raises(UserError, match="bert checkpoint, which is not supported"):
         open_checkpoint(str(save_bert_checkpoint(tmp_path)))
 
 
 def test_a_bert_on_the_hub_is_refused_before_any_weight_is_fetched(tmp_path, fake_hub):
     filesystem = fake_hub(save_bert_checkpoint(tmp_path / "bert"))
-    with pytest.raises(UserError, match="bert checkpoint, not GPT-2"):
+    with pytest.raises(UserError, match="bert checkpoint, which is not supported"):
         open_checkpoint(REPO)
     assert filesystem.bytes_read == (tmp_path / "bert" / "config.json").stat().st_size
 

@@ -20,7 +20,7 @@ from badapple.layout import head_pictures, layout_picture
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
 from badapple.storage import FramesDir, read_rgb_png, read_target_png
 from badapple.targets import DEFAULT_CONTRAST_NATS, shown_range
-from badapple.verify import gpt2_through_layer, transformers_attention
+from badapple.verify import model_through_layer, transformers_attention
 from badapple.video import probe
 from tests.media import make_colour_clip
 from tests.scripts import FPS, SIZE, assert_ok, assert_user_error, run
@@ -78,7 +78,7 @@ def test_a_colour_run_shows_the_colours_through_transformers(
     assert all(len(record["corr_per_channel"]) == 3 for record in metrics["frames"])
     # every head of a frame from one transformers forward of the saved embeddings, rendered as
     # the PNG is, against the colour target
-    model = gpt2_through_layer(open_checkpoint(str(tiny_sixteen_heads_checkpoint)))
+    model = model_through_layer(open_checkpoint(str(tiny_sixteen_heads_checkpoint)))
     chunk = folder.embeddings / metrics["frames"][0]["embeddings"]
     frames, embeddings = read_inputs_embeds(chunk)  # [n, T+1, d]
     attention = transformers_attention(model, embeddings, tuple(settings["heads"])).numpy()

@@ -12,7 +12,7 @@ from badapple.metrics import picture_metrics
 from badapple.render import sink_picture
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
 from badapple.targets import DEFAULT_CONTRAST_NATS, shown_range
-from badapple.verify import gpt2_through_layer, transformers_attention
+from badapple.verify import model_through_layer, transformers_attention
 from tests.scripts import FPS, SIZE, assert_ok, run
 
 pytestmark = [
@@ -52,7 +52,7 @@ def test_the_solver_on_the_gpu_finds_what_the_cpu_finds(tiny_checkpoint):
     on_cpu = solve_reduced(weights, targets, [1, 2, 3], settings, lambda loss: None)
     assert on_gpu.embeddings.device.type == "cuda"
     embeddings = on_gpu.embeddings.cpu()
-    reference = transformers_attention(gpt2_through_layer(checkpoint), embeddings, (0,))
+    reference = transformers_attention(model_through_layer(checkpoint), embeddings, (0,))
     assert (reference - causal_attention(attention_scores(embeddings, weights))).abs().max() < 1e-4
 
     def mean_corr(solution) -> float:
@@ -94,7 +94,7 @@ def test_a_deeper_layer_is_reached_on_the_gpu(tiny_deep_checkpoint):
     reached = reach_layer(LayerInput(checkpoint, 3, "cuda"), wanted.cuda(), space, weights)
     assert bool(reached.converged.all()) and reached.inputs.device.type == "cuda"
     theirs = transformers_attention(
-        gpt2_through_layer(checkpoint, 3), reached.inputs.cpu(), (2,), layer=3
+        model_through_layer(checkpoint, 3), reached.inputs.cpu(), (2,), layer=3
     )
     solved = lift_factored(wanted.cuda(), space, weights).inputs_embeds()
     ours = causal_attention(attention_scores(solved, weights)).cpu()

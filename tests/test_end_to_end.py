@@ -32,7 +32,7 @@ from badapple.storage import (
     read_rgb_png,
 )
 from badapple.targets import shown_range, shown_range_loss
-from badapple.verify import gpt2_through_layer, transformers_attention
+from badapple.verify import model_through_layer, transformers_attention
 from badapple.video import probe
 from tests.media import make_clip, streams
 from tests.scripts import (
@@ -111,7 +111,7 @@ def test_optimize_writes_maps_metrics_and_gpt2_inputs(pipeline_run, tiny_checkpo
     assert [record["frame"] for record in metrics["frames"]] == list(range(1, count + 1))
     # every record and PNG is of its frame's saved embeddings: recomputed here from
     # transformers' attention on them, against the target
-    model = gpt2_through_layer(open_checkpoint(str(tiny_checkpoint)))
+    model = model_through_layer(open_checkpoint(str(tiny_checkpoint)))
     saved = saved_embeddings(folder)
     for record in metrics["frames"]:
         frame = record["frame"]
@@ -155,7 +155,7 @@ def test_the_saved_embeddings_show_the_video_through_transformers(pipeline_run, 
     """The quality floor, measured as a user would: transformers' own GPT-2 on the saved
     inputs_embeds, its attention rendered in true tone, against the target frames."""
     folder = FramesDir(pipeline_run / "frames")
-    model = gpt2_through_layer(open_checkpoint(str(tiny_checkpoint)))
+    model = model_through_layer(open_checkpoint(str(tiny_checkpoint)))
     correlations, errors = [], []
     for chunk in sorted(folder.embeddings.glob("*.safetensors")):
         frames, embeddings = read_inputs_embeds(chunk)  # [n, T+1, d]
@@ -565,7 +565,7 @@ def test_a_full_frame_run_records_both_heads_and_fills_the_square(
         assert record["loss"] == pytest.approx(sum(record["loss_per_head"]) / 2, rel=1e-3)
     # one transformers forward of a frame's saved embeddings shows both heads' maps: stitched
     # (A below the diagonal, B transposed above), they are the PNG (4 steps: no quality here)
-    model = gpt2_through_layer(open_checkpoint(str(tiny_eight_heads_checkpoint)))
+    model = model_through_layer(open_checkpoint(str(tiny_eight_heads_checkpoint)))
     embeddings = saved_embeddings(folder)
     for frame in (1, COUNT):
         attention = transformers_attention(model, embeddings[frame][None], (2, 5))[0].numpy()
@@ -618,7 +618,7 @@ def test_a_deeper_layer_plays_the_video_through_transformers(deep_run, tiny_deep
     metrics = json.loads(folder.metrics.read_text())
     assert metrics["settings"]["layer"] == 2 and metrics["verify"]["layer"] == 2
     assert metrics["verify"]["max_abs_difference"] < 1e-4
-    model = gpt2_through_layer(open_checkpoint(str(tiny_deep_checkpoint)), 2)
+    model = model_through_layer(open_checkpoint(str(tiny_deep_checkpoint)), 2)
     errors = []
     for chunk in sorted(folder.embeddings.glob("*.safetensors")):
         assert chunk_info(chunk).settings == metrics["settings"]

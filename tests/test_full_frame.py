@@ -18,7 +18,7 @@ from badapple.render import (
 )
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
 from badapple.targets import DEFAULT_CONTRAST_NATS, aimed_target, target_logits
-from badapple.verify import gpt2_through_layer, transformers_attention
+from badapple.verify import model_through_layer, transformers_attention
 from tests.maps import exact_sink_scores
 
 SIZE = 256  # tokens, as in a real run: the square is more than 1% of the picture
@@ -163,7 +163,7 @@ def test_one_transformers_forward_reproduces_both_heads(solved, tmp_path):
     path = tmp_path / "frames_00001-00001.safetensors"
     write_chunk(path, [1], embeddings, {"layout": "full"}, seconds_per_frame=0.0)
     _, saved = read_inputs_embeds(path)  # [1, T, d]
-    reference = transformers_attention(gpt2_through_layer(checkpoint), saved, weights.heads)
+    reference = transformers_attention(model_through_layer(checkpoint), saved, weights.heads)
     assert reference.shape == (1, 2, tokens, tokens)
     assert (reference[0] - torch.from_numpy(attention)).abs().max() < 1e-4
     theirs = picture(reference[0].numpy(), "full", render)

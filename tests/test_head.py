@@ -4,7 +4,7 @@ import torch
 from badapple.checkpoint import open_checkpoint
 from badapple.errors import UserError
 from badapple.head import attention_scores, causal_attention, load_head
-from badapple.verify import gpt2_through_layer, transformers_attention
+from badapple.verify import model_through_layer, transformers_attention
 from tests.conftest import TINY, save_checkpoint
 
 
@@ -12,9 +12,9 @@ from tests.conftest import TINY, save_checkpoint
 def test_head_forward_equals_transformers_gpt2(tiny_checkpoint, heads):
     checkpoint = open_checkpoint(str(tiny_checkpoint))
     weights = load_head(checkpoint, heads, tokens=32)
-    embeddings = torch.randn(3, 32, checkpoint.n_embd)
+    embeddings = torch.randn(3, 32, checkpoint.shape.d_model)
     ours = causal_attention(attention_scores(embeddings, weights))  # [3, H, 32, 32]
-    reference = transformers_attention(gpt2_through_layer(checkpoint), embeddings, heads)
+    reference = transformers_attention(model_through_layer(checkpoint), embeddings, heads)
     assert ours.shape == (3, len(heads), 32, 32)
     assert (ours - reference).abs().max() < 1e-6
 
@@ -22,8 +22,8 @@ def test_head_forward_equals_transformers_gpt2(tiny_checkpoint, heads):
 def test_lm_head_checkpoints_with_prefixed_names_load(tiny_lm_checkpoint):
     checkpoint = open_checkpoint(str(tiny_lm_checkpoint))
     weights = load_head(checkpoint, (1,), tokens=16)
-    embeddings = torch.randn(2, 16, checkpoint.n_embd)
-    reference = transformers_attention(gpt2_through_layer(checkpoint), embeddings, (1,))
+    embeddings = torch.randn(2, 16, checkpoint.shape.d_model)
+    reference = transformers_attention(model_through_layer(checkpoint), embeddings, (1,))
     assert (causal_attention(attention_scores(embeddings, weights)) - reference).abs().max() < 1e-6
 
 

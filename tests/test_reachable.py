@@ -15,7 +15,7 @@ from badapple.reachable import (
     whiten_embeddings,
 )
 from badapple.solvers import solve_reduced, solver_settings
-from badapple.verify import gpt2_through_layer
+from badapple.verify import model_through_layer
 
 
 def random_rows(batch: int, tokens: int, dims: int, radius: float) -> torch.Tensor:
@@ -34,14 +34,14 @@ def test_lifted_embeddings_give_the_optimised_queries_and_keys_in_transformers(
     space = reachable_space(weights)
     whitened = random_rows(2, 24, space.dims, space.radius)
     embeddings = lift_factored(whitened, space, weights).inputs_embeds()  # [2, 24, d]
-    wanted_queries, wanted_keys = queries_keys_from_whitened(whitened, space, len(heads))
+    wanted_queries, wanted_keys = queries_keys_from_whitened(whitened, space, weights)
 
     # transformers' own layer 0: ln_1, then c_attn, whose output is [Q | K | V] for all heads
-    model = gpt2_through_layer(checkpoint)
+    model = model_through_layer(checkpoint)
     with torch.no_grad():
         hidden = model.h[0].ln_1(embeddings + model.wpe.weight[:24])
         projected = model.h[0].attn.c_attn(hidden)  # [2, 24, 3d]
-    d, head_dim = checkpoint.n_embd, weights.head_dim
+    d, head_dim = checkpoint.shape.d_model, weights.head_dim
     for index, head in enumerate(heads):
         columns = slice(head * head_dim, (head + 1) * head_dim)
         queries = projected[..., columns]

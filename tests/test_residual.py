@@ -19,9 +19,9 @@ from badapple.reachable import (
     reachable_space,
     whiten_embeddings,
 )
-from badapple.residual import CONVERGED_ERROR, LayerInput, reach_layer, transformers_gpt2
+from badapple.residual import CONVERGED_ERROR, LayerInput, reach_layer, transformers_model
 from badapple.solvers import METHOD_DEFAULTS, solve_frames
-from badapple.verify import gpt2_through_layer, transformers_attention
+from badapple.verify import model_through_layer, transformers_attention
 from tests.conftest import TINY_DEEP
 
 SIZE = 16  # frames of 16 x 16: 17 tokens with the sink
@@ -47,7 +47,7 @@ def disc_frames(count: int, size: int) -> torch.Tensor:
 def test_layer_input_is_the_stream_transformers_feeds_the_layer(tiny_deep_checkpoint, layer):
     checkpoint = open_checkpoint(str(tiny_deep_checkpoint))
     inputs = torch.randn(11, 12, TINY_DEEP["n_embd"])  # more than one forward's frames on a CPU
-    whole = transformers_gpt2(checkpoint, TINY_DEEP["n_layer"], attention="eager")
+    whole = transformers_model(checkpoint, TINY_DEEP["n_layer"], attention="eager")
     with torch.no_grad():
         expected = whole(inputs_embeds=inputs, output_hidden_states=True).hidden_states[layer]
     assert torch.allclose(LayerInput(checkpoint, layer, "cpu")(inputs), expected, atol=1e-5)
@@ -81,7 +81,7 @@ def test_reached_inputs_reproduce_random_rows_to_float_precision(
     naive = layer_input(aimed - checkpoint_position(checkpoint, 20))
     naive_error = ((naive - aimed).norm(dim=-1) / aimed.norm(dim=-1)).amax(dim=-1)
     assert float(naive_error.min()) > 10 * CONVERGED_ERROR
-    model = gpt2_through_layer(checkpoint, layer)
+    model = model_through_layer(checkpoint, layer)
     theirs = transformers_attention(model, reached.inputs, heads, layer)
     with torch.no_grad():
         seen = whiten_embeddings(reached.rows, space, weights)  # what the layer sees, whitened
@@ -123,7 +123,7 @@ def test_a_solved_frame_plays_on_the_deeper_layer_through_transformers(
 
     assert bool(reached.converged.all())
     theirs = transformers_attention(
-        gpt2_through_layer(checkpoint, layer), reached.inputs, heads, layer
+        model_through_layer(checkpoint, layer), reached.inputs, heads, layer
     )
     with torch.no_grad():
         solved = causal_attention(attention_scores(solution.embeddings, weights))

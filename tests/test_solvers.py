@@ -238,7 +238,7 @@ def test_the_hand_written_gradient_equals_autograds(kind, tiny_eight_heads_check
     losses, gradient = by_hand(space, weights)(whitened, targets)
 
     whitened = whitened.clone().requires_grad_(True)
-    queries, keys = queries_keys_from_whitened(whitened, space, 2)
+    queries, keys = queries_keys_from_whitened(whitened, space, weights)
     scores = queries @ keys.transpose(-1, -2) * weights.scale
     reference = loss(scores, targets).mean(-1)  # [3], averaged over the heads
     reference.sum().backward()

@@ -1,0 +1,273 @@
+"""Model families: one small adapter per family turns its config and tensor names into the one
+description of a played layer that the rest of the code works on (`head.HeadWeights`).
+
+What differs between the families, at the played layer (each checked against the transformers
+code of the locked version, the reference):
+
+    gpt2                LayerNorm ln_1 of x + wpe; fused Conv1D c_attn [d, 3d] laid out [Q | K | V]
+                        (x @ W + b); scores / √hd (or not: scale_attn_weights), and / (layer + 1)
+                        under scale_attn_by_inverse_layer_idx
+    llama, mistral,     RMSNorm input_layernorm (no centring, no bias); separate q_proj, k_proj
+    qwen2               (nn.Linear: x @ Wᵀ + b; biases in qwen2); rotary positions on queries and
+                        keys (the config's rope parameters, scaling included); grouped-query
+                        attention: query head h uses key head h // (heads / key heads); no table
+
+A family also names its blocks (for --layer: the blocks before the played one run through
+transformers, residual.py) and its final norm, and says whether it is causal and pre-LN.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from badapple.errors import UserError
+
+Read = Callable[[list[str]], dict[str, torch.Tensor]]  # plain names -> float32 tensors
+
+
+@dataclass(frozen=True)
+class Shape:
+    """A model's sizes, whatever its config calls them."""
+
+    d_model: int
+    heads: int
+    key_heads: int  # heads of keys (and values): fewer than `heads` under grouped-query attention
+    head_dim: int
+    layers: int
+    positions: int  # the longest sequence it takes
+
+
+@dataclass(frozen=True)
+class Family:
+    model_types: tuple[str, ...]
+    example: str  # a hub id of the family, for messages
+    name_prefixes: tuple[str, ...]  # what a head model's checkpoint puts before the base's names
+    position_table: str | None  # the learned table added to the input, if any
+    block: str  # the prefix of block i's tensors, as a format string
+    final_norm: str  # the base model's attribute of its final norm (skipped by residual.py)
+    shape: Callable[[dict], Shape]
+    attention_tensors: Callable[[dict, int], tuple[str, ...]]  # (config, layer) -> names
+    # (config, read, heads, layer) -> the HeadWeights fields but the positions
+    attention: Callable[[dict, Read, tuple[int, ...], int], dict]
+    rotary: bool = False  # positions rotate the queries and keys, rather than add to the input
+    causal: bool = True
+    pre_layer_norm: bool = True  # every block normalises its input (so --layer works)
+
+    def block_prefix(self, layer: int) -> str:
+        return self.block.format(layer)
+
+    def played_layer_tensors(self, config: dict, layer: int) -> tuple[str, ...]:
+        """All that layer `layer`'s attention depends on: the position table, blocks
+        0..layer-1 whole (a name ending in "." stands for every tensor under it) and the
+        layer's own norm and projections."""
+        table = (self.position_table,) if self.position_table else ()
+        blocks = tuple(self.block_prefix(index) for index in range(layer))
+        return (*table, *blocks, *self.attention_tensors(config, layer))
+
+
+def _int(config: dict, *names: str, default: int | None = None) -> int:
+    """The first of `names` the config has, as an int."""
+    for name in names:
+        if config.get(name) is not None:
+            return int(config[name])
+    if default is None:
+        raise UserError(f"the model's config.json has no {names[0]}; it is damaged")
+    return default
+
+
+# --- gpt2 ----------------------------------------------------------------------------------
+
+
+def _gpt2_shape(config: dict) -> Shape:
+    d_model, heads = _int(config, "n_embd"), _int(config, "n_head")
+    return Shape(
+        d_model=d_model,
+        heads=heads,
+        key_heads=heads,
+        head_dim=d_model // heads,
+        layers=_int(config, "n_layer", default=12),  # GPT2Config's default
+        positions=_int(config, "n_positions", "n_ctx", default=1024),
+    )
+
+
+def _gpt2_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    return (
+        f"h.{layer}.ln_1.weight",  # [d]
+        f"h.{layer}.ln_1.bias",  # [d]
+        f"h.{layer}.attn.c_attn.weight",  # [d, 3d], a Conv1D laid out [Q | K | V]
+        f"h.{layer}.attn.c_attn.bias",  # [3d]
+    )
+
+
+def _gpt2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _gpt2_shape(config)
+    d, head_dim = shape.d_model, shape.head_dim
+    tensors = read(list(_gpt2_attention_tensors(config, layer)))
+    ln_weight, ln_bias, qkv_weight, qkv_bias = tensors.values()
+    if qkv_weight.shape != (d, 3 * d):
+        raise UserError(
+            f"c_attn is {tuple(qkv_weight.shape)}, expected ({d}, {3 * d}) for a GPT-2 layer; "
+            "the checkpoint does not match its config"
+        )
+    query_columns = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
+    columns = torch.cat([query_columns, query_columns + d])  # K follows Q in c_attn's output
+    scale = 1 / math.sqrt(head_dim) if config.get("scale_attn_weights", True) else 1.0
+    if config.get("scale_attn_by_inverse_layer_idx", False):
+        scale /= layer + 1  # as GPT2Attention does
+    return dict(
+        norm="layer",
+        ln_weight=ln_weight,
+        ln_bias=ln_bias,
+        ln_eps=float(config.get("layer_norm_epsilon", 1e-5)),
+        query_key_weight=qkv_weight[:, columns].contiguous(),
+        query_key_bias=qkv_bias[columns].contiguous(),
+        key_of_head=tuple(range(len(heads))),
+        scale=scale,
+    )
+
+
+GPT2 = Family(
+    model_types=("gpt2",),
+    example="openai-community/gpt2-xl",
+    name_prefixes=("transformer.",),
+    position_table="wpe.weight",
+    block="h.{}.",
+    final_norm="ln_f",
+    shape=_gpt2_shape,
+    attention_tensors=_gpt2_attention_tensors,
+    attention=_gpt2_attention,
+)
+
+
+# --- llama, mistral, qwen2 -----------------------------------------------------------------
+
+
+def _llama_shape(config: dict) -> Shape:
+    d_model, heads = _int(config, "hidden_size"), _int(config, "num_attention_heads")
+    return Shape(
+        d_model=d_model,
+        heads=heads,
+        key_heads=_int(config, "num_key_value_heads", default=heads),
+        head_dim=_int(config, "head_dim", default=d_model // heads),
+        layers=_int(config, "num_hidden_layers"),
+        positions=_int(config, "max_position_embeddings", default=2048),
+    )
+
+
+def _llama_has_bias(config: dict) -> bool:
+    # qwen2's q/k/v always have a bias; llama's and mistral's only under attention_bias
+    return config.get("model_type") == "qwen2" or bool(config.get("attention_bias", False))
+
+
+def _llama_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"layers.{layer}."
+    names = [
+        f"{prefix}input_layernorm.weight",  # [d]
+        f"{prefix}self_attn.q_proj.weight",  # [heads·hd, d], an nn.Linear
+        f"{prefix}self_attn.k_proj.weight",  # [key heads·hd, d]
+    ]
+    if _llama_has_bias(config):
+        names += [f"{prefix}self_attn.q_proj.bias", f"{prefix}self_attn.k_proj.bias"]
+    return tuple(names)
+
+
+def _llama_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _llama_shape(config)
+    head_dim, group = shape.head_dim, shape.heads // shape.key_heads
+    tensors = read(list(_llama_attention_tensors(config, layer)))
+    prefix = f"layers.{layer}."
+    norm_weight = tensors[f"{prefix}input_layernorm.weight"]
+    query_weight = tensors[f"{prefix}self_attn.q_proj.weight"]  # [heads·hd, d]
+    key_weight = tensors[f"{prefix}self_attn.k_proj.weight"]  # [key heads·hd, d]
+    expected = (shape.heads * head_dim, shape.d_model), (shape.key_heads * head_dim, shape.d_model)
+    if (tuple(query_weight.shape), tuple(key_weight.shape)) != expected:
+        raise UserError(
+            f"q_proj/k_proj are {tuple(query_weight.shape)}/{tuple(key_weight.shape)}, expected "
+            f"{expected[0]}/{expected[1]}; the checkpoint does not match its config"
+        )
+    # Grouped-query attention: the played heads' keys are those of the key heads they use, each
+    # once (two played heads of one group share its key columns).
+    key_heads = sorted({head // group for head in heads})
+    key_of_head = tuple(key_heads.index(head // group) for head in heads)
+
+    def rows(count_heads: list[int]) -> torch.Tensor:
+        return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in count_heads])
+
+    query_rows, key_rows = rows(list(heads)), rows(key_heads)
+    weight = torch.cat([query_weight[query_rows], key_weight[key_rows]]).T  # [d, (H + G)·hd]
+    if _llama_has_bias(config):
+        query_bias = tensors[f"{prefix}self_attn.q_proj.bias"][query_rows]
+        key_bias = tensors[f"{prefix}self_attn.k_proj.bias"][key_rows]
+        bias = torch.cat([query_bias, key_bias])
+    else:
+        bias = torch.zeros(weight.shape[1])
+    return dict(
+        norm="rms",
+        ln_weight=norm_weight,
+        ln_bias=torch.zeros_like(norm_weight),
+        ln_eps=float(config.get("rms_norm_eps", 1e-6)),
+        query_key_weight=weight.contiguous(),
+        query_key_bias=bias,
+        key_of_head=key_of_head,
+        scale=1 / math.sqrt(head_dim),
+    )
+
+
+LLAMA = Family(
+    model_types=("llama", "mistral", "qwen2"),
+    example="meta-llama/Llama-3.2-1B",
+    name_prefixes=("model.",),
+    position_table=None,
+    block="layers.{}.",
+    final_norm="norm",
+    shape=_llama_shape,
+    attention_tensors=_llama_attention_tensors,
+    attention=_llama_attention,
+    rotary=True,
+)
+
+
+FAMILIES = (GPT2, LLAMA)
+SUPPORTED = tuple(model_type for family in FAMILIES for model_type in family.model_types)
+
+
+def family_of(model_type: str | None, name: str) -> Family:
+    """The family of a config's model_type; one line naming the supported ones otherwise."""
+    for family in FAMILIES:
+        if model_type in family.model_types:
+            return family
+    raise UserError(
+        f"{name} is a {model_type or 'unknown'} checkpoint, which is not supported; pass one "
+        f"of the families {', '.join(SUPPORTED)}, such as {GPT2.example}"
+    )
+
+
+def rotary_tables(config: dict, head_dim: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [T, hd] of the rotary positions 0..T-1, as the family's rotary embedding
+    computes them: q_rotated = q·cos + rotate_half(q)·sin.
+
+    The frequencies come from transformers' own reading of the config's rope parameters
+    (rope_theta, and any scaling such as Llama 3's), which it standardises across versions.
+    """
+    from transformers import AutoConfig
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    parsed = AutoConfig.for_model(**config)
+    rope = parsed.rope_parameters
+    rope_type = rope.get("rope_type", "default")
+    # In float32, as the reference computes them: at position 256 an angle's rounding moves a
+    # score by ~1e-5 of itself, so float64 here would differ from transformers by that much.
+    if rope_type == "default":
+        inverse_frequency = 1.0 / (
+            rope["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim)
+        )
+        attention_scaling = 1.0
+    elif rope_type in ROPE_INIT_FUNCTIONS:
+        inverse_frequency, attention_scaling = ROPE_INIT_FUNCTIONS[rope_type](parsed, None)
+    else:
+        raise UserError(f"rope type {rope_type} is not supported; its positions are unknown")
+    angles = torch.arange(tokens).float()[:, None] * inverse_frequency.float()  # [T, hd/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [T, hd], as rotate_half pairs them
+    return angles.cos() * attention_scaling, angles.sin() * attention_scaling
