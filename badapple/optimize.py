@@ -398,6 +398,7 @@ def _resolve(
             # the targets: another video, part of it or frame rate is another run
             "video": {key: meta.get(key) for key in VIDEO_SETTINGS},
             "model": model,
+            "model_type": checkpoint.config["model_type"],
             "model_commit": checkpoint.revision,
             "layer": layer,
             "layout": layout,
@@ -683,8 +684,8 @@ def _solved_frames(folder: FramesDir, solved_with: dict, force: bool) -> dict[in
             warnings.warn(
                 f"{path} is damaged; deleted it, its frames are solved again", stacklevel=3
             )
-        elif info is None or _with_layer(info.settings) != solved_with:
-            others.append((path, _with_layer(info.settings) if info else {}))
+        elif info is None or _with_defaults(info.settings) != solved_with:
+            others.append((path, _with_defaults(info.settings) if info else {}))
         else:
             held[path] = info.frames
     if others and not force:
@@ -711,10 +712,13 @@ def _solved_frames(folder: FramesDir, solved_with: dict, force: bool) -> dict[in
     return newest
 
 
-def _with_layer(settings: dict) -> dict:
-    """A chunk file's settings, a layer added where it has none: a file from before --layer
-    played layer 0, and its frames are kept."""
-    return {**settings, "layer": settings.get("layer", 0)} if settings else settings
+def _with_defaults(settings: dict) -> dict:
+    """A chunk file's settings, with what older versions did not record: a file from before
+    --layer played layer 0, and one from before other families played GPT-2; their frames are
+    kept."""
+    if not settings:
+        return settings
+    return {"layer": 0, "model_type": "gpt2", **settings}
 
 
 def _as_flag(name: str, value) -> str:
@@ -727,6 +731,8 @@ def _as_flag(name: str, value) -> str:
         return "colour targets (download.py --color)" if value == 3 else "gray targets"
     if name == "contrast" and value is None:
         return "the original's target (no --contrast)"
+    if name == "model_type":
+        return f"a {value} model (--model)"
     if name == "model_commit":
         return f"--model at commit {value}"
     if name == "tokens":

@@ -72,6 +72,46 @@ def save_checkpoint(
     return directory
 
 
+# A tiny random model of each family besides GPT-2: 8 query heads of 8 in d=64, two layers,
+# grouped-query attention where the family has it (heads 4 and 5 share key head 2).
+FAMILY_CONFIGS = {
+    "llama": dict(num_key_value_heads=4, rope_theta=10000.0),
+    "mistral": dict(num_key_value_heads=4, rope_theta=1e6),
+    "qwen2": dict(num_key_value_heads=4),  # q/k/v biases
+}
+
+
+def save_family_checkpoint(directory: Path, model_type: str, seed: int = 0) -> Path:
+    """A random two-layer model of `model_type` saved with save_pretrained, its query and key
+    weights scaled up and its norms varied, as save_checkpoint does for GPT-2."""
+    from transformers import AutoConfig, AutoModel
+
+    shape = dict(
+        hidden_size=64,
+        num_attention_heads=8,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        max_position_embeddings=128,
+        vocab_size=16,
+        bos_token_id=0,
+        eos_token_id=0,
+        pad_token_id=None,
+    )
+    config = AutoConfig.for_model(model_type, **shape, **FAMILY_CONFIGS[model_type])
+    torch.manual_seed(seed)
+    model = AutoModel.from_config(config)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if "norm" in name:
+                tensor.add_(torch.randn_like(tensor) * 0.1)
+            if "q_proj" in name or "k_proj" in name:
+                tensor.mul_(10.0 if name.endswith("weight") else 1.0)
+                if name.endswith("bias"):
+                    tensor.normal_()
+    model.save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
 def save_bert_checkpoint(directory: Path) -> Path:
     """A tiny random BERT, saved as config.json + model.safetensors: a checkpoint, not GPT-2."""
     config = BertConfig(

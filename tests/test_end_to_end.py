@@ -34,6 +34,7 @@ from badapple.storage import (
 from badapple.targets import shown_range, shown_range_loss
 from badapple.verify import model_through_layer, transformers_attention
 from badapple.video import probe
+from tests.conftest import save_family_checkpoint
 from tests.media import make_clip, streams
 from tests.scripts import (
     FAST,
@@ -644,16 +645,42 @@ def test_a_deeper_layer_is_another_run(deep_run, tmp_path, tiny_deep_checkpoint)
     assert f"{COUNT} done, 0 to do" in resumed.stdout
 
 
-def test_chunks_from_before_layers_existed_are_layer_0s(tmp_path, pipeline_run, tiny_checkpoint):
-    """A chunk file written before --layer records no layer: it played layer 0, and a run of
-    today keeps its frames rather than solving them again."""
+def test_chunks_from_before_layers_existed_are_gpt2_layer_0s(tmp_path, pipeline_run, tiny_checkpoint):
+    """A chunk file written before --layer and other families records neither: it played
+    layer 0 of a GPT-2, and a run of today keeps its frames rather than solving them again."""
     folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
     for chunk in folder.embeddings.glob("chunk_*.safetensors"):
         with safe_open(str(chunk), framework="pt") as handle:
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
             record = json.loads(handle.metadata()["badapple"])
-        del record["settings"]["layer"]
+        del record["settings"]["layer"], record["settings"]["model_type"]
         save_file(tensors, str(chunk), metadata={"badapple": json.dumps(record)})
     result = run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", folder.root, *RUN)
     assert_ok(result)
     assert f"{COUNT} done, 0 to do" in result.stdout
+
+
+# --- another family ------------------------------------------------------------------------
+
+
+def test_the_four_scripts_play_on_a_llama(tmp_path, pipeline_run):
+    """A Llama-like checkpoint (RMSNorm, rotary positions, grouped-query attention): the video
+    on its head 5, which shares its key head with head 4, judged through LlamaModel."""
+    model = save_family_checkpoint(tmp_path / "llama", "llama")
+    folder = fresh_copy(pipeline_run, tmp_path / "frames")
+    flags = ["--model", model, "--frames-dir", folder.root]
+    assert_ok(run("optimize.py", *flags, *RUN, "--head", "5", "--verify", "2"))
+    assert_ok(run("assemble.py", "--frames-dir", folder.root, "--output", tmp_path / "v.mp4"))
+    assert_ok(run("plot.py", "--frames-dir", folder.root, "--out-dir", tmp_path / "plots"))
+    metrics = json.loads(folder.metrics.read_text())
+    assert metrics["settings"]["model_type"] == "llama"
+    assert metrics["verify"]["max_abs_difference"] < 1e-4
+    reference = model_through_layer(open_checkpoint(str(model)))
+    assert type(reference).__name__ == "LlamaModel"
+    errors = []
+    for frame, embeddings in saved_embeddings(folder).items():
+        maps = transformers_attention(reference, embeddings[None], (5,))[0, 0].numpy()
+        target = read_gray_png(folder.target_png(frame))
+        errors.append(picture_metrics(sink_picture(maps), target)["mae"])
+    assert len(errors) == COUNT and np.mean(errors) < 0.02, np.mean(errors)
+    assert (tmp_path / "v.mp4").is_file() and (tmp_path / "plots" / "hero_frame.png").is_file()
