@@ -11,6 +11,17 @@ code of the locked version, the reference):
     qwen2               (nn.Linear: x @ Wᵀ + b; biases in qwen2); rotary positions on queries and
                         keys (the config's rope parameters, scaling included); grouped-query
                         attention: query head h uses key head h // (heads / key heads); no table
+    gemma               llama's, with RMSNorm's weight used as (1 + weight); its √d scale is its
+                        token embedding's (GemmaTextScaledWordEmbedding), so inputs_embeds are
+                        taken as they are
+    gpt_neox (Pythia)   LayerNorm with bias; fused query_key_value [3d, d] laid out head by head
+                        as [q, k, v]; rotary positions on the first rotary_pct of each head's
+                        dimensions only
+    gpt_neo             GPT-2's wpe and LayerNorm; q_proj/k_proj without bias; scores not
+                        divided by √hd; its "local" layers see only a window: refused
+    opt                 learned positions whose row t is table row t + 2; LayerNorm before the
+                        attention (the OPTs that normalise after it, and those with a projection
+                        of the inputs, are refused); queries scaled by 1/√hd inside
 
 A family also names its blocks (for --layer: the blocks before the played one run through
 transformers, residual.py) and its final norm, and says whether it is causal and pre-LN.
@@ -52,6 +63,7 @@ class Family:
     # (config, read, heads, layer) -> the HeadWeights fields but the positions
     attention: Callable[[dict, Read, tuple[int, ...], int], dict]
     rotary: bool = False  # positions rotate the queries and keys, rather than add to the input
+    position_offset: int = 0  # row t of the position table is position t - offset's (OPT: 2)
     causal: bool = True
     pre_layer_norm: bool = True  # every block normalises its input (so --layer works)
 
@@ -229,7 +241,229 @@ LLAMA = Family(
 )
 
 
-FAMILIES = (GPT2, LLAMA)
+# --- gemma ---------------------------------------------------------------------------------
+
+
+def _gemma_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    attention = _llama_attention(config, read, heads, layer)
+    # GemmaRMSNorm multiplies by (1 + weight), computed in float32 as there
+    return {**attention, "ln_weight": 1.0 + attention["ln_weight"]}
+
+
+GEMMA = Family(
+    model_types=("gemma",),
+    example="google/gemma-2b",
+    name_prefixes=("model.",),
+    position_table=None,
+    block="layers.{}.",
+    final_norm="norm",
+    shape=_llama_shape,
+    attention_tensors=_llama_attention_tensors,
+    attention=_gemma_attention,
+    rotary=True,
+)
+
+
+# --- gpt_neox (Pythia) ---------------------------------------------------------------------
+
+
+def _neox_shape(config: dict) -> Shape:
+    d_model, heads = _int(config, "hidden_size"), _int(config, "num_attention_heads")
+    return Shape(
+        d_model=d_model,
+        heads=heads,
+        key_heads=heads,
+        head_dim=d_model // heads,
+        layers=_int(config, "num_hidden_layers"),
+        positions=_int(config, "max_position_embeddings", default=2048),
+    )
+
+
+def _neox_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"layers.{layer}."
+    names = [f"{prefix}input_layernorm.weight", f"{prefix}input_layernorm.bias"]
+    names.append(f"{prefix}attention.query_key_value.weight")  # [3d, d], head by head [q, k, v]
+    if config.get("attention_bias", True):
+        names.append(f"{prefix}attention.query_key_value.bias")
+    return tuple(names)
+
+
+def _neox_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _neox_shape(config)
+    hd = shape.head_dim
+    tensors = read(list(_neox_attention_tensors(config, layer)))
+    prefix = f"layers.{layer}."
+    weight = tensors[f"{prefix}attention.query_key_value.weight"]
+    bias = tensors.get(f"{prefix}attention.query_key_value.bias", torch.zeros(weight.shape[0]))
+    query_rows = torch.cat([torch.arange(h * 3 * hd, h * 3 * hd + hd) for h in heads])
+    rows = torch.cat([query_rows, query_rows + hd])  # each head's k follows its q
+    return dict(
+        norm="layer",
+        ln_weight=tensors[f"{prefix}input_layernorm.weight"],
+        ln_bias=tensors[f"{prefix}input_layernorm.bias"],
+        ln_eps=float(config.get("layer_norm_eps", 1e-5)),
+        query_key_weight=weight[rows].T.contiguous(),
+        query_key_bias=bias[rows].contiguous(),
+        key_of_head=tuple(range(len(heads))),
+        scale=1 / math.sqrt(hd),
+    )
+
+
+GPT_NEOX = Family(
+    model_types=("gpt_neox",),
+    example="EleutherAI/pythia-160m",
+    name_prefixes=("gpt_neox.",),
+    position_table=None,
+    block="layers.{}.",
+    final_norm="final_layer_norm",
+    shape=_neox_shape,
+    attention_tensors=_neox_attention_tensors,
+    attention=_neox_attention,
+    rotary=True,
+)
+
+
+# --- gpt_neo -------------------------------------------------------------------------------
+
+
+def _neo_shape(config: dict) -> Shape:
+    d_model, heads = _int(config, "hidden_size"), _int(config, "num_heads")
+    return Shape(
+        d_model=d_model,
+        heads=heads,
+        key_heads=heads,
+        head_dim=d_model // heads,
+        layers=_int(config, "num_layers"),
+        positions=_int(config, "max_position_embeddings", default=2048),
+    )
+
+
+def _neo_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"h.{layer}."
+    return (
+        f"{prefix}ln_1.weight",
+        f"{prefix}ln_1.bias",
+        f"{prefix}attn.attention.q_proj.weight",  # [d, d], an nn.Linear without bias
+        f"{prefix}attn.attention.k_proj.weight",
+    )
+
+
+def _neo_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    from transformers import GPTNeoConfig
+
+    kinds = GPTNeoConfig(**{**config, "architectures": None}).attention_layers
+    if kinds[layer] != "global":
+        raise UserError(
+            f"layer {layer} is a {kinds[layer]} attention layer, which sees only the last "
+            f"{config.get('window_size')} tokens; play a global one (layer 0, or one of "
+            f"{[index for index, kind in enumerate(kinds) if kind == 'global']})"
+        )
+    shape = _neo_shape(config)
+    hd = shape.head_dim
+    ln_weight, ln_bias, query_weight, key_weight = read(
+        list(_neo_attention_tensors(config, layer))
+    ).values()
+    rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads])
+    weight = torch.cat([query_weight[rows], key_weight[rows]]).T
+    return dict(
+        norm="layer",
+        ln_weight=ln_weight,
+        ln_bias=ln_bias,
+        ln_eps=float(config.get("layer_norm_epsilon", 1e-5)),
+        query_key_weight=weight.contiguous(),
+        query_key_bias=torch.zeros(weight.shape[1]),
+        key_of_head=tuple(range(len(heads))),
+        scale=1.0,  # GPTNeoSelfAttention does not divide by √hd
+    )
+
+
+GPT_NEO = Family(
+    model_types=("gpt_neo",),
+    example="EleutherAI/gpt-neo-125m",
+    name_prefixes=("transformer.",),
+    position_table="wpe.weight",
+    block="h.{}.",
+    final_norm="ln_f",
+    shape=_neo_shape,
+    attention_tensors=_neo_attention_tensors,
+    attention=_neo_attention,
+)
+
+
+# --- opt -----------------------------------------------------------------------------------
+
+
+def _opt_shape(config: dict) -> Shape:
+    if not config.get("do_layer_norm_before", True):
+        raise UserError(
+            "this OPT normalises after each attention, so its attention sees the inputs "
+            "unnormalised; only the OPTs that normalise before it are supported (not opt-350m)"
+        )
+    if config.get("word_embed_proj_dim", config.get("hidden_size")) != config.get("hidden_size"):
+        raise UserError("this OPT projects its inputs (word_embed_proj_dim); it is not supported")
+    d_model, heads = _int(config, "hidden_size"), _int(config, "num_attention_heads")
+    return Shape(
+        d_model=d_model,
+        heads=heads,
+        key_heads=heads,
+        head_dim=d_model // heads,
+        layers=_int(config, "num_hidden_layers"),
+        positions=_int(config, "max_position_embeddings", default=2048),
+    )
+
+
+def _opt_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"decoder.layers.{layer}."
+    names = [f"{prefix}self_attn_layer_norm.weight", f"{prefix}self_attn_layer_norm.bias"]
+    names += [f"{prefix}self_attn.q_proj.weight", f"{prefix}self_attn.k_proj.weight"]
+    if config.get("enable_bias", True):
+        names += [f"{prefix}self_attn.q_proj.bias", f"{prefix}self_attn.k_proj.bias"]
+    return tuple(names)
+
+
+def _opt_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _opt_shape(config)
+    hd = shape.head_dim
+    tensors = read(list(_opt_attention_tensors(config, layer)))
+    prefix = f"decoder.layers.{layer}."
+    rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads])
+    weight = torch.cat(
+        [tensors[f"{prefix}self_attn.q_proj.weight"], tensors[f"{prefix}self_attn.k_proj.weight"]]
+    )  # [2d, d]
+    bias = torch.cat(
+        [
+            tensors.get(f"{prefix}self_attn.q_proj.bias", torch.zeros(shape.d_model)),
+            tensors.get(f"{prefix}self_attn.k_proj.bias", torch.zeros(shape.d_model)),
+        ]
+    )
+    rows = torch.cat([rows, rows + shape.d_model])
+    return dict(
+        norm="layer",
+        ln_weight=tensors[f"{prefix}self_attn_layer_norm.weight"],
+        ln_bias=tensors[f"{prefix}self_attn_layer_norm.bias"],
+        ln_eps=1e-5,  # nn.LayerNorm's default, which OPTDecoderLayer keeps
+        query_key_weight=weight[rows].T.contiguous(),
+        query_key_bias=bias[rows].contiguous(),
+        key_of_head=tuple(range(len(heads))),
+        scale=1 / math.sqrt(hd),  # OPTAttention scales the queries by it; the same scores
+    )
+
+
+OPT = Family(
+    model_types=("opt",),
+    example="facebook/opt-125m",
+    name_prefixes=("model.",),
+    position_table="decoder.embed_positions.weight",
+    position_offset=2,
+    block="decoder.layers.{}.",
+    final_norm="decoder.final_layer_norm",
+    shape=_opt_shape,
+    attention_tensors=_opt_attention_tensors,
+    attention=_opt_attention,
+)
+
+
+FAMILIES = (GPT2, LLAMA, GEMMA, GPT_NEOX, GPT_NEO, OPT)
 SUPPORTED = tuple(model_type for family in FAMILIES for model_type in family.model_types)
 
 
@@ -245,8 +479,9 @@ def family_of(model_type: str | None, name: str) -> Family:
 
 
 def rotary_tables(config: dict, head_dim: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin [T, hd] of the rotary positions 0..T-1, as the family's rotary embedding
-    computes them: q_rotated = q·cos + rotate_half(q)·sin.
+    """cos and sin [T, r] of the rotary positions 0..T-1 on the first r dimensions of each head
+    (r = hd but for partial rotary), as the family's rotary embedding computes them: those
+    dimensions of q become q·cos + rotate_half(q)·sin, the others stay.
 
     The frequencies come from transformers' own reading of the config's rope parameters
     (rope_theta, and any scaling such as Llama 3's), which it standardises across versions.
@@ -259,9 +494,10 @@ def rotary_tables(config: dict, head_dim: int, tokens: int) -> tuple[torch.Tenso
     rope_type = rope.get("rope_type", "default")
     # In float32, as the reference computes them: at position 256 an angle's rounding moves a
     # score by ~1e-5 of itself, so float64 here would differ from transformers by that much.
-    if rope_type == "default":
+    if rope_type == "default":  # on a share of each head's dimensions, or all of them
+        dim = int(head_dim * rope.get("partial_rotary_factor", 1.0))
         inverse_frequency = 1.0 / (
-            rope["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float) / head_dim)
+            rope["rope_theta"] ** (torch.arange(0, dim, 2, dtype=torch.float) / dim)
         )
         attention_scaling = 1.0
     elif rope_type in ROPE_INIT_FUNCTIONS:

@@ -4,16 +4,15 @@ forward, the same for every family (family.py reads each family's tensors into `
 Only the played layer matters, and of it only the queries and keys of the chosen heads, so the
 whole model is never built. Row i of the layer's input X becomes
 
-    H = Norm(a·X + P);  Q = H Wq + bq;  K = H Wk + bk;  then both rotated by position (rotary
+    H = Norm(X + P);  Q = H Wq + bq;  K = H Wk + bk;  then both rotated by position (rotary
     families);  S = Q Kᵀ · scale
 
 which is exactly the score the model feeds its softmax. Norm is a LayerNorm (GPT-2: centred,
-γ and β) or an RMSNorm (Llama: not centred, γ only); a is an input scale (1 but for Gemma's
-√d). At layer 0, X is the input embedding and P the learned position table (GPT-2's wpe), or
-0 where the positions rotate Q and K instead; at a deeper layer X is the residual stream
-entering it, which holds the table's positions already (residual.py), and P = 0. Under
-grouped-query attention several query heads share one key head: the keys are held once per key
-head and each played head takes its own (`key_of_head`).
+γ and β) or an RMSNorm (Llama: not centred, γ only). At layer 0, X is the input embedding and
+P the learned position table (GPT-2's wpe), or 0 where the positions rotate Q and K instead; at
+a deeper layer X is the residual stream entering it, which holds the table's positions already
+(residual.py), and P = 0. Under grouped-query attention several query heads share one key head:
+the keys are held once per key head and each played head takes its own (`key_of_head`).
 """
 
 from dataclasses import dataclass, fields, replace
@@ -44,7 +43,6 @@ class HeadWeights:
     key_of_head: tuple[int, ...]  # for each played head, which of the G key heads it uses
     rotary_cos: torch.Tensor | None = None  # [T, hd] rotary positions, None for none
     rotary_sin: torch.Tensor | None = None  # [T, hd]
-    input_scale: float = 1.0  # multiplies the input before anything
 
     @property
     def d_model(self) -> int:
@@ -93,7 +91,8 @@ def load_head(
         raise UserError(f"{checkpoint.name}: {error}") from None
     if layer == 0 and family.position_table:
         table = read([family.position_table])[family.position_table]
-        position = table[:tokens].clone()
+        offset = family.position_offset
+        position = table[offset : offset + tokens].clone()
     else:  # deeper, the residual stream holds the table's positions; rotary ones rotate
         position = torch.zeros(tokens, shape.d_model)
     rotary = {}
@@ -104,9 +103,9 @@ def load_head(
 
 
 def normalised_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
-    """Norm(a·X + P): [B, T, d] -> [B, T, d]."""
+    """Norm(X + P): [B, T, d] -> [B, T, d]."""
     tokens = embeddings.shape[1]
-    shifted = embeddings * weights.input_scale + weights.position[:tokens]
+    shifted = embeddings + weights.position[:tokens]
     if weights.norm == "layer":
         return F.layer_norm(
             shifted, (weights.d_model,), weights.ln_weight, weights.ln_bias, weights.ln_eps
@@ -134,15 +133,19 @@ def rotate(vectors: torch.Tensor, weights: HeadWeights, inverse: bool = False) -
     if weights.rotary_cos is None:
         return vectors
     tokens = vectors.shape[-2]
-    cos, sin = weights.rotary_cos[:tokens], weights.rotary_sin[:tokens]
-    half = vectors.shape[-1] // 2
-    # rotate_half(v) = [-v₂, v₁]: pairs dimension i with i + hd/2
-    turned = torch.cat([-vectors[..., half:], vectors[..., :half]], dim=-1)
+    cos, sin = weights.rotary_cos[:tokens], weights.rotary_sin[:tokens]  # [T, r]
+    rotary = cos.shape[-1]  # the first r dimensions rotate (all but under partial rotary)
+    part, rest = vectors[..., :rotary], vectors[..., rotary:]
+    half = rotary // 2
     if not inverse:
-        return vectors * cos + turned * sin
-    # Rᵀ: v·cos - rotate_half(v·sin), since rotate_half is a skew map (its transpose is -it)
-    scaled = vectors * sin
-    return vectors * cos + torch.cat([scaled[..., half:], -scaled[..., :half]], dim=-1)
+        # rotate_half(v) = [-v₂, v₁]: pairs dimension i with i + r/2
+        turned = torch.cat([-part[..., half:], part[..., :half]], dim=-1)
+        rotated = part * cos + turned * sin
+    else:
+        # Rᵀ: v·cos - rotate_half(v·sin), since rotate_half is a skew map (its transpose is -it)
+        scaled = part * sin
+        rotated = part * cos + torch.cat([scaled[..., half:], -scaled[..., :half]], dim=-1)
+    return torch.cat([rotated, rest], dim=-1) if rest.shape[-1] else rotated
 
 
 def queries_keys(hidden: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tensor, torch.Tensor]:

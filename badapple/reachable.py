@@ -18,9 +18,9 @@ easy), and `lift_factored` turns u back into real inputs:
                          chosen so that ‖ẑᵢ‖² = d(1 - ε): var(ẑᵢ), or mean(ẑᵢ²), is 1 - ε
     xᵢ = ẑᵢ - Pᵢ         the norm then takes xᵢ + Pᵢ = ẑᵢ to ẑᵢ / sqrt(1 - ε + ε) = ẑᵢ
 
-(P the position table, or 0; divided by an input scale a where the model multiplies its inputs
-by one), so the lifted embeddings reproduce the queries and keys exactly (to float precision),
-with inputs of unit scale rather than the tiny ones a plain rescaling would need.
+(P the position table, or 0), so the lifted embeddings reproduce the queries and keys exactly
+(to float precision), with inputs of unit scale rather than the tiny ones a plain rescaling
+would need.
 """
 
 import math
@@ -138,18 +138,17 @@ def lift_factored(
     still takes to ẑᵢ: var(a·ẑᵢ) = a² - ε, and a·ẑᵢ / sqrt(a² - ε + ε) = ẑᵢ. A deeper layer's
     rows are lifted large (residual.py).
     """
-    d_model, tokens, input_scale = weights.d_model, whitened.shape[1], weights.input_scale
+    d_model, tokens = weights.d_model, whitened.shape[1]
     # s in float64 on the CPU (an Apple GPU has none): on the ball's surface d(1-ε) - d‖u‖²
     # cancels to 2e-4 of d, and float32's rounding of ‖u‖² would move s by 5e-4 of itself.
     squared_norm = whitened.cpu().double().square().sum(dim=-1, keepdim=True)  # ‖u‖² [B, T, 1]
     room = d_model * (1 - weights.ln_eps / scale**2) - d_model * squared_norm
     slack = room.clamp(min=0).sqrt()  # s
     coefficients = torch.cat([whitened, slack.float().to(whitened.device)], dim=-1)
-    factor = scale / input_scale  # a model that multiplies its inputs by a gets them divided
     return Factored(
-        coefficients=coefficients * factor if factor != 1 else coefficients,
+        coefficients=coefficients * scale if scale != 1 else coefficients,
         basis=torch.cat([space.lift, space.null_direction[None]]),
-        offset=-weights.position[:tokens] / input_scale,
+        offset=-weights.position[:tokens],
     )
 
 

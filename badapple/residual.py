@@ -67,9 +67,13 @@ def transformers_model(
     config.num_hidden_layers, config.vocab_size = blocks, 1
     config.bos_token_id = config.eos_token_id = config.pad_token_id = None
     config._attn_implementation = attention
+    if attention == "sdpa" and not _supports_sdpa(config):  # GPT-Neo's has only eager
+        config._attn_implementation = "eager"
     model = AutoModel.from_config(config).eval()
     if played_layer is None:  # the stream after the last block is what is wanted
-        setattr(model, family.final_norm, torch.nn.Identity())
+        owner_path, _, attribute = family.final_norm.rpartition(".")
+        owner = model.get_submodule(owner_path) if owner_path else model
+        setattr(owner, attribute, torch.nn.Identity())
     table = {family.position_table} if family.position_table else set()
     wanted = (*(family.block_prefix(index) for index in range(whole_blocks)), *table)
     needed = (
@@ -86,6 +90,12 @@ def transformers_model(
     ]  # the needed and wanted ones must be there (read_tensors says so), the rest may
     model.load_state_dict(read_tensors(checkpoint, names), strict=False)
     return model
+
+
+def _supports_sdpa(config) -> bool:
+    from transformers import AutoModel
+
+    return bool(getattr(AutoModel._model_mapping[type(config)], "_supports_sdpa", False))
 
 
 class LayerInput:

@@ -72,12 +72,44 @@ def save_checkpoint(
     return directory
 
 
-# A tiny random model of each family besides GPT-2: 8 query heads of 8 in d=64, two layers,
-# grouped-query attention where the family has it (heads 4 and 5 share key head 2).
+# A tiny random model of each family besides GPT-2, in d=64 with 8 query heads of 8 and two
+# layers; grouped-query attention where the family has it (heads 4 and 5 share key head 2).
+_LLAMA_LIKE = dict(
+    hidden_size=64,
+    num_attention_heads=8,
+    num_key_value_heads=4,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    max_position_embeddings=128,
+)
 FAMILY_CONFIGS = {
-    "llama": dict(num_key_value_heads=4, rope_theta=10000.0),
-    "mistral": dict(num_key_value_heads=4, rope_theta=1e6),
-    "qwen2": dict(num_key_value_heads=4),  # q/k/v biases
+    "llama": dict(**_LLAMA_LIKE, rope_theta=10000.0),
+    "mistral": dict(**_LLAMA_LIKE, rope_theta=1e6),
+    "qwen2": dict(**_LLAMA_LIKE),  # q/k/v biases
+    "gemma": dict(**{**_LLAMA_LIKE, "num_key_value_heads": 2}, head_dim=12),  # 8 x 12 > d
+    "gpt_neox": dict(
+        hidden_size=64,
+        num_attention_heads=8,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        max_position_embeddings=128,
+        rotary_pct=0.25,  # Pythia's: the first quarter of each head's dimensions rotate
+    ),
+    "gpt_neo": dict(
+        hidden_size=64,
+        num_heads=8,
+        num_layers=2,
+        attention_types=[[["global"], 2]],
+        max_position_embeddings=128,
+    ),
+    "opt": dict(
+        hidden_size=64,
+        num_attention_heads=8,
+        ffn_dim=128,
+        num_hidden_layers=2,
+        max_position_embeddings=128,
+        word_embed_proj_dim=64,
+    ),
 }
 
 
@@ -86,27 +118,24 @@ def save_family_checkpoint(directory: Path, model_type: str, seed: int = 0) -> P
     weights scaled up and its norms varied, as save_checkpoint does for GPT-2."""
     from transformers import AutoConfig, AutoModel
 
-    shape = dict(
-        hidden_size=64,
-        num_attention_heads=8,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        max_position_embeddings=128,
+    config = AutoConfig.for_model(
+        model_type,
         vocab_size=16,
         bos_token_id=0,
         eos_token_id=0,
         pad_token_id=None,
+        **FAMILY_CONFIGS[model_type],
     )
-    config = AutoConfig.for_model(model_type, **shape, **FAMILY_CONFIGS[model_type])
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
-            if "norm" in name:
+            if "norm" in name or ".ln_" in name:
                 tensor.add_(torch.randn_like(tensor) * 0.1)
-            if "q_proj" in name or "k_proj" in name:
-                tensor.mul_(10.0 if name.endswith("weight") else 1.0)
-                if name.endswith("bias"):
+            if any(part in name for part in ("q_proj", "k_proj", "query_key_value")):
+                if name.endswith("weight"):
+                    tensor.mul_(10.0)
+                else:
                     tensor.normal_()
     model.save_pretrained(directory, safe_serialization=True)
     return directory

@@ -226,7 +226,10 @@ CASES: dict[str, tuple[Callable[[World], list], str]] = {
         lambda w: w.optimize("--layer", "-1"),
         "--layer must be >= 0",
     ),
-    "optimize: --model a BERT checkpoint": (bert_checkpoint, "is a bert checkpoint, which is not supported"),
+    "optimize: --model a BERT checkpoint": (
+        bert_checkpoint,
+        "is a bert checkpoint, which is not supported",
+    ),
     "optimize: --model an empty directory": (empty_directory, "has no config.json"),
     "optimize: --model with only pickle weights": (pickle_checkpoint, "no *.safetensors file"),
     "optimize: --chunk-size 0": (

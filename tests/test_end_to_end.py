@@ -645,7 +645,9 @@ def test_a_deeper_layer_is_another_run(deep_run, tmp_path, tiny_deep_checkpoint)
     assert f"{COUNT} done, 0 to do" in resumed.stdout
 
 
-def test_chunks_from_before_layers_existed_are_gpt2_layer_0s(tmp_path, pipeline_run, tiny_checkpoint):
+def test_chunks_from_before_layers_existed_are_gpt2_layer_0s(
+    tmp_path, pipeline_run, tiny_checkpoint
+):
     """A chunk file written before --layer and other families records neither: it played
     layer 0 of a GPT-2, and a run of today keeps its frames rather than solving them again."""
     folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
