@@ -19,6 +19,10 @@ code of the locked version, the reference):
                         dimensions only
     gpt_neo             GPT-2's wpe and LayerNorm; q_proj/k_proj without bias; scores not
                         divided by √hd; its "local" layers see only a window: refused
+    bert, roberta       bidirectional: no causal mask, one head shows the whole square; post-LN,
+                        so layer 0 sees LayerNorm(x + positions + token type 0's row) of its
+                        embeddings directly (no block norm), and only layer 0 can be played;
+                        RoBERTa's positions start at padding_idx + 1
     opt                 learned positions whose row t is table row t + 2; LayerNorm before the
                         attention (the OPTs that normalise after it, and those with a projection
                         of the inputs, are refused); queries scaled by 1/√hd inside
@@ -63,7 +67,9 @@ class Family:
     # (config, read, heads, layer) -> the HeadWeights fields but the positions
     attention: Callable[[dict, Read, tuple[int, ...], int], dict]
     rotary: bool = False  # positions rotate the queries and keys, rather than add to the input
-    position_offset: int = 0  # row t of the position table is position t - offset's (OPT: 2)
+    position_offset: Callable[[dict], int] = lambda config: 0  # the table's row of position 0
+    # another row every position adds (BERT: token type 0's), as (config) -> its name
+    added_row: str | None = None
     causal: bool = True
     pre_layer_norm: bool = True  # every block normalises its input (so --layer works)
 
@@ -74,7 +80,7 @@ class Family:
         """All that layer `layer`'s attention depends on: the position table, blocks
         0..layer-1 whole (a name ending in "." stands for every tensor under it) and the
         layer's own norm and projections."""
-        table = (self.position_table,) if self.position_table else ()
+        table = tuple(name for name in (self.position_table, self.added_row) if name)
         blocks = tuple(self.block_prefix(index) for index in range(layer))
         return (*table, *blocks, *self.attention_tensors(config, layer))
 
@@ -454,7 +460,7 @@ OPT = Family(
     example="facebook/opt-125m",
     name_prefixes=("model.",),
     position_table="decoder.embed_positions.weight",
-    position_offset=2,
+    position_offset=lambda config: 2,  # OPTLearnedPositionalEmbedding's offset
     block="decoder.layers.{}.",
     final_norm="decoder.final_layer_norm",
     shape=_opt_shape,
@@ -463,7 +469,76 @@ OPT = Family(
 )
 
 
-FAMILIES = (GPT2, LLAMA, GEMMA, GPT_NEOX, GPT_NEO, OPT)
+# --- bert, roberta -------------------------------------------------------------------------
+
+
+def _bert_shape(config: dict) -> Shape:
+    d_model, heads = _int(config, "hidden_size"), _int(config, "num_attention_heads")
+    offset = _bert_position_offset(config)
+    return Shape(
+        d_model=d_model,
+        heads=heads,
+        key_heads=heads,
+        head_dim=d_model // heads,
+        layers=_int(config, "num_hidden_layers"),
+        positions=_int(config, "max_position_embeddings", default=512) - offset,
+    )
+
+
+def _bert_position_offset(config: dict) -> int:
+    # RobertaEmbeddings numbers the positions of inputs_embeds from padding_idx + 1
+    return int(config.get("pad_token_id") or 0) + 1 if config.get("model_type") == "roberta" else 0
+
+
+def _bert_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"encoder.layer.{layer}.attention.self."
+    return (
+        "embeddings.LayerNorm.weight",
+        "embeddings.LayerNorm.bias",
+        f"{prefix}query.weight",  # [d, d], an nn.Linear
+        f"{prefix}query.bias",
+        f"{prefix}key.weight",
+        f"{prefix}key.bias",
+    )
+
+
+def _bert_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _bert_shape(config)
+    hd = shape.head_dim
+    ln_weight, ln_bias, query_weight, query_bias, key_weight, key_bias = read(
+        list(_bert_attention_tensors(config, layer))
+    ).values()
+    rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads])
+    return dict(
+        norm="layer",
+        ln_weight=ln_weight,
+        ln_bias=ln_bias,
+        ln_eps=float(config.get("layer_norm_eps", 1e-12)),
+        query_key_weight=torch.cat([query_weight[rows], key_weight[rows]]).T.contiguous(),
+        query_key_bias=torch.cat([query_bias[rows], key_bias[rows]]),
+        key_of_head=tuple(range(len(heads))),
+        scale=1 / math.sqrt(hd),
+    )
+
+
+BERT = Family(
+    model_types=("bert", "roberta"),
+    example="google-bert/bert-base-uncased",
+    name_prefixes=("bert.", "roberta."),
+    position_table="embeddings.position_embeddings.weight",
+    position_offset=_bert_position_offset,
+    added_row="embeddings.token_type_embeddings.weight",  # token type 0, every token's
+    block="encoder.layer.{}.",
+    final_norm="",  # none: post-LN, its last block ends in a norm
+    shape=_bert_shape,
+    attention_tensors=_bert_attention_tensors,
+    attention=_bert_attention,
+    causal=False,
+    pre_layer_norm=False,
+)
+
+
+FAMILIES = (GPT2, LLAMA, GEMMA, GPT_NEOX, GPT_NEO, OPT, BERT)
 SUPPORTED = tuple(model_type for family in FAMILIES for model_type in family.model_types)
 
 

@@ -206,6 +206,8 @@ def _heads_label(metrics: dict) -> str:
     channels = 3 if is_colour(metrics) else 1
     first, second = heads[:channels], heads[channels : 2 * channels]
     names = ", ".join(str(head) for head in first)
+    if layout == "full" and not second:  # bidirectional: each head the whole square
+        return f"heads {names}, whole square" if channels > 1 else f"head {names}, whole square"
     if layout == "full":
         return f"heads {names} + {', '.join(str(head) for head in second)} transposed"
     return f"heads {names}" if channels > 1 else f"head {names}"

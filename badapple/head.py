@@ -41,8 +41,9 @@ class HeadWeights:
     ln_eps: float
     scale: float  # multiplies Q Kᵀ: 1 / sqrt(head_dim) mostly
     key_of_head: tuple[int, ...]  # for each played head, which of the G key heads it uses
-    rotary_cos: torch.Tensor | None = None  # [T, hd] rotary positions, None for none
-    rotary_sin: torch.Tensor | None = None  # [T, hd]
+    rotary_cos: torch.Tensor | None = None  # [T, r] rotary positions, None for none
+    rotary_sin: torch.Tensor | None = None  # [T, r]
+    causal: bool = True  # False: every token sees every other (BERT), the whole square
 
     @property
     def d_model(self) -> int:
@@ -91,15 +92,19 @@ def load_head(
         raise UserError(f"{checkpoint.name}: {error}") from None
     if layer == 0 and family.position_table:
         table = read([family.position_table])[family.position_table]
-        offset = family.position_offset
+        offset = family.position_offset(checkpoint.config)
         position = table[offset : offset + tokens].clone()
+        if family.added_row:
+            position += read([family.added_row])[family.added_row][0]
     else:  # deeper, the residual stream holds the table's positions; rotary ones rotate
         position = torch.zeros(tokens, shape.d_model)
     rotary = {}
     if family.rotary:
         cos, sin = rotary_tables(checkpoint.config, shape.head_dim, tokens)
         rotary = dict(rotary_cos=cos, rotary_sin=sin)
-    return HeadWeights(heads=tuple(heads), position=position, **attention, **rotary)
+    return HeadWeights(
+        heads=tuple(heads), position=position, causal=family.causal, **attention, **rotary
+    )
 
 
 def normalised_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
@@ -160,8 +165,11 @@ def attention_scores(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Te
     return queries @ keys.transpose(-1, -2) * weights.scale
 
 
-def causal_attention(scores: torch.Tensor) -> torch.Tensor:
-    """A causal head's attention weights from its scores: causal mask, softmax over keys."""
+def attention_weights(scores: torch.Tensor, causal: bool = True) -> torch.Tensor:
+    """A head's attention weights from its scores: softmax over the keys, a causal head's with
+    the future masked. [..., T, T]"""
+    if not causal:
+        return scores.softmax(dim=-1)
     tokens = scores.shape[-1]
     future = torch.ones(tokens, tokens, dtype=torch.bool, device=scores.device).triu(1)
     return scores.masked_fill(future, float("-inf")).softmax(dim=-1)

@@ -34,11 +34,11 @@ from badapple.chunks import (
     write_chunk,
 )
 from badapple.errors import DamagedFileError, UserError
-from badapple.head import HeadWeights, attention_scores, causal_attention, load_head
+from badapple.head import HeadWeights, attention_scores, attention_weights, load_head
 from badapple.layout import (
-    HEADS_PER_CHANNEL,
     channel_correlations,
     head_pictures,
+    heads_per_channel,
     layout_metrics,
     layout_picture,
     token_count,
@@ -179,10 +179,12 @@ class Look:
     blur: float  # gaussian sigma in pixels, 0 for none
     colormap: str | None  # matplotlib's name, for gray runs; None in colour
     channels: int  # 1 gray, 3 colour
+    causal: bool = True  # False: bidirectional heads, each a channel's whole square
 
     def aimed(self, pictures: torch.Tensor) -> Target:
         """What the solver fits: frames [B, C, T, T] -> targets of [B, H, T', T']."""
-        return aimed_target(head_pictures(pictures, self.layout), self.render, self.contrast)
+        heads = head_pictures(pictures, self.layout, self.causal)
+        return aimed_target(heads, self.render, self.contrast, self.causal)
 
     def reported(self, pictures: torch.Tensor) -> Target:
         """What `loss` in metrics.json is measured against (LOSS_KINDS): under sink what is
@@ -200,7 +202,7 @@ class Look:
         reported = self.reported(pictures)
         with torch.no_grad():
             scores = attention_scores(embeddings, weights)  # [B, H, T', T']
-            attention = causal_attention(scores).cpu().numpy()
+            attention = attention_weights(scores, self.causal).cpu().numpy()
             head_losses = fit_loss(scores, reported).cpu()  # [B, H]
         targets = pictures.cpu().numpy()
         records = []
@@ -222,7 +224,7 @@ class Look:
     def picture(self, attention: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One frame's maps [H, T', T'] as its picture [C, T, T] in [0, 1] and the PNG's
         pixels [T, T, 3] uint8: the colormap's for gray, each channel its head's in colour."""
-        picture = layout_picture(attention, self.layout, self.render, self.blur)
+        picture = layout_picture(attention, self.layout, self.render, self.blur, self.causal)
         if self.channels == 1:
             return picture, colorize(picture[0], self.colormap)
         return picture, np.round(picture.transpose(1, 2, 0) * 255).astype(np.uint8)
@@ -348,8 +350,17 @@ def _resolve(
         raise UserError(f"{folder.meta} not found; run download.py first")
     size, wanted = meta["size"], parse_frame_range(frames, meta["frame_count"])
     channels = meta.get("channels", 1)  # 1 gray, 3 colour (download.py --color)
-    layout = "full" if full_frame else "half"
-    run_heads = _run_heads(channels, layout, head, heads)
+    checkpoint = open_checkpoint(model, layer)
+    causal = checkpoint.family.causal
+    # a bidirectional head shows the whole square by itself: --full-frame or not
+    layout = "full" if full_frame or not causal else "half"
+    if not causal and render != "sink":
+        raise UserError(
+            f"--render {render} is for causal heads; {checkpoint.name} is a "
+            f"{checkpoint.config['model_type']} model, whose heads show the whole square in "
+            "true tone: drop --render"
+        )
+    run_heads = _run_heads(channels, layout, head, heads, causal)
     if channels == 3 and render != "sink":
         raise UserError(
             f"colour targets need --render sink: --render {render} shows each row's pattern, "
@@ -370,7 +381,6 @@ def _resolve(
     _check_targets(folder, wanted, size)
 
     torch_device = pick_device(device)
-    checkpoint = open_checkpoint(model, layer)
     tokens = token_count(size, render)
     positions = checkpoint.shape.positions
     if tokens > positions:
@@ -390,7 +400,7 @@ def _resolve(
         weights=load_head(checkpoint, run_heads, tokens, layer).to(torch_device),
         layer_input=LayerInput(checkpoint, layer, torch_device) if layer else None,
         device=torch_device,
-        look=Look(layout, render, contrast, blur, colormap, channels),
+        look=Look(layout, render, contrast, blur, colormap, channels, causal),
         method=method,
         settings=settings,
         warm=warm,
@@ -610,27 +620,34 @@ def _finish(run: Run, plan: Plan, metrics: dict, verify: int) -> None:
 
 
 def _run_heads(
-    channels: int, layout: str, head: int | None, heads: tuple[int, ...] | None
+    channels: int,
+    layout: str,
+    head: int | None,
+    heads: tuple[int, ...] | None,
+    causal: bool = True,
 ) -> tuple[int, ...]:
-    """The heads a run plays on, in the order of `layout.head_pictures`: --head for a gray half
-    frame, --heads (or `DEFAULT_HEADS`) otherwise, checked for count and repeats."""
-    if channels == 1 and layout == "half":
+    """The heads a run plays on, in the order of `layout.head_pictures`: --head for a gray
+    picture on one head (half frame, or any bidirectional one), --heads (or `DEFAULT_HEADS`)
+    otherwise, checked for count and repeats."""
+    per_channel = heads_per_channel(layout, causal)
+    if channels == 1 and per_channel == 1:
         if heads is not None:
             raise UserError(
                 f"--heads {','.join(map(str, heads))} needs --full-frame or colour targets; "
-                "a gray half-frame run plays on one --head"
+                "a gray half-frame run plays on one --head (as does a bidirectional model)"
             )
         return (0 if head is None else head,)
+    defaults = DEFAULT_HEADS[channels, layout if causal else "half"]
     if head is not None:
         kind = "colour" if channels == 3 else "full-frame"
         raise UserError(
             f"--head {head} is for a gray half-frame run; a {kind} run plays on --heads, "
-            f"e.g. --heads {','.join(map(str, DEFAULT_HEADS[channels, layout]))}"
+            f"e.g. --heads {','.join(map(str, defaults))}"
         )
-    wanted = channels * HEADS_PER_CHANNEL[layout]
+    wanted = channels * per_channel
     if heads is None:
-        return DEFAULT_HEADS[channels, layout]
-    example = ",".join(map(str, DEFAULT_HEADS[channels, layout]))
+        return defaults
+    example = ",".join(map(str, defaults))
     kind = f"{'colour' if channels == 3 else 'gray'} {layout}-frame run"
     if len(heads) != wanted or len(set(heads)) != wanted:
         raise UserError(
@@ -643,10 +660,10 @@ def _run_heads(
 def _playing(heads: tuple[int, ...], channels: int, layout: str) -> str:
     """What each head shows, for the start-up line: "heads 0 (R), 1 (G), 2 (B)"."""
     names = list(CHANNEL_NAMES[channels])
-    if layout == "full":
+    if layout == "full" and len(heads) == 2 * channels:  # A and B; a bidirectional head is both
         names = [f"{n} of the frame" for n in names] + [f"{n} transposed" for n in names]
     if len(heads) == 1:
-        return f"head {heads[0]}"
+        return f"head {heads[0]}" + (", the whole square" if layout == "full" else "")
     shown = ", ".join(f"{h} ({n})" for h, n in zip(heads, names, strict=True))
     return f"heads {shown}, {layout} frame"
 

@@ -31,14 +31,14 @@ DEFAULT_COLORMAP = "magma"
 # --- sink: true tone ------------------------------------------------------------------------
 
 
-def sink_relative(attention: np.ndarray) -> np.ndarray:
+def sink_relative(attention: np.ndarray, causal: bool = True) -> np.ndarray:
     """Each pixel's weight over its row's sink weight, clipped to [0, 1]: [T+1, T+1] -> [T, T]
-    float64, 0 above the diagonal (a causal map never attends there)."""
+    float64; a causal map's 0 above the diagonal (it never attends there)."""
     weights = attention.astype(np.float64)
     pixels, sink = weights[1:, 1:], weights[1:, :1]  # [T, T], [T, 1]
     # the sink's weight is a softmax output, > 0 unless it underflowed: then the row is white
-    relative = pixels / np.maximum(sink, np.finfo(np.float64).tiny)
-    return np.where(np.tri(len(pixels), dtype=bool), np.clip(relative, 0.0, 1.0), 0.0)
+    relative = np.clip(pixels / np.maximum(sink, np.finfo(np.float64).tiny), 0.0, 1.0)
+    return np.where(np.tri(len(pixels), dtype=bool), relative, 0.0) if causal else relative
 
 
 def _blurred(picture: np.ndarray, blur_sigma: float) -> np.ndarray:
@@ -50,6 +50,14 @@ def sink_picture(attention: np.ndarray, blur_sigma: float = 0.0) -> np.ndarray:
     relative = sink_relative(attention)
     lower = np.tri(len(relative), dtype=bool)
     return np.where(lower, _blurred(relative, blur_sigma), 0.0).astype(np.float32)
+
+
+def square_sink_picture(attention: np.ndarray, blur_sigma: float = 0.0) -> np.ndarray:
+    """A bidirectional head's whole square, true tone: [T+1, T+1] -> [T, T] float32 in [0, 1].
+    Every token sees every other, so one head's map is the full frame, sink-relative as the
+    causal ones."""
+    square = sink_relative(attention, causal=False)
+    return np.clip(_blurred(square, blur_sigma), 0.0, 1.0).astype(np.float32)
 
 
 def full_frame_sink_picture(

@@ -63,9 +63,11 @@ def transformers_model(
     family = checkpoint.family
     blocks = whole_blocks + (played_layer is not None)
     config = AutoConfig.for_model(**checkpoint.config)
-    # inputs_embeds replace the token embedding, so the token table shrinks to one row.
-    config.num_hidden_layers, config.vocab_size = blocks, 1
-    config.bos_token_id = config.eos_token_id = config.pad_token_id = None
+    # inputs_embeds replace the token embedding, so the token table shrinks to the rows up to
+    # the padding token's (RoBERTa numbers its positions from it).
+    padding = getattr(config, "pad_token_id", None)
+    config.num_hidden_layers, config.vocab_size = blocks, (padding or 0) + 1
+    config.bos_token_id = config.eos_token_id = None
     config._attn_implementation = attention
     if attention == "sdpa" and not _supports_sdpa(config):  # GPT-Neo's has only eager
         config._attn_implementation = "eager"

@@ -129,7 +129,10 @@ Target = torch.Tensor | ShownRange  # what a solver fits: row-centred logits, or
 
 
 def shown_range(
-    frames: torch.Tensor, contrast_nats: float, tolerance: float = PIXEL_TOLERANCE
+    frames: torch.Tensor,
+    contrast_nats: float,
+    tolerance: float = PIXEL_TOLERANCE,
+    causal: bool = True,
 ) -> ShownRange:
     """What a true-tone picture must show: frames [..., T, T] in [0, 1] -> ShownRange of
     [..., T+1, T+1]: token 0 is the sink and frame row r is token r+1, so pixel (r, c) is the
@@ -150,7 +153,8 @@ def shown_range(
     row-centred error paid for it once. The tolerance keeps compression noise in flat white and
     black one-sided. A gray pixel gets no tolerance: with a range of +-tolerance around it too,
     the colour benchmark's photo-like clip came out at mae 0.015-0.016 against 0.005-0.012 now
-    (benchmarks/colour.py, gray and colour half frame).
+    (benchmarks/colour.py, gray and colour half frame). A causal head shows the frame's lower
+    triangle, and the rest is free; a bidirectional one (`causal` False) the whole square.
     """
     black = math.exp(-contrast_nats)
     level = torch.log(frames.clamp(min=black))  # ln p, floored at black
@@ -163,6 +167,8 @@ def shown_range(
     high = torch.where(white, free, high)
     tokens = frames.shape[-1] + 1
     shown = causal_mask(tokens - 1, frames.device)  # frame pixels in the picture: lower triangle
+    if not causal:
+        shown = torch.ones_like(shown)
     ranges = []
     for bound, free in ((low, -math.inf), (high, math.inf)):
         full = torch.full((*frames.shape[:-2], tokens, tokens), free, dtype=frames.dtype)
@@ -189,7 +195,9 @@ def fit_loss(scores: torch.Tensor, targets: Target) -> torch.Tensor:
     return logit_space_loss(scores, targets)
 
 
-def aimed_target(pictures: torch.Tensor, render: str, contrast_nats: float | None) -> Target:
+def aimed_target(
+    pictures: torch.Tensor, render: str, contrast_nats: float | None, causal: bool = True
+) -> Target:
     """What a solver fits for each head's picture: [..., T, T] -> [..., T', T'].
 
     sink    `shown_range` (T' = T + 1)
@@ -197,7 +205,7 @@ def aimed_target(pictures: torch.Tensor, render: str, contrast_nats: float | Non
             aimed at the original's z-score rendering (T' = T)
     """
     if render == "sink":
-        return shown_range(pictures, contrast_nats)
+        return shown_range(pictures, contrast_nats, causal=causal)
     if contrast_nats is None:
         return target_logits(pictures)
     return picture_target(pictures, contrast_nats)

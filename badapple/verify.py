@@ -16,7 +16,7 @@ import torch
 from badapple.checkpoint import Checkpoint
 from badapple.chunks import saved_inputs_embeds
 from badapple.errors import UserError
-from badapple.head import HeadWeights, attention_scores, causal_attention
+from badapple.head import HeadWeights, attention_scores, attention_weights
 from badapple.residual import LayerInput, transformers_model
 from badapple.storage import FramesDir, read_rgb_png
 
@@ -75,7 +75,7 @@ def verify_frames(
                     if layer_input
                     else embedding
                 )
-                ours = causal_attention(attention_scores(rows, cpu_weights))
+                ours = attention_weights(attention_scores(rows, cpu_weights), weights.causal)
             worst = max(worst, float((reference - ours).abs().max()))
             _, pixels = picture(reference[0].numpy())  # [T, T, 3] uint8
             saved_pixels = read_rgb_png(folder.output_png(frame))

@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from badapple.checkpoint import open_checkpoint  # noqa: E402
 from badapple.chunks import saved_inputs_embeds  # noqa: E402
 from badapple.download import download  # noqa: E402
+from badapple.family import family_of  # noqa: E402
 from badapple.layout import layout_metrics, layout_picture  # noqa: E402
 from badapple.metrics import mean_metrics  # noqa: E402
 from badapple.optimize import optimize, pick_device  # noqa: E402
@@ -125,13 +126,14 @@ def rendered_frames(folder: FramesDir, metrics: dict, model, frames: list[int], 
     settings, blur = metrics["settings"], metrics["display"]["blur"]
     layout, render, heads = settings["layout"], settings["render"], tuple(settings["heads"])
     channels, layer = settings["channels"], settings.get("layer", 0)
+    causal = family_of(settings.get("model_type", "gpt2"), settings["model"]).causal
     for _, chunk, embeddings in saved_inputs_embeds(held_frames(folder, metrics), frames):
         for first in range(0, len(chunk), SCORE_BATCH):
             batch = chunk[first : first + SCORE_BATCH]
             rows = embeddings[first : first + SCORE_BATCH].to(device)  # [b, T', d]
             attention = transformers_attention(model, rows, heads, layer).float().cpu().numpy()
             for frame, maps in zip(batch, attention, strict=True):  # [H, T', T']
-                picture = layout_picture(maps, layout, render, blur)
+                picture = layout_picture(maps, layout, render, blur, causal)
                 yield frame, picture, read_target_png(folder.target_png(frame), channels)
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, GPT2Model
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
 # The tests' tensors are tiny: torch's threads would only wait on each other (on a busy 2-core
 # machine a tiny solve took 26 s on two threads and 0.15 s on one).
@@ -110,6 +110,22 @@ FAMILY_CONFIGS = {
         max_position_embeddings=128,
         word_embed_proj_dim=64,
     ),
+    "bert": dict(
+        hidden_size=64,
+        num_attention_heads=8,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        max_position_embeddings=128,
+    ),
+    "roberta": dict(
+        hidden_size=64,
+        num_attention_heads=8,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        max_position_embeddings=130,  # two more than the positions: RoBERTa's start at 2
+        pad_token_id=1,
+        type_vocab_size=1,
+    ),
 }
 
 
@@ -120,19 +136,22 @@ def save_family_checkpoint(directory: Path, model_type: str, seed: int = 0) -> P
 
     config = AutoConfig.for_model(
         model_type,
-        vocab_size=16,
-        bos_token_id=0,
-        eos_token_id=0,
-        pad_token_id=None,
-        **FAMILY_CONFIGS[model_type],
+        **{
+            "vocab_size": 16,
+            "bos_token_id": 0,
+            "eos_token_id": 0,
+            "pad_token_id": None,
+            **FAMILY_CONFIGS[model_type],
+        },
     )
     torch.manual_seed(seed)
     model = AutoModel.from_config(config)
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
-            if "norm" in name or ".ln_" in name:
+            if "norm" in name.lower() or ".ln_" in name:
                 tensor.add_(torch.randn_like(tensor) * 0.1)
-            if any(part in name for part in ("q_proj", "k_proj", "query_key_value")):
+            names = ("q_proj", "k_proj", "query_key_value", "self.query", "self.key")
+            if any(part in name for part in names):
                 if name.endswith("weight"):
                     tensor.mul_(10.0)
                 else:
@@ -141,16 +160,13 @@ def save_family_checkpoint(directory: Path, model_type: str, seed: int = 0) -> P
     return directory
 
 
-def save_bert_checkpoint(directory: Path) -> Path:
-    """A tiny random BERT, saved as config.json + model.safetensors: a checkpoint, not GPT-2."""
-    config = BertConfig(
-        hidden_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=64,
-        vocab_size=16,
-    )
-    BertModel(config).save_pretrained(directory)
+def save_unsupported_checkpoint(directory: Path) -> Path:
+    """A tiny random T5 (an encoder-decoder), saved as config.json + model.safetensors: a real
+    checkpoint of a family we do not support."""
+    from transformers import T5Config, T5Model
+
+    config = T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=16)
+    T5Model(config).save_pretrained(directory)
     return directory
 
 

@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from badapple.storage import FramesDir, frame_numbers, frames_lock
-from tests.conftest import TINY, save_bert_checkpoint, save_checkpoint
+from tests.conftest import TINY, save_checkpoint, save_unsupported_checkpoint
 from tests.media import (
     make_audio_only,
     make_clip,
@@ -131,8 +131,8 @@ def frames_as_long_as_the_positions(w: World) -> list:
     return w.optimize(model=model)
 
 
-def bert_checkpoint(w: World) -> list:
-    return w.optimize(model=save_bert_checkpoint(w.tmp / "bert"))
+def unsupported_checkpoint(w: World) -> list:
+    return w.optimize(model=save_unsupported_checkpoint(w.tmp / "t5"))
 
 
 class _Trap:
@@ -226,9 +226,9 @@ CASES: dict[str, tuple[Callable[[World], list], str]] = {
         lambda w: w.optimize("--layer", "-1"),
         "--layer must be >= 0",
     ),
-    "optimize: --model a BERT checkpoint": (
-        bert_checkpoint,
-        "is a bert checkpoint, which is not supported",
+    "optimize: --model a T5 checkpoint": (
+        unsupported_checkpoint,
+        "is a t5 checkpoint, which is not supported",
     ),
     "optimize: --model an empty directory": (empty_directory, "has no config.json"),
     "optimize: --model with only pickle weights": (pickle_checkpoint, "no *.safetensors file"),

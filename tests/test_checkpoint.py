@@ -26,7 +26,7 @@ from badapple.errors import UserError
 from badapple.family import GPT2
 from badapple.head import load_head
 from badapple.verify import model_through_layer, transformers_attention
-from tests.conftest import TINY, save_bert_checkpoint, save_checkpoint
+from tests.conftest import TINY, save_checkpoint, save_unsupported_checkpoint
 
 REPO = "someone/gpt2-test"
 # All that layer 0 of a GPT-2 reads: wpe, h.0.ln_1, h.0.attn.c_attn
@@ -310,16 +310,18 @@ def test_a_path_that_is_no_directory_is_not_sent_to_the_hub():
         open_checkpoint("./no/such/checkpoint")
 
 
-def test_a_bert_checkpoint_is_refused(tmp_path):
-    with pytest.raises(UserError, match="bert checkpoint, which is not supported"):
-        open_checkpoint(str(save_bert_checkpoint(tmp_path)))
+def test_a_unsupported_checkpoint_is_refused(tmp_path):
+    with pytest.raises(UserError, match="t5 checkpoint, which is not supported"):
+        open_checkpoint(str(save_unsupported_checkpoint(tmp_path)))
 
 
-def test_a_bert_on_the_hub_is_refused_before_any_weight_is_fetched(tmp_path, fake_hub):
-    filesystem = fake_hub(save_bert_checkpoint(tmp_path / "bert"))
-    with pytest.raises(UserError, match="bert checkpoint, which is not supported"):
+def test_an_unsupported_family_on_the_hub_is_refused_before_any_weight_is_fetched(
+    tmp_path, fake_hub
+):
+    filesystem = fake_hub(save_unsupported_checkpoint(tmp_path / "t5"))
+    with pytest.raises(UserError, match="t5 checkpoint, which is not supported"):
         open_checkpoint(REPO)
-    assert filesystem.bytes_read == (tmp_path / "bert" / "config.json").stat().st_size
+    assert filesystem.bytes_read == (tmp_path / "t5" / "config.json").stat().st_size
 
 
 def test_an_empty_directory_is_refused(tmp_path):

@@ -15,7 +15,7 @@ import torch
 
 from badapple.checkpoint import open_checkpoint
 from badapple.chunks import read_inputs_embeds
-from badapple.head import attention_scores, causal_attention, load_head
+from badapple.head import attention_scores, attention_weights, load_head
 from badapple.layout import head_pictures, layout_picture
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
 from badapple.storage import FramesDir, read_rgb_png, read_target_png
@@ -114,7 +114,7 @@ def test_a_pure_red_square_appears_in_red_only_on_the_red_heads(tiny_sixteen_hea
     weights = load_head(checkpoint, heads, size + 1)
     targets = shown_range(head_pictures(frame, "full"), DEFAULT_CONTRAST_NATS)
     solution = solve_reduced(weights, targets, [1], METHOD_DEFAULTS["reduced"], lambda loss: None)
-    attention = causal_attention(attention_scores(solution.embeddings, weights))[0].numpy()
+    attention = attention_weights(attention_scores(solution.embeddings, weights))[0].numpy()
     picture = layout_picture(attention, "full", "sink", 0.0)  # [3, T, T]
     square = frame[0, 0].numpy() > 0.5
     assert picture[0][square].mean() > 0.9  # red there

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from badapple.checkpoint import open_checkpoint
-from badapple.head import attention_scores, causal_attention, load_head
+from badapple.head import attention_scores, attention_weights, load_head
 from badapple.metrics import picture_metrics
 from badapple.render import sink_picture
 from badapple.solvers import METHOD_DEFAULTS, solve_reduced
@@ -32,8 +32,8 @@ def block_frames(frames: int, size: int) -> torch.Tensor:
 def test_the_forward_on_the_gpu_equals_the_cpus(tiny_checkpoint):
     weights = load_head(open_checkpoint(str(tiny_checkpoint)), (0, 2), tokens=33)
     embeddings = torch.randn(4, 33, 64, generator=torch.Generator().manual_seed(0))
-    on_cpu = causal_attention(attention_scores(embeddings, weights))
-    on_gpu = causal_attention(attention_scores(embeddings.cuda(), weights.to("cuda")))
+    on_cpu = attention_weights(attention_scores(embeddings, weights))
+    on_gpu = attention_weights(attention_scores(embeddings.cuda(), weights.to("cuda")))
     assert on_gpu.device.type == "cuda"
     assert (on_gpu.cpu() - on_cpu).abs().max() < 1e-5
 
@@ -53,10 +53,10 @@ def test_the_solver_on_the_gpu_finds_what_the_cpu_finds(tiny_checkpoint):
     assert on_gpu.embeddings.device.type == "cuda"
     embeddings = on_gpu.embeddings.cpu()
     reference = transformers_attention(model_through_layer(checkpoint), embeddings, (0,))
-    assert (reference - causal_attention(attention_scores(embeddings, weights))).abs().max() < 1e-4
+    assert (reference - attention_weights(attention_scores(embeddings, weights))).abs().max() < 1e-4
 
     def mean_corr(solution) -> float:
-        attention = causal_attention(attention_scores(solution.embeddings.cpu(), weights))
+        attention = attention_weights(attention_scores(solution.embeddings.cpu(), weights))
         pictures = [sink_picture(maps[0].numpy()) for maps in attention]
         pairs = zip(pictures, clip, strict=True)
         scores = [picture_metrics(picture, frame[0].numpy())["corr"] for picture, frame in pairs]
@@ -97,5 +97,5 @@ def test_a_deeper_layer_is_reached_on_the_gpu(tiny_deep_checkpoint):
         model_through_layer(checkpoint, 3), reached.inputs.cpu(), (2,), layer=3
     )
     solved = lift_factored(wanted.cuda(), space, weights).inputs_embeds()
-    ours = causal_attention(attention_scores(solved, weights)).cpu()
+    ours = attention_weights(attention_scores(solved, weights)).cpu()
     assert (theirs - ours).abs().max() < 1e-4

@@ -24,7 +24,7 @@ from badapple.errors import UserError, exit_on_error
 from badapple.figures import LOSS_FIGURES, PIXEL_FIGURES
 from badapple.metrics import picture_metrics
 from badapple.optimize import optimize
-from badapple.render import colorize, full_frame_sink_picture, sink_picture
+from badapple.render import colorize, full_frame_sink_picture, sink_picture, square_sink_picture
 from badapple.storage import (
     FramesDir,
     frame_numbers,
@@ -686,3 +686,33 @@ def test_the_four_scripts_play_on_a_llama(tmp_path, pipeline_run):
         errors.append(picture_metrics(sink_picture(maps), target)["mae"])
     assert len(errors) == COUNT and np.mean(errors) < 0.02, np.mean(errors)
     assert (tmp_path / "v.mp4").is_file() and (tmp_path / "plots" / "hero_frame.png").is_file()
+
+
+def test_the_four_scripts_play_the_whole_square_on_a_bert(tmp_path, pipeline_run):
+    """A BERT-like checkpoint: bidirectional, so one head shows the whole frame, with no
+    --full-frame; metrics.json says layout "full" with one head, and plot.py and assemble.py
+    need no flag."""
+    model = save_family_checkpoint(tmp_path / "bert", "bert")
+    folder = fresh_copy(pipeline_run, tmp_path / "frames")
+    flags = ["--model", model, "--frames-dir", folder.root]
+    assert_ok(run("optimize.py", *flags, *RUN, "--head", "3", "--verify", "2"))
+    assert_ok(run("assemble.py", "--frames-dir", folder.root, "--output", tmp_path / "v.mp4"))
+    assert_ok(run("plot.py", "--frames-dir", folder.root, "--out-dir", tmp_path / "plots"))
+    metrics = json.loads(folder.metrics.read_text())
+    settings = metrics["settings"]
+    assert (settings["model_type"], settings["layout"], settings["heads"]) == ("bert", "full", [3])
+    reference = model_through_layer(open_checkpoint(str(model)))
+    errors = []
+    for frame, embeddings in saved_embeddings(folder).items():
+        maps = transformers_attention(reference, embeddings[None], (3,))[0, 0].numpy()
+        target = read_gray_png(folder.target_png(frame))
+        shown = square_sink_picture(maps)
+        # the upper triangle too: what a causal head can never show
+        upper = np.triu(np.ones_like(target, dtype=bool), 1)
+        errors.append(float(np.abs(shown - target)[upper].mean()))
+        errors.append(picture_metrics(shown, target, region="square")["mae"])
+    assert np.mean(errors) < 0.02, np.mean(errors)
+    # --full-frame means the same: the same run, resumed
+    resumed = run("optimize.py", *flags, *RUN, "--head", "3", "--full-frame")
+    assert_ok(resumed)
+    assert f"{COUNT} done, 0 to do" in resumed.stdout

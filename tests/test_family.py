@@ -9,7 +9,7 @@ import torch
 
 from badapple.checkpoint import open_checkpoint
 from badapple.errors import UserError
-from badapple.head import attention_scores, causal_attention, load_head
+from badapple.head import attention_scores, attention_weights, load_head
 from badapple.reachable import lift_factored, project_to_ball, reachable_space
 from badapple.residual import LayerInput, reach_layer
 from badapple.verify import model_through_layer, transformers_attention
@@ -19,7 +19,10 @@ TOLERANCE = 1e-5
 TOKENS = 20
 
 
-@pytest.fixture(scope="module", params=sorted(FAMILY_CONFIGS))
+CAUSAL = sorted(set(FAMILY_CONFIGS) - {"bert", "roberta"})
+
+
+@pytest.fixture(scope="module", params=CAUSAL)
 def family_checkpoint(request, tmp_path_factory) -> Path:
     return save_family_checkpoint(tmp_path_factory.mktemp(request.param), request.param)
 
@@ -31,7 +34,7 @@ def test_our_scores_are_transformers(family_checkpoint, heads):
     embeddings = torch.randn(2, TOKENS, checkpoint.shape.d_model)
     reference = transformers_attention(model_through_layer(checkpoint), embeddings, heads)
     with torch.no_grad():
-        ours = causal_attention(attention_scores(embeddings, weights))
+        ours = attention_weights(attention_scores(embeddings, weights))
     assert (ours - reference).abs().max() < TOLERANCE
 
 
@@ -43,7 +46,7 @@ def test_lifted_rows_reproduce_the_solved_map(family_checkpoint):
     embeddings = lift_factored(whitened, space, weights).inputs_embeds()
     reference = transformers_attention(model_through_layer(checkpoint), embeddings, (2, 3, 6))
     with torch.no_grad():
-        solved = causal_attention(attention_scores(embeddings, weights))
+        solved = attention_weights(attention_scores(embeddings, weights))
     assert (solved - reference).abs().max() < TOLERANCE
 
 
@@ -59,15 +62,43 @@ def test_a_deeper_layer_is_reached_exactly(family_checkpoint):
     )
     with torch.no_grad():
         solved = lift_factored(whitened, space, weights).inputs_embeds()
-        ours = causal_attention(attention_scores(solved, weights))
+        ours = attention_weights(attention_scores(solved, weights))
     assert (ours - reference).abs().max() < 1e-4
 
 
-def test_an_unsupported_family_gets_one_line(tmp_path):
-    from transformers import T5Config, T5Model
+# --- bidirectional: bert, roberta ----------------------------------------------------------
 
-    T5Model(T5Config(d_model=16, d_ff=32, num_layers=1, num_heads=2, vocab_size=8)).save_pretrained(
-        tmp_path
-    )
-    with pytest.raises(UserError, match="t5 checkpoint, which is not supported; pass one of"):
-        open_checkpoint(str(tmp_path))
+
+@pytest.fixture(scope="module", params=["bert", "roberta"])
+def bidirectional_checkpoint(request, tmp_path_factory) -> Path:
+    return save_family_checkpoint(tmp_path_factory.mktemp(request.param), request.param)
+
+
+@pytest.mark.parametrize("heads", [(0,), (2, 5, 7)])
+def test_a_bidirectional_head_is_transformers(bidirectional_checkpoint, heads):
+    checkpoint = open_checkpoint(str(bidirectional_checkpoint))
+    weights = load_head(checkpoint, heads, tokens=TOKENS)
+    assert not weights.causal
+    embeddings = torch.randn(2, TOKENS, checkpoint.shape.d_model)
+    reference = transformers_attention(model_through_layer(checkpoint), embeddings, heads)
+    with torch.no_grad():
+        ours = attention_weights(attention_scores(embeddings, weights), causal=False)
+    assert (ours - reference).abs().max() < TOLERANCE
+    assert reference[..., 3, 10].min() > 0  # the whole square: row 3 sees token 10
+
+
+def test_a_bidirectional_lift_reproduces_the_solved_map(bidirectional_checkpoint):
+    checkpoint = open_checkpoint(str(bidirectional_checkpoint))
+    weights = load_head(checkpoint, (1, 6), tokens=TOKENS)
+    space = reachable_space(weights)
+    whitened = project_to_ball(torch.randn(2, TOKENS, space.dims), space.radius)
+    embeddings = lift_factored(whitened, space, weights).inputs_embeds()
+    reference = transformers_attention(model_through_layer(checkpoint), embeddings, (1, 6))
+    with torch.no_grad():
+        solved = attention_weights(attention_scores(embeddings, weights), causal=False)
+    assert (solved - reference).abs().max() < TOLERANCE
+
+
+def test_a_deeper_layer_of_a_post_ln_model_gets_one_line(bidirectional_checkpoint):
+    with pytest.raises(UserError, match="normalises after each block, so only its layer 0"):
+        open_checkpoint(str(bidirectional_checkpoint), layer=1)

@@ -8,7 +8,7 @@ import torch
 
 from badapple.checkpoint import open_checkpoint
 from badapple.chunks import read_inputs_embeds, write_chunk
-from badapple.head import attention_scores, causal_attention, load_head
+from badapple.head import attention_scores, attention_weights, load_head
 from badapple.layout import head_pictures, layout_metrics, layout_picture, token_count
 from badapple.render import (
     DEFAULT_BLUR_SIGMA_PIXELS,
@@ -124,7 +124,7 @@ def solved(request, tiny_eight_heads_checkpoint):
                 weights, targets, [1], METHOD_DEFAULTS["reduced"], lambda loss: None
             )
             with torch.no_grad():
-                attention = causal_attention(attention_scores(solution.embeddings, weights))
+                attention = attention_weights(attention_scores(solution.embeddings, weights))
             results[layout] = (weights, solution.embeddings, attention[0].numpy())
     finally:
         torch.set_num_threads(threads)

@@ -3,7 +3,7 @@ import torch
 
 from badapple.checkpoint import open_checkpoint
 from badapple.errors import UserError
-from badapple.head import attention_scores, causal_attention, load_head
+from badapple.head import attention_scores, attention_weights, load_head
 from badapple.verify import model_through_layer, transformers_attention
 from tests.conftest import TINY, save_checkpoint
 
@@ -13,7 +13,7 @@ def test_head_forward_equals_transformers_gpt2(tiny_checkpoint, heads):
     checkpoint = open_checkpoint(str(tiny_checkpoint))
     weights = load_head(checkpoint, heads, tokens=32)
     embeddings = torch.randn(3, 32, checkpoint.shape.d_model)
-    ours = causal_attention(attention_scores(embeddings, weights))  # [3, H, 32, 32]
+    ours = attention_weights(attention_scores(embeddings, weights))  # [3, H, 32, 32]
     reference = transformers_attention(model_through_layer(checkpoint), embeddings, heads)
     assert ours.shape == (3, len(heads), 32, 32)
     assert (ours - reference).abs().max() < 1e-6
@@ -24,7 +24,7 @@ def test_lm_head_checkpoints_with_prefixed_names_load(tiny_lm_checkpoint):
     weights = load_head(checkpoint, (1,), tokens=16)
     embeddings = torch.randn(2, 16, checkpoint.shape.d_model)
     reference = transformers_attention(model_through_layer(checkpoint), embeddings, (1,))
-    assert (causal_attention(attention_scores(embeddings, weights)) - reference).abs().max() < 1e-6
+    assert (attention_weights(attention_scores(embeddings, weights)) - reference).abs().max() < 1e-6
 
 
 def test_half_precision_checkpoints_load_as_float32(tmp_path):

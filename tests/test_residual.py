@@ -10,7 +10,7 @@ import torch
 
 import badapple.residual as residual_module
 from badapple.checkpoint import open_checkpoint, read_tensors
-from badapple.head import attention_scores, causal_attention, load_head
+from badapple.head import attention_scores, attention_weights, load_head
 from badapple.layout import HEADS_PER_CHANNEL
 from badapple.optimize import Look
 from badapple.reachable import (
@@ -86,7 +86,7 @@ def test_reached_inputs_reproduce_random_rows_to_float_precision(
     with torch.no_grad():
         seen = whiten_embeddings(reached.rows, space, weights)  # what the layer sees, whitened
         solved_rows = lift_factored(wanted, space, weights).inputs_embeds()
-        solved = causal_attention(attention_scores(solved_rows, weights))
+        solved = attention_weights(attention_scores(solved_rows, weights))
     assert (seen - wanted).abs().max() < 1e-4
     assert (theirs - solved).abs().max() < ATTENTION_TOLERANCE
 
@@ -126,7 +126,7 @@ def test_a_solved_frame_plays_on_the_deeper_layer_through_transformers(
         model_through_layer(checkpoint, layer), reached.inputs, heads, layer
     )
     with torch.no_grad():
-        solved = causal_attention(attention_scores(solution.embeddings, weights))
+        solved = attention_weights(attention_scores(solution.embeddings, weights))
     assert (theirs - solved).abs().max() < ATTENTION_TOLERANCE
     mae = [record["mae"] for record in look.judge(weights, pictures, reached.rows)]
     assert max(mae) < 0.05  # the frames are played, not just some map

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from badapple.checkpoint import open_checkpoint
-from badapple.head import attention_scores, causal_attention, load_head
+from badapple.head import attention_scores, attention_weights, load_head
 from badapple.metrics import picture_metrics
 from badapple.render import attention_picture, sink_picture
 from badapple.solvers import (
@@ -187,7 +187,7 @@ def test_reduced_shows_a_small_clip_recognisably_in_the_originals_rendering(tiny
     settings = METHOD_DEFAULTS["reduced"]
     targets = picture_target(clip, DEFAULT_CONTRAST_NATS)
     solution = solve_reduced(weights, targets, [1, 2, 3, 4], settings, lambda loss: None)
-    attention = causal_attention(attention_scores(solution.embeddings, weights))[:, 0]
+    attention = attention_weights(attention_scores(solution.embeddings, weights))[:, 0]
     correlations = [
         picture_metrics(attention_picture(attention[index].numpy()), clip[index, 0].numpy())["corr"]
         for index in range(4)
@@ -205,7 +205,7 @@ def test_reduced_shows_a_small_clip_in_true_tone(tiny_checkpoint):
     solution = solve_reduced(
         weights, targets, [1, 2, 3, 4], METHOD_DEFAULTS["reduced"], lambda loss: None
     )
-    attention = causal_attention(attention_scores(solution.embeddings, weights))[:, 0]
+    attention = attention_weights(attention_scores(solution.embeddings, weights))[:, 0]
     pictures = [sink_picture(maps.numpy()) for maps in attention]
     scores = [picture_metrics(p, c[0].numpy()) for p, c in zip(pictures, clip, strict=True)]
     assert min(score["corr"] for score in scores) > SINK_CORR_THRESHOLD, scores
