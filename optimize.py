@@ -49,6 +49,19 @@ def _per_method(name: str) -> str:
     )
 
 
+def _head(text: str) -> int | str:
+    """--head N (>= 0) or --head best."""
+    if text == "best":
+        return text
+    try:
+        head = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a head number or best, not {text!r}") from None
+    if head < 0:
+        raise argparse.ArgumentTypeError("a head is >= 0")
+    return head
+
+
 def _head_list(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
     """--heads A,B,... as different heads >= 0. How many a run needs depends on its targets
     (gray or colour, in meta.json), so optimize() checks the count; the checkpoint the range."""
@@ -103,9 +116,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--head",
-        type=int,
+        type=_head,
         default=None,
-        help="attention head of a gray half-frame run (default 0); other runs take --heads",
+        help="attention head of a gray half-frame run (default 0), or best: try every head of "
+        "the layer on a few frames and play on the best; other runs take --heads",
     )
     parser.add_argument(
         "--layer",
@@ -214,8 +228,6 @@ def main() -> None:
         parser.error("need 0 <= --lr-min <= --lr and --lr > 0, finite numbers")
     if not 0 < settings.init_scale < math.inf:
         parser.error("--init-scale must be a positive finite number")
-    if args.head is not None and args.head < 0:
-        parser.error("--head must be >= 0")
     if args.layer < 0:
         parser.error("--layer must be >= 0")
     args.heads = _head_list(parser, args.heads) if args.heads is not None else None

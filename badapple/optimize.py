@@ -57,6 +57,7 @@ from badapple.storage import (
     write_json,
     write_png,
 )
+from badapple.survey import best_head, survey_frames, survey_heads
 from badapple.targets import (
     DEFAULT_CONTRAST_NATS,
     PIXEL_TOLERANCE,
@@ -247,6 +248,7 @@ class Run:
     warm: WarmStarts | None  # how frames start from their predecessors; None: never
     solved_with: dict  # what decides the embeddings: a chunk file of other ones is another run's
     display: dict  # what decides only the pictures (DISPLAY_SETTINGS)
+    head_survey: list[dict] | None = None  # --head best's: each head's fit, in head order
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,7 @@ def optimize(
     lr: float | None = None,
     lr_min: float | None = None,
     init_scale: float | None = None,
-    head: int | None = None,
+    head: int | str | None = None,
     full_frame: bool = False,
     heads: tuple[int, ...] | None = None,
     layer: int = 0,
@@ -323,7 +325,7 @@ def _resolve(
     lr: float | None,
     lr_min: float | None,
     init_scale: float | None,
-    head: int | None,
+    head: int | str | None,
     full_frame: bool,
     heads: tuple[int, ...] | None,
     layer: int,
@@ -360,7 +362,12 @@ def _resolve(
             f"{checkpoint.config['model_type']} model, whose heads show the whole square in "
             "true tone: drop --render"
         )
-    run_heads = _run_heads(channels, layout, head, heads, causal)
+    if head == "best" and (channels != 1 or heads_per_channel(layout, causal) != 1):
+        raise UserError(
+            "--head best picks the head of a gray picture on one head (half frame, or a "
+            "bidirectional model's); for full frame or colour give --heads"
+        )
+    run_heads = _run_heads(channels, layout, None if head == "best" else head, heads, causal)
     if channels == 3 and render != "sink":
         raise UserError(
             f"colour targets need --render sink: --render {render} shows each row's pattern, "
@@ -392,6 +399,13 @@ def _resolve(
     warm = METHOD_WARM_STARTS[method]
     if warm is not None and render != "sink":  # a z-score picture's mae (~0.2) is no absolute
         warm = replace(warm, check_above_mae=None)
+    look = Look(layout, render, contrast, blur, colormap, channels, causal)
+    survey = None
+    if head == "best":
+        survey = _survey(
+            folder, checkpoint, layer, tokens, torch_device, look, method, settings, wanted
+        )
+        run_heads = (best_head(survey),)
     return Run(
         folder=folder,
         wanted=wanted,
@@ -400,7 +414,7 @@ def _resolve(
         weights=load_head(checkpoint, run_heads, tokens, layer).to(torch_device),
         layer_input=LayerInput(checkpoint, layer, torch_device) if layer else None,
         device=torch_device,
-        look=Look(layout, render, contrast, blur, colormap, channels, causal),
+        look=look,
         method=method,
         settings=settings,
         warm=warm,
@@ -423,7 +437,37 @@ def _resolve(
             "warm_starts": asdict(warm) if warm else None,
         },
         display={"blur": blur, "colormap": colormap},
+        head_survey=survey,
     )
+
+
+def _survey(
+    folder: FramesDir,
+    checkpoint: Checkpoint,
+    layer: int,
+    tokens: int,
+    device: torch.device,
+    look: Look,
+    method: str,
+    settings: SolverSettings,
+    wanted: range,
+) -> list[dict]:
+    """--head best: every head of the layer tried on a few frames (survey.py), printed."""
+    frames = survey_frames(wanted)
+    pictures = _targets(folder, frames, 1).to(device)
+
+    def head_weights(head: int) -> HeadWeights:
+        return load_head(checkpoint, (head,), tokens, layer).to(device)
+
+    heads = checkpoint.shape.heads
+    print(f"--head best: {heads} heads of layer {layer}, each tried on frames {frames}")
+    survey = survey_heads(head_weights, heads, look, frames, pictures, method, settings)
+    best = best_head(survey)
+    for record in survey:
+        corr = "-" if record["corr"] is None else f"{record['corr']:.4f}"
+        mark = "  <- plays the video" if record["head"] == best else ""
+        print(f"  head {record['head']:3d}: mae {record['mae']:.4f}, corr {corr}{mark}")
+    return survey
 
 
 def _plan(run: Run, force: bool, chunk_size: int) -> Plan:
@@ -472,6 +516,8 @@ def _start_metrics(run: Run, plan: Plan, force: bool) -> dict:
         "device": str(run.device),
         "total_seconds": plan.previous_seconds,  # the clock restarts with --force
     }
+    if run.head_survey is not None:
+        metrics["head_survey"] = run.head_survey
     _write_metrics(run.folder, metrics, plan.records)
     return metrics
 
