@@ -71,7 +71,8 @@ def transformers_model(
     config._attn_implementation = attention
     if attention == "sdpa" and not _supports_sdpa(config):  # GPT-Neo's has only eager
         config._attn_implementation = "eager"
-    model = AutoModel.from_config(config).eval()
+    # float32 whatever the weights are stored in (a config may say bfloat16): the reference
+    model = AutoModel.from_config(config, dtype=torch.float32).eval()
     if played_layer is None:  # the stream after the last block is what is wanted
         owner_path, _, attribute = family.final_norm.rpartition(".")
         owner = model.get_submodule(owner_path) if owner_path else model

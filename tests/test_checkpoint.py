@@ -24,7 +24,8 @@ import badapple.checkpoint as checkpoint_module
 from badapple.checkpoint import fetch_tensors, open_checkpoint, read_tensors
 from badapple.errors import UserError
 from badapple.family import GPT2
-from badapple.head import load_head
+from badapple.head import attention_scores, attention_weights, load_head
+from badapple.residual import LayerInput
 from badapple.verify import model_through_layer, transformers_attention
 from tests.conftest import TINY, save_checkpoint, save_unsupported_checkpoint
 
@@ -372,7 +373,8 @@ def test_a_missing_tensor_is_named(tiny_checkpoint):
 PEAK_MEMORY_CHILD = """
 import re, sys
 import badapple.checkpoint as checkpoint
-from badapple.head import load_head
+from badapple.head import attention_scores, attention_weights, load_head
+from badapple.residual import LayerInput
 
 directory, way = sys.argv[1:]
 if way == "hub":  # ranged reads of the local file, as a hub id, into the cache
@@ -409,3 +411,30 @@ def test_a_2gb_checkpoint_loads_in_well_under_1gb(xl_full_vocab_checkpoint, tmp_
         assert peaks[way] < PEAK_MEMORY_LIMIT
         # Importing torch is most of it (~0.6 GB); the load adds its 37 MB of tensors and copies.
         assert peaks[way] - peaks["import"] < LOAD_MEMORY_LIMIT
+
+
+def test_a_llama_on_the_hub_is_fetched_by_ranges_in_bfloat16(tmp_path, fake_hub):
+    """Saved from LlamaForCausalLM (names under "model."), stored in bfloat16: what layer 1
+    needs is fetched, and transformers' LlamaModel on the cache gives our attention."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    from tests.conftest import FAMILY_CONFIGS
+
+    config = AutoConfig.for_model("llama", vocab_size=16, **FAMILY_CONFIGS["llama"])
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).to(torch.bfloat16).save_pretrained(tmp_path / "llama")
+    filesystem = fake_hub(tmp_path / "llama")
+    checkpoint = open_checkpoint(REPO, layer=1)
+    assert checkpoint.family.model_types[0] == "llama"
+    assert "layers.0.mlp.down_proj.weight" in checkpoint.tensor_files  # block 0 whole
+    assert "layers.1.mlp.down_proj.weight" not in checkpoint.tensor_files
+    assert "lm_head.weight" not in checkpoint.tensor_files
+    file_bytes = (tmp_path / "llama" / "model.safetensors").stat().st_size
+    assert filesystem.bytes_read < 0.8 * file_bytes
+    weights = load_head(checkpoint, (4, 5), tokens=12, layer=1)
+    assert weights.query_key_weight.dtype == torch.float32
+    embeddings = torch.randn(2, 12, 64)
+    rows = LayerInput(checkpoint, 1, "cpu")(embeddings)
+    reference = transformers_attention(model_through_layer(checkpoint, 1), embeddings, (4, 5), 1)
+    ours = attention_weights(attention_scores(rows, weights))
+    assert (ours - reference).abs().max() < 1e-5
