@@ -1,1 +1,1 @@
-"""Play a video on the layer-0 attention maps of GPT-2."""
+"""Play a video on the attention maps of a transformer: GPT-2, Llama, Qwen, Gemma, BERT ..."""

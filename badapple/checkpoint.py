@@ -1,8 +1,10 @@
-"""Reading a GPT-2 checkpoint: a local directory in place, a hub repository by byte ranges.
+"""Reading a checkpoint of a supported family (family.py): a local directory in place, a hub
+repository by byte ranges.
 
 Layer 0's heads need ~37 MB of GPT-2 XL's 6.4 GB: `wpe`, `h.0.ln_1` and `h.0.attn.c_attn`, all
-that layer 0's attention depends on; a deeper layer L (--layer) needs blocks 0..L-1 whole
-besides, and its own `ln_1` and `c_attn` (`played_layer_tensors`). A safetensors file says where
+that layer 0's attention depends on (each family names its own: `Family.played_layer_tensors`);
+a deeper layer L (--layer) needs blocks 0..L-1 whole besides, and its own norm and query/key
+projections. A safetensors file says where
 each tensor lies before any data:
 
     [8 bytes: header length N, little-endian u64][N bytes: JSON header][data]

@@ -709,7 +709,7 @@ def _playing(heads: tuple[int, ...], channels: int, layout: str) -> str:
     if layout == "full" and len(heads) == 2 * channels:  # A and B; a bidirectional head is both
         names = [f"{n} of the frame" for n in names] + [f"{n} transposed" for n in names]
     if len(heads) == 1:
-        return f"head {heads[0]}" + (", the whole square" if layout == "full" else "")
+        return f"head {heads[0]}" + (" (the whole square)" if layout == "full" else "")
     shown = ", ".join(f"{h} ({n})" for h, n in zip(heads, names, strict=True))
     return f"heads {shown}, {layout} frame"
 

@@ -1,9 +1,11 @@
 """The residual stream entering a deeper layer, and the inputs that put chosen rows there.
 
-Layer L >= 1 of GPT-2 (pre-LN) does not see its inputs x but the residual stream entering block L,
+Layer L >= 1 of a pre-LN model (GPT-2, Llama and the other causal families of family.py) does
+not see its inputs x but the residual stream entering block L,
 
-    h_L(x) = x + wpe + r(x),    r(x): the updates of blocks 0..L-1, attention and MLP,
+    h_L(x) = x + P + r(x),    r(x): the updates of blocks 0..L-1, attention and MLP,
 
+(P the position table, or 0 where the positions rotate the queries and keys)
 through its ln_1. So the layer is solved as layer 0 is, on its own ln_1 and projections with no
 position table (head.py, reachable.py): rows E whose LayerNorm gives the wanted queries and keys.
 Then we want inputs with h_L(x) = a·E for a scale a; `reachable.lift_factored(..., scale=a)`
@@ -14,7 +16,8 @@ changes by only ~1/a of a change of the stream: for a large a the fixed point
     x ← x + (a·E - h_L(x))        (that is, x = a·E - wpe - r(x))
 
 contracts, each step shrinking the error by ~ (the size of the blocks' updates) / a. r must come
-from the model's own causal forward (`LayerInput`: transformers' GPT2Model of blocks 0..L-1);
+from the model's own causal forward (`LayerInput`: transformers' base model of the family,
+blocks 0..L-1);
 the blocks run without the causal mask give another r.
 
 The scale and the number of steps are chosen here, per frame: `reach_layer` starts at a = 10^4

@@ -1,6 +1,7 @@
-"""Verification: feed saved embeddings to transformers' own GPT-2 and compare its attention.
+"""Verification: feed saved embeddings to transformers' own model and compare its attention.
 
-This is the independent check that the embeddings are real GPT-2 inputs: transformers builds
+This is the independent check that the embeddings are real inputs of the model: transformers
+builds its own base model of the family (GPT2Model, LlamaModel, BertModel ...) with
 blocks 0..L from the checkpoint's config and weights and runs its own eager attention, and the
 played layer L's head-h attention weights must equal the ones our reduced forward computes from
 the same embeddings (and their rendering must be the saved PNG).

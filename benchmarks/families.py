@@ -1,0 +1,229 @@
+"""Benchmark: optimize.py's own run on a one-layer stand-in of each family, real shapes.
+
+    uv run python benchmarks/families.py                  # every family, 24 frames of 256x256
+    uv run python benchmarks/families.py --families llama,bert --frames 8 --size 64
+
+Each stand-in is written with transformers (random weights by its own init, one layer, the
+real model's shape below) and saved with save_pretrained. The frames of `clips.dance_video`
+become a frames folder as download.py leaves it (full_video.py's `write_frames_folder`), and
+`optimize.optimize` runs on it at its defaults (head 0; a bidirectional model plays the whole
+square), once per family. Every frame is judged from what it saved, through transformers' own
+base model of the family (full_video.py's `rendered_frames`): mean and worst mae and mean corr
+against the frame (the lower triangle, or the whole square for BERT). Prints a table and writes
+docs/benchmarks/families.json.
+"""
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+
+from badapple.checkpoint import open_checkpoint  # noqa: E402
+from badapple.layout import layout_metrics  # noqa: E402
+from badapple.optimize import optimize  # noqa: E402
+from badapple.storage import FramesDir  # noqa: E402
+from badapple.verify import model_through_layer  # noqa: E402
+from benchmarks.full_video import rendered_frames, write_frames_folder  # noqa: E402
+
+RESULTS = ROOT / "docs" / "benchmarks" / "families.json"
+# model_type and config of a one-layer stand-in, named for the model whose shape it has
+STAND_INS = {
+    "GPT-2 (small)": ("gpt2", dict(n_embd=768, n_head=12, n_positions=1024)),
+    "GPT-2 XL": ("gpt2", dict(n_embd=1600, n_head=25, n_positions=1024)),
+    "Llama-3.2-1B": (
+        "llama",
+        dict(
+            hidden_size=2048,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            intermediate_size=8192,
+            max_position_embeddings=131072,
+            rope_theta=500000.0,
+            rope_scaling=dict(
+                rope_type="llama3",
+                factor=32.0,
+                low_freq_factor=1.0,
+                high_freq_factor=4.0,
+                original_max_position_embeddings=8192,
+            ),
+        ),
+    ),
+    "Qwen2.5-0.5B": (
+        "qwen2",
+        dict(
+            hidden_size=896,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            intermediate_size=4864,
+            max_position_embeddings=32768,
+            rope_theta=1e6,
+        ),
+    ),
+    "Gemma-2B": (
+        "gemma",
+        dict(
+            hidden_size=2048,
+            num_attention_heads=8,
+            num_key_value_heads=1,
+            head_dim=256,
+            intermediate_size=16384,
+            max_position_embeddings=8192,
+        ),
+    ),
+    "Pythia-160m": (
+        "gpt_neox",
+        dict(
+            hidden_size=768,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            max_position_embeddings=2048,
+            rotary_pct=0.25,
+        ),
+    ),
+    "GPT-Neo-125M": (
+        "gpt_neo",
+        dict(
+            hidden_size=768,
+            num_heads=12,
+            attention_types=[[["global"], 1]],
+            max_position_embeddings=2048,
+        ),
+    ),
+    "OPT-125m": (
+        "opt",
+        dict(
+            hidden_size=768,
+            num_attention_heads=12,
+            ffn_dim=3072,
+            max_position_embeddings=2048,
+            word_embed_proj_dim=768,
+        ),
+    ),
+    "BERT-base": (
+        "bert",
+        dict(
+            hidden_size=768,
+            num_attention_heads=12,
+            intermediate_size=3072,
+            max_position_embeddings=512,
+        ),
+    ),
+}
+LAYER_KEYS = {"gpt2": "n_layer", "gpt_neo": "num_layers"}  # the others: num_hidden_layers
+
+
+def write_stand_in(path: Path, model_type: str, shape: dict) -> Path:
+    from transformers import AutoConfig, AutoModel
+
+    layers = {LAYER_KEYS.get(model_type, "num_hidden_layers"): 1}
+    config = AutoConfig.for_model(model_type, vocab_size=16, **layers, **shape)
+    torch.manual_seed(0)
+    AutoModel.from_config(config).save_pretrained(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--families", help="comma-separated model_types (default: all)")
+    parser.add_argument("--frames", type=int, default=24, help="frames of clips.dance_video")
+    parser.add_argument("--size", type=int, default=256, help="frame side (even: H.264 4:2:0)")
+    parser.add_argument("--device", default="auto", help="optimize()'s: auto, cpu, cuda or mps")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
+    args = parser.parse_args()
+    wanted = set(args.families.split(",")) if args.families else None
+    stand_ins = {name: spec for name, spec in STAND_INS.items() if not wanted or spec[0] in wanted}
+    print(
+        f"{args.frames} frames of dance_video {args.size}x{args.size}, "
+        f"{torch.get_num_threads()} CPU threads; stand-ins: {', '.join(stand_ins)}"
+    )
+    rows = []
+    with tempfile.TemporaryDirectory() as temporary:
+        work = Path(temporary)
+        source = work / "frames"
+        write_frames_folder(args.frames, args.size, 0, work, source)
+        for name, (model_type, shape) in stand_ins.items():
+            path = write_stand_in(work / name, model_type, shape)
+            frames_dir = work / f"frames-{model_type}-{len(rows)}"
+            shutil.copytree(source, frames_dir)
+            started = time.perf_counter()
+            metrics = optimize(model=str(path), frames_dir=str(frames_dir), device=args.device)
+            seconds = time.perf_counter() - started
+            device = torch.device(metrics["device"])
+            model = model_through_layer(open_checkpoint(str(path))).to(device)
+            numbers = list(range(1, args.frames + 1))
+            layout = metrics["settings"]["layout"]
+            scores = [
+                layout_metrics(picture, target, layout)
+                for _, picture, target in rendered_frames(
+                    FramesDir(frames_dir), metrics, model, numbers, device
+                )
+            ]
+            mae = np.array([score["mae"] for score in scores])
+            corr = [score["corr"] for score in scores if score["corr"] is not None]
+            checkpoint = open_checkpoint(str(path))
+            row = {
+                "stand_in": name,
+                "model_type": model_type,
+                "shape": {
+                    "d_model": checkpoint.shape.d_model,
+                    "heads": checkpoint.shape.heads,
+                    "key_heads": checkpoint.shape.key_heads,
+                    "head_dim": checkpoint.shape.head_dim,
+                },
+                "layout": layout,
+                "heads": metrics["settings"]["heads"],
+                "tokens": metrics["settings"]["tokens"],
+                "optimize_seconds_per_frame": seconds / args.frames,
+                "solver_seconds_per_frame": float(
+                    np.mean([record["seconds"] for record in metrics["frames"]])
+                ),
+                "solver_steps_mean": float(
+                    np.mean([record["steps"] for record in metrics["frames"]])
+                ),
+                "mean_mae": float(mae.mean()),
+                "worst_mae": float(mae.max()),
+                "mean_corr": float(np.mean(corr)),
+                "min_corr": float(np.min(corr)),
+            }
+            rows.append(row)
+            print(json.dumps(row))
+    record = {
+        "written": datetime.now(UTC).isoformat(timespec="seconds"),
+        "frames": args.frames,
+        "size": args.size,
+        "cpu_threads": torch.get_num_threads(),
+        "families": rows,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print()
+    print(
+        "stand-in        type      d     heads  key heads  hd   layout  s/frame  mae    worst  corr"
+    )
+    for row in rows:
+        shape = row["shape"]
+        print(
+            f"{row['stand_in']:<15} {row['model_type']:<8} {shape['d_model']:5d} "
+            f"{shape['heads']:5d}  {shape['key_heads']:9d}  {shape['head_dim']:3d}  "
+            f"{row['layout']:<6}  {row['solver_seconds_per_frame']:7.3f}  "
+            f"{row['solver_steps_mean']:5.0f}  {row['mean_mae']:.4f} "
+            f"{row['worst_mae']:.4f} {row['mean_corr']:.4f}"
+        )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
