@@ -83,6 +83,14 @@ def load_head(
             f"has {shape.positions}; rerun download.py with a smaller --size"
         )
 
+    window = checkpoint.config.get("sliding_window")
+    windowed = checkpoint.config.get("use_sliding_window", True)  # qwen2 says, mistral doesn't
+    if window and windowed and tokens > window:
+        raise UserError(
+            f"{tokens} tokens are more than {checkpoint.name}'s sliding window of {window}: its "
+            "heads would not see the sink; rerun download.py with a smaller --size"
+        )
+
     def read(names: list[str]) -> dict[str, torch.Tensor]:
         return read_tensors(checkpoint, names)
 

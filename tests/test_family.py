@@ -102,3 +102,53 @@ def test_a_bidirectional_lift_reproduces_the_solved_map(bidirectional_checkpoint
 def test_a_deeper_layer_of_a_post_ln_model_gets_one_line(bidirectional_checkpoint):
     with pytest.raises(UserError, match="normalises after each block, so only its layer 0"):
         open_checkpoint(str(bidirectional_checkpoint), layer=1)
+
+
+@pytest.mark.parametrize(
+    "model_type, channels, layout, heads",
+    [
+        ("llama", 1, "full", (0, 5)),  # A and B, of two key heads
+        ("llama", 3, "half", (1, 4, 5)),  # 4 and 5 share a key head
+        ("bert", 3, "full", (0, 2, 7)),  # bidirectional: a head a channel, the whole square
+    ],
+)
+def test_full_frame_and_colour_play_on_another_family(
+    tmp_path, model_type, channels, layout, heads
+):
+    """Real frames solved as optimize.py solves them (Look, the reduced solver), then the
+    saved form checked through transformers: the maps are the solved ones."""
+    from badapple.optimize import Look
+    from badapple.solvers import METHOD_DEFAULTS, solve_frames
+    from tests.test_residual import disc_frames
+
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path, model_type)))
+    weights = load_head(checkpoint, heads, tokens=17)
+    pictures = disc_frames(2, 16).expand(-1, channels, -1, -1).clone()
+    if channels == 3:
+        pictures[:, 1] = 1 - pictures[:, 1]
+    look = Look(layout, "sink", 6.0, 0.0, None if channels == 3 else "gray", channels,
+                weights.causal)  # fmt: skip
+    settings = METHOD_DEFAULTS["reduced"]
+    solution = solve_frames(
+        "reduced", weights, look.aimed(pictures), [1, 2], settings, lambda _: None, {}
+    )
+    embeddings = solution.factored.inputs_embeds()
+    reference = transformers_attention(model_through_layer(checkpoint), embeddings, heads)
+    with torch.no_grad():
+        ours = attention_weights(attention_scores(embeddings, weights), weights.causal)
+    assert (ours - reference).abs().max() < 1e-4
+    records = look.judge(weights, pictures, embeddings)
+    assert max(record["mae"] for record in records) < 0.05
+
+
+def test_a_sliding_window_shorter_than_the_frame_gets_one_line(tmp_path):
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model(
+        "mistral", vocab_size=16, sliding_window=8, **FAMILY_CONFIGS["mistral"]
+    )
+    AutoModel.from_config(config).save_pretrained(tmp_path)
+    checkpoint = open_checkpoint(str(tmp_path))
+    with pytest.raises(UserError, match="more than .* sliding window of 8: its heads would not"):
+        load_head(checkpoint, (0,), tokens=17)
+    assert load_head(checkpoint, (0,), tokens=8).heads == (0,)
