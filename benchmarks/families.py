@@ -7,10 +7,11 @@ Each stand-in is written with transformers (random weights by its own init, one 
 real model's shape below) and saved with save_pretrained. The frames of `clips.dance_video`
 become a frames folder as download.py leaves it (full_video.py's `write_frames_folder`), and
 `optimize.optimize` runs on it at its defaults (head 0; a bidirectional model plays the whole
-square), once per family. Every frame is judged from what it saved, through transformers' own
-base model of the family (full_video.py's `rendered_frames`): mean and worst mae and mean corr
-against the frame (the lower triangle, or the whole square for BERT). Prints a table and writes
-docs/benchmarks/families.json.
+square), once per family, and GPT-2 small once more in full frame (heads 0 and 1: the whole
+square, as BERT's one head shows it). Every frame is judged from what it saved, through
+transformers' own base model of the family (full_video.py's `rendered_frames`): mean and worst
+mae and mean corr against the frame (the lower triangle, or the whole square in full frame and
+for BERT). Prints a table and writes docs/benchmarks/families.json.
 """
 
 import argparse
@@ -39,6 +40,8 @@ RESULTS = ROOT / "docs" / "benchmarks" / "families.json"
 # model_type and config of a one-layer stand-in, named for the model whose shape it has
 STAND_INS = {
     "GPT-2 (small)": ("gpt2", dict(n_embd=768, n_head=12, n_positions=1024)),
+    # the whole square on two heads: what BERT's one head does, for its speed's comparison
+    "GPT-2 (small), full frame": ("gpt2", dict(n_embd=768, n_head=12, n_positions=1024)),
     "GPT-2 XL": ("gpt2", dict(n_embd=1600, n_head=25, n_positions=1024)),
     "Llama-3.2-1B": (
         "llama",
@@ -159,7 +162,11 @@ def main() -> None:
             frames_dir = work / f"frames-{model_type}-{len(rows)}"
             shutil.copytree(source, frames_dir)
             started = time.perf_counter()
-            metrics = optimize(model=str(path), frames_dir=str(frames_dir), device=args.device)
+            full_frame = name.endswith("full frame")
+            metrics = optimize(
+                model=str(path), frames_dir=str(frames_dir), device=args.device,
+                full_frame=full_frame,
+            )  # fmt: skip
             seconds = time.perf_counter() - started
             device = torch.device(metrics["device"])
             model = model_through_layer(open_checkpoint(str(path))).to(device)
@@ -211,12 +218,13 @@ def main() -> None:
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print()
     print(
-        "stand-in        type      d     heads  key heads  hd   layout  s/frame  mae    worst  corr"
+        "stand-in                   type      d     heads  key heads  hd   layout  s/frame  "
+        "steps  mae    worst  corr"
     )
     for row in rows:
         shape = row["shape"]
         print(
-            f"{row['stand_in']:<15} {row['model_type']:<8} {shape['d_model']:5d} "
+            f"{row['stand_in']:<26} {row['model_type']:<8} {shape['d_model']:5d} "
             f"{shape['heads']:5d}  {shape['key_heads']:9d}  {shape['head_dim']:3d}  "
             f"{row['layout']:<6}  {row['solver_seconds_per_frame']:7.3f}  "
             f"{row['solver_steps_mean']:5.0f}  {row['mean_mae']:.4f} "
