@@ -1,4 +1,4 @@
-"""Stage 2: fit a GPT-2 layer's attention to every target frame; render and score the maps.
+"""Stage 2: fit a layer's attention to every target frame; render and score the maps.
 
     uv run python optimize.py                                  # GPT-2 XL, head 0, all frames
     uv run python optimize.py --model ./my-gpt2 --head 3 --frames 1:64 --verify 4
@@ -6,6 +6,8 @@
     uv run python optimize.py --render zscore                  # the original's look
     uv run python optimize.py --full-frame                     # colour targets: heads 0..5
     uv run python optimize.py --layer 47 --head 3              # a head of GPT-2 XL's last layer
+    uv run python optimize.py --model meta-llama/Llama-3.2-1B --head best   # another family
+    uv run python optimize.py --model google-bert/bert-base-uncased     # the whole square
 
 Reads frames/meta.json and frames/targets/*.png. Writes frames/embeddings/chunk_*.safetensors
 (the inputs_embeds and the settings they were solved with: the record), and from them
@@ -17,6 +19,8 @@ True tone (--render sink, the default) puts an attention sink at token 0, so a f
 takes T+1 tokens and each pixel shows its weight relative to its row's sink weight.
 Colour targets (download.py --color) play R, G and B on three heads of one forward pass (six in
 full frame), and the PNGs show each head's true-tone map as one channel.
+--model takes GPT-2, Llama, Mistral, Qwen2, Gemma, GPT-NeoX (Pythia), GPT-Neo, OPT, BERT and
+RoBERTa checkpoints; a bidirectional one (BERT) shows the whole square on one head.
 --layer L plays on heads of layer L: its attention is solved as layer 0's is, then inputs are
 found whose residual stream entering layer L gives it (blocks 0..L-1 run forward a few times).
 Resumes: solved frames are not solved again; a missing or damaged PNG or metrics.json, or
@@ -32,6 +36,7 @@ import matplotlib
 
 from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
+from badapple.family import SUPPORTED
 from badapple.optimize import DEFAULT_MODEL, optimize
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solver_settings
@@ -83,7 +88,8 @@ def main() -> None:
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help="hub id, or a local directory with config.json + *.safetensors",
+        help="hub id, or a local directory with config.json + *.safetensors, of a supported "
+        f"family ({', '.join(SUPPORTED)})",
     )
     parser.add_argument(
         "--method",

@@ -214,10 +214,8 @@ def _open_hub(repo_id: str, layer: int) -> Checkpoint:
         why = f"the hub cannot be reached ({_first_line(error)})"
         return _from_newest_cache(repo_id, why, layer, degraded=True)
 
-    config = next(
-        (c for c in (_checked_cache(_cache_path(repo_id, revision), ()),) if c is not None),
-        None,
-    )  # layer 0's entry, if cached, says what the model is
+    # layer 0's entry, if cached, says what the model is (its family names the other entries)
+    config = _checked_cache(_cache_path(repo_id, revision), ())
     if config is None:
         try:
             config_text = filesystem.cat_file(f"{root}/config.json")
