@@ -352,22 +352,6 @@ def _resolve(
         raise UserError(f"{folder.meta} not found; run download.py first")
     size, wanted = meta["size"], parse_frame_range(frames, meta["frame_count"])
     channels = meta.get("channels", 1)  # 1 gray, 3 colour (download.py --color)
-    checkpoint = open_checkpoint(model, layer)
-    causal = checkpoint.family.causal
-    # a bidirectional head shows the whole square by itself: --full-frame or not
-    layout = "full" if full_frame or not causal else "half"
-    if not causal and render != "sink":
-        raise UserError(
-            f"--render {render} is for causal heads; {checkpoint.name} is a "
-            f"{checkpoint.config['model_type']} model, whose heads show the whole square in "
-            "true tone: drop --render"
-        )
-    if head == "best" and (channels != 1 or heads_per_channel(layout, causal) != 1):
-        raise UserError(
-            "--head best picks the head of a gray picture on one head (half frame, or a "
-            "bidirectional model's); for full frame or colour give --heads"
-        )
-    run_heads = _run_heads(channels, layout, None if head == "best" else head, heads, causal)
     if channels == 3 and render != "sink":
         raise UserError(
             f"colour targets need --render sink: --render {render} shows each row's pattern, "
@@ -386,8 +370,25 @@ def _resolve(
         contrast = DEFAULT_CONTRAST_NATS  # adam under zscore keeps the original's exact target
     blur = DEFAULT_BLUR_SIGMA_PIXELS[render] if blur is None else blur
     _check_targets(folder, wanted, size)
-
     torch_device = pick_device(device)
+
+    # then the model (a hub one is fetched): what it is decides the layout and the heads
+    checkpoint = open_checkpoint(model, layer)
+    causal = checkpoint.family.causal
+    # a bidirectional head shows the whole square by itself: --full-frame or not
+    layout = "full" if full_frame or not causal else "half"
+    if not causal and render != "sink":
+        raise UserError(
+            f"--render {render} is for causal heads; {checkpoint.name} is a "
+            f"{checkpoint.config['model_type']} model, whose heads show the whole square in "
+            "true tone: drop --render"
+        )
+    if head == "best" and (channels != 1 or heads_per_channel(layout, causal) != 1):
+        raise UserError(
+            "--head best picks the head of a gray picture on one head (half frame, or a "
+            "bidirectional model's); for full frame or colour give --heads"
+        )
+    run_heads = _run_heads(channels, layout, None if head == "best" else head, heads, causal)
     tokens = token_count(size, render)
     positions = checkpoint.shape.positions
     if tokens > positions:
