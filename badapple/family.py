@@ -33,7 +33,7 @@ transformers, residual.py) and its final norm, and says whether it is causal and
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -95,19 +95,61 @@ def _int(config: dict, *names: str, default: int | None = None) -> int:
     return default
 
 
+def _shape(
+    config: dict,
+    d_model: str,
+    heads: str,
+    layers: str,
+    positions: tuple[str, ...],
+    *,
+    layers_default: int | None = None,
+    positions_default: int = 2048,
+) -> Shape:
+    """The Shape of a family whose every head has its own keys, of d / heads numbers, from the
+    names its config gives them."""
+    d, head_count = _int(config, d_model), _int(config, heads)
+    return Shape(
+        d_model=d,
+        heads=head_count,
+        key_heads=head_count,
+        head_dim=d // head_count,
+        layers=_int(config, layers, default=layers_default),
+        positions=_int(config, *positions, default=positions_default),
+    )
+
+
+def _head_rows(heads: list[int] | tuple[int, ...], head_dim: int, stride: int = 0) -> torch.Tensor:
+    """The indices of each head's head_dim numbers in a projection, head after head: head h's
+    start at h·stride (stride: head_dim, the heads side by side, unless given)."""
+    stride = stride or head_dim
+    return torch.cat([torch.arange(h * stride, h * stride + head_dim) for h in heads])
+
+
+def _linear_query_keys(
+    query_weight: torch.Tensor,
+    key_weight: torch.Tensor,
+    query_bias: torch.Tensor | None,
+    key_bias: torch.Tensor | None,
+    query_rows: torch.Tensor,
+    key_rows: torch.Tensor,
+) -> dict:
+    """HeadWeights' [Wq | Wk] and [bq | bk] from separate nn.Linear projections ([out, d],
+    x @ Wᵀ + b): the played heads' query rows, then the key rows; a missing bias is zeros."""
+    weight = torch.cat([query_weight[query_rows], key_weight[key_rows]]).T  # [d, (H + G)·hd]
+    if query_bias is None:
+        bias = torch.zeros(weight.shape[1])
+    else:
+        bias = torch.cat([query_bias[query_rows], key_bias[key_rows]])
+    return dict(query_key_weight=weight.contiguous(), query_key_bias=bias.contiguous())
+
+
 # --- gpt2 ----------------------------------------------------------------------------------
 
 
 def _gpt2_shape(config: dict) -> Shape:
-    d_model, heads = _int(config, "n_embd"), _int(config, "n_head")
-    return Shape(
-        d_model=d_model,
-        heads=heads,
-        key_heads=heads,
-        head_dim=d_model // heads,
-        layers=_int(config, "n_layer", default=12),  # GPT2Config's default
-        positions=_int(config, "n_positions", "n_ctx", default=1024),
-    )
+    # GPT2Config's defaults: 12 layers, 1024 positions
+    names = ("n_embd", "n_head", "n_layer", ("n_positions", "n_ctx"))
+    return _shape(config, *names, layers_default=12, positions_default=1024)
 
 
 def _gpt2_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
@@ -129,7 +171,7 @@ def _gpt2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int
             f"c_attn is {tuple(qkv_weight.shape)}, expected ({d}, {3 * d}) for a GPT-2 layer; "
             "the checkpoint does not match its config"
         )
-    query_columns = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
+    query_columns = _head_rows(heads, head_dim)
     columns = torch.cat([query_columns, query_columns + d])  # K follows Q in c_attn's output
     scale = 1 / math.sqrt(head_dim) if config.get("scale_attn_weights", True) else 1.0
     if config.get("scale_attn_by_inverse_layer_idx", False):
@@ -210,24 +252,20 @@ def _llama_attention(config: dict, read: Read, heads: tuple[int, ...], layer: in
     key_heads = sorted({head // group for head in heads})
     key_of_head = tuple(key_heads.index(head // group) for head in heads)
 
-    def rows(count_heads: list[int]) -> torch.Tensor:
-        return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in count_heads])
-
-    query_rows, key_rows = rows(list(heads)), rows(key_heads)
-    weight = torch.cat([query_weight[query_rows], key_weight[key_rows]]).T  # [d, (H + G)·hd]
-    if _llama_has_bias(config):
-        query_bias = tensors[f"{prefix}self_attn.q_proj.bias"][query_rows]
-        key_bias = tensors[f"{prefix}self_attn.k_proj.bias"][key_rows]
-        bias = torch.cat([query_bias, key_bias])
-    else:
-        bias = torch.zeros(weight.shape[1])
+    projections = _linear_query_keys(
+        query_weight,
+        key_weight,
+        tensors.get(f"{prefix}self_attn.q_proj.bias"),
+        tensors.get(f"{prefix}self_attn.k_proj.bias"),
+        _head_rows(heads, head_dim),
+        _head_rows(key_heads, head_dim),
+    )
     return dict(
         norm="rms",
         ln_weight=norm_weight,
         ln_bias=torch.zeros_like(norm_weight),
         ln_eps=float(config.get("rms_norm_eps", 1e-6)),
-        query_key_weight=weight.contiguous(),
-        query_key_bias=bias,
+        **projections,
         key_of_head=key_of_head,
         scale=1 / math.sqrt(head_dim),
     )
@@ -274,15 +312,8 @@ GEMMA = Family(
 
 
 def _neox_shape(config: dict) -> Shape:
-    d_model, heads = _int(config, "hidden_size"), _int(config, "num_attention_heads")
-    return Shape(
-        d_model=d_model,
-        heads=heads,
-        key_heads=heads,
-        head_dim=d_model // heads,
-        layers=_int(config, "num_hidden_layers"),
-        positions=_int(config, "max_position_embeddings", default=2048),
-    )
+    names = ("hidden_size", "num_attention_heads", "num_hidden_layers")
+    return _shape(config, *names, ("max_position_embeddings",))
 
 
 def _neox_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
@@ -301,7 +332,7 @@ def _neox_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int
     prefix = f"layers.{layer}."
     weight = tensors[f"{prefix}attention.query_key_value.weight"]
     bias = tensors.get(f"{prefix}attention.query_key_value.bias", torch.zeros(weight.shape[0]))
-    query_rows = torch.cat([torch.arange(h * 3 * hd, h * 3 * hd + hd) for h in heads])
+    query_rows = _head_rows(heads, hd, stride=3 * hd)  # head by head [q, k, v]
     rows = torch.cat([query_rows, query_rows + hd])  # each head's k follows its q
     return dict(
         norm="layer",
@@ -333,15 +364,7 @@ GPT_NEOX = Family(
 
 
 def _neo_shape(config: dict) -> Shape:
-    d_model, heads = _int(config, "hidden_size"), _int(config, "num_heads")
-    return Shape(
-        d_model=d_model,
-        heads=heads,
-        key_heads=heads,
-        head_dim=d_model // heads,
-        layers=_int(config, "num_layers"),
-        positions=_int(config, "max_position_embeddings", default=2048),
-    )
+    return _shape(config, "hidden_size", "num_heads", "num_layers", ("max_position_embeddings",))
 
 
 def _neo_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
@@ -369,15 +392,13 @@ def _neo_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int)
     ln_weight, ln_bias, query_weight, key_weight = read(
         list(_neo_attention_tensors(config, layer))
     ).values()
-    rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads])
-    weight = torch.cat([query_weight[rows], key_weight[rows]]).T
+    rows = _head_rows(heads, hd)
     return dict(
         norm="layer",
         ln_weight=ln_weight,
         ln_bias=ln_bias,
         ln_eps=float(config.get("layer_norm_epsilon", 1e-5)),
-        query_key_weight=weight.contiguous(),
-        query_key_bias=torch.zeros(weight.shape[1]),
+        **_linear_query_keys(query_weight, key_weight, None, None, rows, rows),
         key_of_head=tuple(range(len(heads))),
         scale=1.0,  # GPTNeoSelfAttention does not divide by √hd
     )
@@ -407,15 +428,8 @@ def _opt_shape(config: dict) -> Shape:
         )
     if config.get("word_embed_proj_dim", config.get("hidden_size")) != config.get("hidden_size"):
         raise UserError("this OPT projects its inputs (word_embed_proj_dim); it is not supported")
-    d_model, heads = _int(config, "hidden_size"), _int(config, "num_attention_heads")
-    return Shape(
-        d_model=d_model,
-        heads=heads,
-        key_heads=heads,
-        head_dim=d_model // heads,
-        layers=_int(config, "num_hidden_layers"),
-        positions=_int(config, "max_position_embeddings", default=2048),
-    )
+    names = ("hidden_size", "num_attention_heads", "num_hidden_layers")
+    return _shape(config, *names, ("max_position_embeddings",))
 
 
 def _opt_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
@@ -432,24 +446,21 @@ def _opt_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int)
     hd = shape.head_dim
     tensors = read(list(_opt_attention_tensors(config, layer)))
     prefix = f"decoder.layers.{layer}."
-    rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads])
-    weight = torch.cat(
-        [tensors[f"{prefix}self_attn.q_proj.weight"], tensors[f"{prefix}self_attn.k_proj.weight"]]
-    )  # [2d, d]
-    bias = torch.cat(
-        [
-            tensors.get(f"{prefix}self_attn.q_proj.bias", torch.zeros(shape.d_model)),
-            tensors.get(f"{prefix}self_attn.k_proj.bias", torch.zeros(shape.d_model)),
-        ]
+    rows = _head_rows(heads, hd)
+    projections = _linear_query_keys(
+        tensors[f"{prefix}self_attn.q_proj.weight"],
+        tensors[f"{prefix}self_attn.k_proj.weight"],
+        tensors.get(f"{prefix}self_attn.q_proj.bias"),
+        tensors.get(f"{prefix}self_attn.k_proj.bias"),
+        rows,
+        rows,
     )
-    rows = torch.cat([rows, rows + shape.d_model])
     return dict(
         norm="layer",
         ln_weight=tensors[f"{prefix}self_attn_layer_norm.weight"],
         ln_bias=tensors[f"{prefix}self_attn_layer_norm.bias"],
         ln_eps=1e-5,  # nn.LayerNorm's default, which OPTDecoderLayer keeps
-        query_key_weight=weight[rows].T.contiguous(),
-        query_key_bias=bias[rows].contiguous(),
+        **projections,
         key_of_head=tuple(range(len(heads))),
         scale=1 / math.sqrt(hd),  # OPTAttention scales the queries by it; the same scores
     )
@@ -473,16 +484,10 @@ OPT = Family(
 
 
 def _bert_shape(config: dict) -> Shape:
-    d_model, heads = _int(config, "hidden_size"), _int(config, "num_attention_heads")
-    offset = _bert_position_offset(config)
-    return Shape(
-        d_model=d_model,
-        heads=heads,
-        key_heads=heads,
-        head_dim=d_model // heads,
-        layers=_int(config, "num_hidden_layers"),
-        positions=_int(config, "max_position_embeddings", default=512) - offset,
-    )
+    names = ("hidden_size", "num_attention_heads", "num_hidden_layers")
+    shape = _shape(config, *names, ("max_position_embeddings",), positions_default=512)
+    # the rows before the table's first position (RoBERTa's) hold no position of the sequence
+    return replace(shape, positions=shape.positions - _bert_position_offset(config))
 
 
 def _bert_position_offset(config: dict) -> int:
@@ -508,14 +513,13 @@ def _bert_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int
     ln_weight, ln_bias, query_weight, query_bias, key_weight, key_bias = read(
         list(_bert_attention_tensors(config, layer))
     ).values()
-    rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in heads])
+    rows = _head_rows(heads, hd)
     return dict(
         norm="layer",
         ln_weight=ln_weight,
         ln_bias=ln_bias,
         ln_eps=float(config.get("layer_norm_eps", 1e-12)),
-        query_key_weight=torch.cat([query_weight[rows], key_weight[rows]]).T.contiguous(),
-        query_key_bias=torch.cat([query_bias[rows], key_bias[rows]]),
+        **_linear_query_keys(query_weight, key_weight, query_bias, key_bias, rows, rows),
         key_of_head=tuple(range(len(heads))),
         scale=1 / math.sqrt(hd),
     )
