@@ -74,57 +74,37 @@ def save_checkpoint(
 
 # A tiny random model of each family besides GPT-2, in d=64 with 8 query heads of 8 and two
 # layers; grouped-query attention where the family has it (heads 4 and 5 share key head 2).
-_LLAMA_LIKE = dict(
+_TINY_FAMILY = dict(
     hidden_size=64,
     num_attention_heads=8,
-    num_key_value_heads=4,
     intermediate_size=128,
     num_hidden_layers=2,
     max_position_embeddings=128,
 )
+_LLAMA_LIKE = dict(**_TINY_FAMILY, num_key_value_heads=4)
 FAMILY_CONFIGS = {
     "llama": dict(**_LLAMA_LIKE, rope_theta=10000.0),
     "mistral": dict(**_LLAMA_LIKE, rope_theta=1e6),
     "qwen2": dict(**_LLAMA_LIKE),  # q/k/v biases
     "gemma": dict(**{**_LLAMA_LIKE, "num_key_value_heads": 2}, head_dim=12),  # 8 x 12 > d
-    "gpt_neox": dict(
-        hidden_size=64,
-        num_attention_heads=8,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        max_position_embeddings=128,
-        rotary_pct=0.25,  # Pythia's: the first quarter of each head's dimensions rotate
-    ),
-    "gpt_neo": dict(
+    # Pythia's rotary_pct: the first quarter of each head's dimensions rotate
+    "gpt_neox": dict(**_TINY_FAMILY, rotary_pct=0.25),
+    "gpt_neo": dict(  # its own names for the sizes
         hidden_size=64,
         num_heads=8,
         num_layers=2,
         attention_types=[[["global"], 2]],
         max_position_embeddings=128,
     ),
-    "opt": dict(
-        hidden_size=64,
-        num_attention_heads=8,
+    "opt": dict(  # its own name for the MLP's width
+        **{k: v for k, v in _TINY_FAMILY.items() if k != "intermediate_size"},
         ffn_dim=128,
-        num_hidden_layers=2,
-        max_position_embeddings=128,
         word_embed_proj_dim=64,
     ),
-    "bert": dict(
-        hidden_size=64,
-        num_attention_heads=8,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        max_position_embeddings=128,
-    ),
+    "bert": dict(**_TINY_FAMILY),
+    # two more table rows than the positions: RoBERTa's start at padding_idx + 1 = 2
     "roberta": dict(
-        hidden_size=64,
-        num_attention_heads=8,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        max_position_embeddings=130,  # two more than the positions: RoBERTa's start at 2
-        pad_token_id=1,
-        type_vocab_size=1,
+        **{**_TINY_FAMILY, "max_position_embeddings": 130}, pad_token_id=1, type_vocab_size=1
     ),
 }
 

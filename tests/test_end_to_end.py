@@ -600,15 +600,23 @@ def test_a_full_frame_run_resumes_only_as_itself(full_frame_run, tiny_eight_head
 # --- a deeper layer (--layer) --------------------------------------------------------------
 
 
+def run_the_rest(pipeline_run: Path, work: Path, model: Path, *flags) -> FramesDir:
+    """optimize.py (RUN and `flags`), assemble.py and plot.py on `model`, in a copy of the
+    module run's downloaded frames under `work`: work/video.mp4, work/plots/."""
+    folder = fresh_copy(pipeline_run, work / "frames")
+    common = ["--model", model, "--frames-dir", folder.root]
+    assert_ok(run("optimize.py", *common, *RUN, *flags))
+    assert_ok(run("assemble.py", "--frames-dir", folder.root, "--output", work / "video.mp4"))
+    assert_ok(run("plot.py", "--frames-dir", folder.root, "--out-dir", work / "plots"))
+    return folder
+
+
 @pytest.fixture(scope="module")
 def deep_run(tmp_path_factory, pipeline_run, tiny_deep_checkpoint) -> Path:
     """The four scripts on layer 2 of a four-layer GPT-2 whose blocks move the stream a lot."""
     work = tmp_path_factory.mktemp("deep")
-    folder = fresh_copy(pipeline_run, work / "frames")
-    flags = ["--model", tiny_deep_checkpoint, "--frames-dir", folder.root, "--layer", "2"]
-    assert_ok(run("optimize.py", *flags, *RUN, "--head", "5", "--verify", "3"))
-    assert_ok(run("assemble.py", "--frames-dir", folder.root, "--output", work / "video.mp4"))
-    assert_ok(run("plot.py", "--frames-dir", folder.root, "--out-dir", work / "plots"))
+    model_flags = ["--layer", "2", "--head", "5", "--verify", "3"]
+    run_the_rest(pipeline_run, work, tiny_deep_checkpoint, *model_flags)
     return work
 
 
@@ -669,11 +677,7 @@ def test_the_four_scripts_play_on_a_llama(tmp_path, pipeline_run):
     """A Llama-like checkpoint (RMSNorm, rotary positions, grouped-query attention): the video
     on its head 5, which shares its key head with head 4, judged through LlamaModel."""
     model = save_family_checkpoint(tmp_path / "llama", "llama")
-    folder = fresh_copy(pipeline_run, tmp_path / "frames")
-    flags = ["--model", model, "--frames-dir", folder.root]
-    assert_ok(run("optimize.py", *flags, *RUN, "--head", "5", "--verify", "2"))
-    assert_ok(run("assemble.py", "--frames-dir", folder.root, "--output", tmp_path / "v.mp4"))
-    assert_ok(run("plot.py", "--frames-dir", folder.root, "--out-dir", tmp_path / "plots"))
+    folder = run_the_rest(pipeline_run, tmp_path, model, "--head", "5", "--verify", "2")
     metrics = json.loads(folder.metrics.read_text())
     assert metrics["settings"]["model_type"] == "llama"
     assert metrics["verify"]["max_abs_difference"] < 1e-4
@@ -685,7 +689,7 @@ def test_the_four_scripts_play_on_a_llama(tmp_path, pipeline_run):
         target = read_gray_png(folder.target_png(frame))
         errors.append(picture_metrics(sink_picture(maps), target)["mae"])
     assert len(errors) == COUNT and np.mean(errors) < 0.02, np.mean(errors)
-    assert (tmp_path / "v.mp4").is_file() and (tmp_path / "plots" / "hero_frame.png").is_file()
+    assert (tmp_path / "video.mp4").is_file() and (tmp_path / "plots" / "hero_frame.png").is_file()
 
 
 def test_the_four_scripts_play_the_whole_square_on_a_bert(tmp_path, pipeline_run):
@@ -693,11 +697,8 @@ def test_the_four_scripts_play_the_whole_square_on_a_bert(tmp_path, pipeline_run
     --full-frame; metrics.json says layout "full" with one head, and plot.py and assemble.py
     need no flag."""
     model = save_family_checkpoint(tmp_path / "bert", "bert")
-    folder = fresh_copy(pipeline_run, tmp_path / "frames")
+    folder = run_the_rest(pipeline_run, tmp_path, model, "--head", "3", "--verify", "2")
     flags = ["--model", model, "--frames-dir", folder.root]
-    assert_ok(run("optimize.py", *flags, *RUN, "--head", "3", "--verify", "2"))
-    assert_ok(run("assemble.py", "--frames-dir", folder.root, "--output", tmp_path / "v.mp4"))
-    assert_ok(run("plot.py", "--frames-dir", folder.root, "--out-dir", tmp_path / "plots"))
     metrics = json.loads(folder.metrics.read_text())
     settings = metrics["settings"]
     assert (settings["model_type"], settings["layout"], settings["heads"]) == ("bert", "full", [3])
