@@ -214,8 +214,9 @@ def _open_hub(repo_id: str, layer: int) -> Checkpoint:
         why = f"the hub cannot be reached ({_first_line(error)})"
         return _from_newest_cache(repo_id, why, layer, degraded=True)
 
-    # layer 0's entry, if cached, says what the model is (its family names the other entries)
-    config = _checked_cache(_cache_path(repo_id, revision), ())
+    # layer 0's entry, if cached, says what the model is (its family names the other entries,
+    # and every entry is checked below)
+    config = _cached_config(_cache_path(repo_id, revision))
     if config is None:
         try:
             config_text = filesystem.cat_file(f"{root}/config.json")
@@ -509,6 +510,16 @@ def _write_cache(
     partial.replace(path)
 
 
+def _cached_config(path: Path) -> dict | None:
+    """The config a cache entry's metadata records, read from its header alone (none: None);
+    whether the entry is whole is `_checked_cache`'s to say."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return json.loads((handle.metadata() or {})["config"])
+    except Exception:  # absent, truncated or foreign: the Rust reader's errors have no base class
+        return None
+
+
 def _checked_cache(path: Path, wanted: tuple[str, ...]) -> dict | None:
     """The config of a cache entry that holds `wanted` with tensors matching their SHA-256;
     None if absent or bad (a bad one is deleted)."""
@@ -540,8 +551,9 @@ def _from_newest_cache(repo_id: str, why: str, layer: int, degraded: bool) -> Ch
     entries = [path for path in folder.glob("*.safetensors") if "." not in path.stem]
     for entry in sorted(entries, key=lambda path: path.stat().st_mtime, reverse=True):
         revision = entry.stem
-        config = _checked_cache(entry, ())
-        if config is None:
+        config = _cached_config(entry)
+        if config is None:  # unreadable: reported and deleted
+            _checked_cache(entry, ())
             continue
         check_layer(repo_id, config, layer)
         pieces = _cache_pieces(family_of(config.get("model_type"), repo_id), config, layer)

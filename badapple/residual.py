@@ -26,6 +26,7 @@ frame is done when its error, the largest ‖h_L(x)ᵢ - a·Eᵢ‖ / ‖a·Eᵢ
 precision (CONVERGED_ERROR); one that gets there at no scale is reported as not converged.
 """
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -109,8 +110,13 @@ class LayerInput:
     transformers' own causal forward through blocks 0..layer-1."""
 
     def __init__(self, checkpoint: Checkpoint, layer: int, device: torch.device | str):
-        self.layer, self.device = layer, torch.device(device)
-        self.model = transformers_model(checkpoint, layer, attention="sdpa").to(device)
+        self.layer, self.device, self.checkpoint = layer, torch.device(device), checkpoint
+
+    @functools.cached_property
+    def model(self) -> "PreTrainedModel":
+        # Built at the first forward: a run that finds every frame solved and drawn needs no
+        # blocks (5.8 GB of them for GPT-2 XL's last layer), nor transformers' import.
+        return transformers_model(self.checkpoint, self.layer, attention="sdpa").to(self.device)
 
     @torch.no_grad()
     def __call__(self, inputs_embeds: torch.Tensor) -> torch.Tensor:
