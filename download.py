@@ -7,7 +7,7 @@
 
 Writes frames/targets/frame_00001.png ... (8-bit gray, or RGB with --color; --size x --size),
 frames/audio.m4a (when the video has sound) and frames/meta.json. Skips what is already
-complete; --force redoes it.
+complete; --force redoes it. Holds frames/.lock as optimize.py does: refused while one runs there.
 """
 
 import argparse

@@ -23,10 +23,11 @@ full frame), and the PNGs show each head's true-tone map as one channel.
 RoBERTa checkpoints; a bidirectional one (BERT) shows the whole square on one head.
 --layer L plays on heads of layer L: its attention is solved as layer 0's is, then inputs are
 found whose residual stream entering layer L gives it (blocks 0..L-1 run forward a few times).
-Resumes: solved frames are not solved again; a missing or damaged PNG or metrics.json, or
-another --blur or --colormap, is drawn again from the saved embeddings; --force solves again.
-Ctrl-C or kill stops it with exit code 130 and keeps every finished chunk. One run per folder:
-frames/.lock refuses a second.
+Resumes: solved frames are not solved again, unless their target changed since (the chunk files
+keep a digest of each); a missing or damaged PNG or metrics.json, or another --blur or
+--colormap, is drawn again from the saved embeddings; --force solves again. Ctrl-C or kill stops
+it with exit code 130 and keeps every finished chunk. One run per folder: frames/.lock refuses a
+second, and a download.py on it.
 """
 
 import argparse
@@ -37,8 +38,9 @@ import matplotlib
 from badapple.cli import HelpFormatter
 from badapple.errors import exit_on_error
 from badapple.family import SUPPORTED
-from badapple.optimize import DEFAULT_MODEL, optimize
+from badapple.optimize import optimize
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS, DEFAULT_COLORMAP, RENDERS
+from badapple.settings import DEFAULT_MODEL
 from badapple.solvers import METHOD_DEFAULTS, SOLVERS, solver_settings
 from badapple.targets import DEFAULT_CONTRAST_NATS
 from badapple.warm import METHOD_WARM_STARTS
@@ -54,17 +56,23 @@ def _per_method(name: str) -> str:
     )
 
 
-def _head(text: str) -> int | str:
-    """--head N (>= 0) or --head best."""
-    if text == "best":
-        return text
-    try:
-        head = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a head number or best, not {text!r}") from None
-    if head < 0:
-        raise argparse.ArgumentTypeError("a head is >= 0")
-    return head
+def _number_or_best(what: str):
+    """The type of --head and --layer: a number >= 0, or best."""
+
+    def parse(text: str) -> int | str:
+        if text == "best":
+            return text
+        try:
+            number = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a {what} number or best, not {text!r}"
+            ) from None
+        if number < 0:
+            raise argparse.ArgumentTypeError(f"a {what} is >= 0")
+        return number
+
+    return parse
 
 
 def _head_list(parser: argparse.ArgumentParser, text: str) -> tuple[int, ...]:
@@ -122,17 +130,25 @@ def main() -> None:
     )
     parser.add_argument(
         "--head",
-        type=_head,
+        type=_number_or_best("head"),
         default=None,
         help="attention head of a gray half-frame run (default 0), or best: try every head of "
         "the layer on a few frames and play on the best; other runs take --heads",
     )
     parser.add_argument(
         "--layer",
-        type=int,
+        type=_number_or_best("layer"),
         default=0,
         help="the layer whose heads play the video (default 0, the original's); a deeper "
-        "layer costs forwards through the layers before it",
+        "layer costs forwards through the layers before it; best: the display atlas ranks "
+        "every head of every layer by its weights, a few are tried on a few frames, and the "
+        "shallowest of the best plays",
+    )
+    parser.add_argument(
+        "--survey",
+        action="store_true",
+        help="print the display atlas (with --layer best or --head best: the survey too) and "
+        "stop, without solving the video",
     )
     parser.add_argument(
         "--full-frame",
@@ -234,8 +250,6 @@ def main() -> None:
         parser.error("need 0 <= --lr-min <= --lr and --lr > 0, finite numbers")
     if not 0 < settings.init_scale < math.inf:
         parser.error("--init-scale must be a positive finite number")
-    if args.layer < 0:
-        parser.error("--layer must be >= 0")
     args.heads = _head_list(parser, args.heads) if args.heads is not None else None
     if args.verify < 0:
         parser.error("--verify must be >= 0")

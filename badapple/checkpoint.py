@@ -82,9 +82,13 @@ class Checkpoint:
         return self.family.shape(self.config)
 
 
-def open_checkpoint(model: str, layer: int = 0) -> Checkpoint:
+def open_checkpoint(
+    model: str, layer: int = 0, attention_layers: tuple[int, ...] = ()
+) -> Checkpoint:
     """A local directory as it is, or what a hub id's `layer` needs (`played_layer_tensors`,
-    fetched by ranges once, then cached)."""
+    fetched by ranges once, then cached), with the norm and query/key weights of
+    `attention_layers` too (the display atlas, atlas.py: ~15 MB a layer of GPT-2 XL, not its
+    blocks). Another layer's attention already cached for the same commit comes along."""
     local = Path(model).expanduser()
     if local.is_dir():
         checkpoint = _open_directory(model, local)
@@ -92,7 +96,21 @@ def open_checkpoint(model: str, layer: int = 0) -> Checkpoint:
         return checkpoint
     if local.exists():
         raise UserError(f"--model {model} is a file; pass a checkpoint directory or a hub id")
-    return _open_hub(model, layer)
+    return _open_hub(model, layer, attention_layers)
+
+
+def attention_layers_at_hand(checkpoint: Checkpoint) -> list[int]:
+    """The layers whose norm and query/key weights the checkpoint holds: every layer of a local
+    directory, the fetched or cached ones of a hub model."""
+    family, config = checkpoint.family, checkpoint.config
+    return [
+        layer
+        for layer in range(checkpoint.shape.layers)
+        if all(
+            any(wanted_tensor(name, (want,)) for name in checkpoint.tensor_files)
+            for want in family.attention_tensors(config, layer)
+        )
+    ]
 
 
 def check_layer(name: str, config: dict, layer: int) -> None:
@@ -190,7 +208,7 @@ def _incomplete(config: dict) -> str:
 # --- the hub: pin, fetch by ranges, cache ------------------------------------------------------
 
 
-def _open_hub(repo_id: str, layer: int) -> Checkpoint:
+def _open_hub(repo_id: str, layer: int, attention_layers: tuple[int, ...] = ()) -> Checkpoint:
     """What `layer` needs of a hub repository at its current commit, from the cache or fetched."""
     from huggingface_hub.errors import HFValidationError, RepositoryNotFoundError
     from huggingface_hub.utils import validate_repo_id
@@ -202,7 +220,9 @@ def _open_hub(repo_id: str, layer: int) -> Checkpoint:
             f"--model {repo_id} is neither a local directory nor a hub id; check the path"
         ) from None
     if _hub_offline():
-        return _from_newest_cache(repo_id, "HF_HUB_OFFLINE is set", layer, degraded=False)
+        return _from_newest_cache(
+            repo_id, "HF_HUB_OFFLINE is set", layer, attention_layers, degraded=False
+        )
     try:
         filesystem, root, revision = _locate_on_hub(repo_id)
     except RepositoryNotFoundError:  # also a gated or private repository we may not see
@@ -212,7 +232,7 @@ def _open_hub(repo_id: str, layer: int) -> Checkpoint:
         ) from None
     except Exception as error:  # no network, a proxy, a timeout: all mean "the hub is away"
         why = f"the hub cannot be reached ({_first_line(error)})"
-        return _from_newest_cache(repo_id, why, layer, degraded=True)
+        return _from_newest_cache(repo_id, why, layer, attention_layers, degraded=True)
 
     # layer 0's entry, if cached, says what the model is (its family names the other entries,
     # and every entry is checked below)
@@ -228,9 +248,10 @@ def _open_hub(repo_id: str, layer: int) -> Checkpoint:
         except Exception as error:  # the connection dropped or the hub refused the read
             raise _fetch_failed(repo_id, error) from None
         config = _model_config(repo_id, config_text, f"{repo_id}/config.json")
-    check_layer(repo_id, config, layer)  # before a deeper layer's blocks are fetched
+    for needed in (layer, *attention_layers):  # before a deeper layer's blocks are fetched
+        check_layer(repo_id, config, needed)
     family = family_of(config.get("model_type"), repo_id)
-    pieces = _cache_pieces(family, config, layer)
+    pieces = _cache_pieces(family, config, layer, attention_layers)
     files = {piece: _cache_path(repo_id, revision, piece) for piece in pieces}
     configs = {piece: _checked_cache(files[piece], pieces[piece]) for piece in pieces}
     missing = [piece for piece in pieces if configs[piece] is None]
@@ -250,18 +271,22 @@ def _open_hub(repo_id: str, layer: int) -> Checkpoint:
     return _cached_checkpoint(repo_id, revision, files, config)
 
 
-def _cache_pieces(family: Family, config: dict, layer: int) -> dict[str, tuple[str, ...]]:
+def _cache_pieces(
+    family: Family, config: dict, layer: int, attention_layers: tuple[int, ...] = ()
+) -> dict[str, tuple[str, ...]]:
     """The cache entries `layer` needs: a name for the file -> the tensors it holds.
 
     Every run needs layer 0's entry ("": the position table and layer 0's attention); a deeper
     layer adds one entry per whole block before it, which every deeper layer shares, and one
-    for its own norm and projections.
+    for its own norm and projections. The atlas adds the last kind for each of
+    `attention_layers`.
     """
     pieces = {"": family.played_layer_tensors(config, 0)}
     if layer > 0:
         blocks = {f"block{index}": (family.block_prefix(index),) for index in range(layer)}
         pieces.update(blocks)
-        pieces[f"attention{layer}"] = family.attention_tensors(config, layer)
+    for index in sorted({layer, *attention_layers} - {0}):
+        pieces[f"attention{index}"] = family.attention_tensors(config, index)
     return pieces
 
 
@@ -540,7 +565,9 @@ def _checked_cache(path: Path, wanted: tuple[str, ...]) -> dict | None:
     return None
 
 
-def _from_newest_cache(repo_id: str, why: str, layer: int, degraded: bool) -> Checkpoint:
+def _from_newest_cache(
+    repo_id: str, why: str, layer: int, attention_layers: tuple[int, ...], degraded: bool
+) -> Checkpoint:
     """The most recently fetched revision of `repo_id` that holds what `layer` needs, for when
     the hub cannot be asked.
 
@@ -555,8 +582,10 @@ def _from_newest_cache(repo_id: str, why: str, layer: int, degraded: bool) -> Ch
         if config is None:  # unreadable: reported and deleted
             _checked_cache(entry, ())
             continue
-        check_layer(repo_id, config, layer)
-        pieces = _cache_pieces(family_of(config.get("model_type"), repo_id), config, layer)
+        for needed in (layer, *attention_layers):
+            check_layer(repo_id, config, needed)
+        family = family_of(config.get("model_type"), repo_id)
+        pieces = _cache_pieces(family, config, layer, attention_layers)
         files = {piece: _cache_path(repo_id, revision, piece) for piece in pieces}
         configs = [_checked_cache(files[piece], pieces[piece]) for piece in pieces]
         if all(config is not None for config in configs):
@@ -576,8 +605,13 @@ def _cached_checkpoint(
     repo_id: str, revision: str, files: dict[str, Path], config: dict
 ) -> Checkpoint:
     config = _model_config(repo_id, json.dumps(config), str(files[""]))
+    # other layers' attention of this commit, cached by an earlier atlas or run: at hand for the
+    # atlas and for naming a better display (their headers read, not checked: a damaged one
+    # fails as it is read, as a file of a local directory would)
+    others = _cache_folder(repo_id).glob(f"{revision}.attention*.safetensors")
+    extra = [path for path in others if path not in files.values() and _cached_config(path)]
     tensor_files = {}
-    for file in files.values():
+    for file in (*files.values(), *extra):
         with safe_open(str(file), framework="pt") as handle:  # reads the header only
             tensor_files.update({name: (file, name) for name in handle.keys()})
     return Checkpoint(name=repo_id, config=config, tensor_files=tensor_files, revision=revision)

@@ -9,6 +9,9 @@
     coefficients  float32 [n, T, k]
     basis         float32 [k, d]     inputs_embeds = coefficients @ basis + offset
     offset        float32 [T, d]
+    target_digests  int64 [n]        what each frame was solved for: `target_digest` of its
+                                     target as optimize.py read it (absent from files written
+                                     before digests were kept)
 
 and the JSON metadata "badapple": {"settings": the settings that decide what was solved (the
 model and its hub commit, layer, layout, heads, render, contrast, method, solver settings,
@@ -21,17 +24,21 @@ deeper layer's inputs hold the blocks' updates before it too, which fill every d
 are kept whole (d numbers a row; 1.6 MB a frame for GPT-2 XL at 257 tokens).
 
 These files are the one record of what is solved: the PNGs and metrics.json derive from them, so
-a lost PNG or another colormap is re-rendered, not re-solved. Files are named chunk_00001... in
-the order written; a frame held by several (some frames solved again with --force) is the newest
-file's.
+a lost PNG or another colormap is re-rendered, not re-solved; a frame whose target changed since
+it was solved (another video of the same length downloaded with --force, a PNG edited by hand)
+is solved again. `target_digest` is the first 8 bytes of the SHA-256 of a target frame's float32
+[C, T, T] pixels, as a signed little-endian int64. Files are named chunk_00001... in the order
+written; a frame held by several (some frames solved again with --force) is the newest file's.
 """
 
+import hashlib
 import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
@@ -52,6 +59,16 @@ class ChunkInfo:
     settings: dict
     seconds_per_frame: float
     solve_facts: dict[int, dict]  # frame -> how it was solved: {"start": ..., "steps": ...}
+    # frame -> `target_digest` of the target it was solved for; None: a file written before
+    # digests were kept
+    target_digests: dict[int, int] | None = None
+
+
+def target_digest(target: np.ndarray) -> int:
+    """A short hash of one target frame as optimize.py reads it (float32 [C, T, T] in [0, 1]):
+    the first 8 bytes of its SHA-256, as a signed int64, to keep in a chunk file."""
+    data = np.ascontiguousarray(target, dtype=np.float32).tobytes()
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "little", signed=True)
 
 
 def chunk_number(path: Path) -> int | None:
@@ -73,11 +90,15 @@ def write_chunk(
     settings: dict,
     seconds_per_frame: float,
     solve_facts: list[dict] | None = None,
+    target_digests: list[int] | None = None,
 ) -> None:
     """Save one chunk: `embeddings` [n, T, d] as they are, or `Factored` in its compact form;
     `solve_facts`, one a frame, say how each was solved (kept with it, so that a picture drawn
-    again from this file still says so)."""
+    again from this file still says so); `target_digests`, one a frame, what it was solved for
+    (`target_digest`)."""
     tensors = {"frames": torch.tensor(frames, dtype=torch.int64)}
+    if target_digests is not None:
+        tensors["target_digests"] = torch.tensor(target_digests, dtype=torch.int64)  # [n]
     if isinstance(embeddings, Factored):
         tensors["coefficients"] = embeddings.coefficients
         tensors["basis"] = embeddings.basis
@@ -100,13 +121,18 @@ def write_chunk(
 def chunk_info(path: Path) -> ChunkInfo | None:
     """A chunk file's frames, settings and time; None when it is missing, damaged or not ours.
 
-    Reads the header and the `frames` tensor only. safetensors checks that the header's offsets
-    cover the file exactly, so a truncated file is caught without reading the embeddings.
+    Reads the header and the `frames` and `target_digests` tensors only. safetensors checks that
+    the header's offsets cover the file exactly, so a truncated file is caught without reading
+    the embeddings.
     """
     try:
         with safe_open(str(path), framework="pt") as chunk:
             frames = chunk.get_tensor("frames")
             names = set(chunk.keys())
+            digests = None  # a file from before digests were kept has none: it is trusted
+            if "target_digests" in names:
+                digests = chunk.get_tensor("target_digests")
+                names.remove("target_digests")
             if names == {"frames", "embeddings"}:
                 rows = chunk.get_slice("embeddings").get_shape()[0]
             elif names == {"frames", "coefficients", "basis", "offset"}:
@@ -122,6 +148,8 @@ def chunk_info(path: Path) -> ChunkInfo | None:
         return None
     if frames.ndim != 1 or len(frames) != rows or not isinstance(record, dict):
         return None
+    if digests is not None and (digests.shape != frames.shape or digests.dtype != torch.int64):
+        return None
     facts = record.get("solve_facts")
     facts = facts if isinstance(facts, list) and len(facts) == rows else [{}] * rows
     return ChunkInfo(
@@ -129,6 +157,9 @@ def chunk_info(path: Path) -> ChunkInfo | None:
         settings=record.get("settings", {}),
         seconds_per_frame=float(record.get("seconds_per_frame", 0.0)),
         solve_facts=dict(zip(frames.tolist(), facts, strict=True)),
+        target_digests=None
+        if digests is None
+        else dict(zip(frames.tolist(), digests.tolist(), strict=True)),
     )
 
 

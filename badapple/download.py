@@ -5,7 +5,9 @@
     frames/meta.json                    source, fps, size, fit, channels, frame count, audio
 
 Keyword names are download.py's flag names. Complete output is skipped; every file is written
-atomically, so rerunning a stopped download finishes it. No torch here: this stage starts fast.
+atomically, so rerunning a stopped download finishes it. It holds the folder's lock (frames/.lock,
+storage.frames_lock) as optimize.py does, so it never rewrites the targets under a running solve.
+No torch here: this stage starts fast.
 """
 
 import shutil
@@ -17,6 +19,7 @@ from badapple.errors import DamagedFileError, UserError
 from badapple.storage import (
     FramesDir,
     frame_numbers,
+    frames_lock,
     png_problem,
     read_json,
     write_atomic,
@@ -42,6 +45,36 @@ def download(
     """Turn a video into target frames, its soundtrack and meta.json; returns the meta.
     Targets are gray, or RGB with `color` (meta.json's "channels": 1 or 3)."""
     folder = FramesDir(Path(frames_dir))
+    folder.root.mkdir(parents=True, exist_ok=True)  # where the lock lives
+    with frames_lock(folder.root, "download.py"):
+        return _download(
+            folder,
+            url=url,
+            input=input,
+            fps=fps,
+            size=size,
+            fit=fit,
+            start=start,
+            duration=duration,
+            color=color,
+            force=force,
+        )
+
+
+def _download(
+    folder: FramesDir,
+    *,
+    url: str,
+    input: str | None,
+    fps: float,
+    size: int,
+    fit: str,
+    start: float | None,
+    duration: float | None,
+    color: bool,
+    force: bool,
+) -> dict:
+    """`download`, holding the folder's lock."""
     source = str(Path(input).expanduser().resolve()) if input else url
     settings = {
         "source": source,
@@ -83,7 +116,6 @@ def download(
         source_video = folder.root / "source.mp4"
         if force or not source_video.exists():
             print(f"downloading {url}")
-            folder.root.mkdir(parents=True, exist_ok=True)
             source_video = video.download_video(url, folder.root)
     info = video.probe(source_video)
     print(

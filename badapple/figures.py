@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Normalize
@@ -55,6 +56,8 @@ PIXEL_FIGURES = (
     "hero_frame.png",
 )
 LOSS_FIGURES = ("loss_timeline.png", "loss_histogram.png")
+# Runs that measured the display atlas (metrics.json's "display_atlas") get its heatmap too.
+ATLAS_FIGURE = "display_atlas.png"
 
 # What a level of the map means, for the colorbar: each render maps attention to [0, 1] its way.
 LEVEL_LABELS = {
@@ -112,7 +115,8 @@ def has_original_loss(metrics: dict) -> bool:
 
 def figure_files(metrics: dict) -> list[str]:
     """The PNGs `write_all_figures` draws for this run, in the order to read them."""
-    return list(PIXEL_FIGURES) + (list(LOSS_FIGURES) if has_original_loss(metrics) else [])
+    loss = list(LOSS_FIGURES) if has_original_loss(metrics) else []
+    return list(PIXEL_FIGURES) + loss + ([ATLAS_FIGURE] if metrics.get("display_atlas") else [])
 
 
 def is_colour(metrics: dict) -> bool:
@@ -401,7 +405,7 @@ def pick_hero(metrics: dict, frames_dir: FramesDir) -> dict:
 def hero_frame(metrics: dict, frames_dir: FramesDir) -> Figure:
     """One representative frame, large: the target beside the attention map it became."""
     entry = pick_hero(metrics, frames_dir)
-    model = setting(metrics, "model", "gpt2")
+    model = display_model_name(setting(metrics, "model", "gpt2"))
     figure = _figure(12.5, 6.9)  # room under the map for its label, over it for two title lines
     left, right = figure.subplots(1, 2)
     _show(left, _target(metrics, frames_dir, entry["frame"]))
@@ -426,6 +430,72 @@ def hero_frame(metrics: dict, frames_dir: FramesDir) -> Figure:
         fontsize=14,
     )
     return figure
+
+
+# --- the display atlas ----------------------------------------------------------------------
+
+
+def display_atlas(metrics: dict) -> Figure:
+    """Every head of every measured layer by its span (atlas.py: how far a typical score can
+    move, in nats, log colour), the solved ones with their survey mae written in, the weak
+    threshold on the colorbar and the played display outlined."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
+
+    atlas = metrics["display_atlas"]
+    spans = np.array(
+        [[np.nan if span is None else span for span in row] for row in atlas["span_nats"]]
+    )  # [layers, heads]
+    layers, heads = spans.shape
+    measured = spans[np.isfinite(spans)]
+    weak = atlas["weak_span_nats"]
+    low, high = min(measured.min(), weak / 2), max(measured.max(), weak * 2)
+    figure = _figure(min(3 + 0.42 * heads, 16), min(2 + 0.3 * layers, 16))
+    ax = figure.subplots()
+    cmap = colormaps["viridis"].with_extremes(bad="0.85")
+    image = ax.imshow(
+        np.ma.masked_invalid(spans), cmap=cmap, norm=LogNorm(low, high), aspect="auto"
+    )
+    bar = figure.colorbar(image, ax=ax, label="span of a typical score (nats)")
+    bar.ax.axhline(weak, color="red", linewidth=2)
+    bar.ax.text(0.5, weak, " weak", color="red", va="bottom", fontsize=8)
+    for entry in atlas.get("survey", []):  # the solved displays: their mae on the survey frames
+        for head in entry["heads"]:
+            dark = spans[entry["layer"], head] < np.sqrt(low * high)  # viridis' dark half
+            ax.text(
+                head,
+                entry["layer"],
+                f"{entry['mae']:.3f}",
+                ha="center",
+                va="center",
+                fontsize=7 if heads <= 16 else 5,
+                color="white" if dark else "black",
+            )
+    played_layer, played_heads = setting(metrics, "layer", 0), setting(metrics, "heads", [0])
+    for head in played_heads:
+        ax.add_patch(
+            Rectangle(
+                (head - 0.5, played_layer - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2
+            )
+        )
+    ax.set_xlabel("head")
+    ax.set_ylabel("layer")
+    ax.set_xticks(range(0, heads, max(1, heads // 12)))
+    ax.set_yticks(range(0, layers, max(1, layers // 16)))
+    model = display_model_name(setting(metrics, "model", "gpt2"))
+    ax.set_title(
+        f"{model}: display atlas ({len(measured)} heads measured, numbers: survey mae)\n"
+        f"played: {_layer(metrics)}, {_heads_label(metrics)} (outlined)",
+        fontsize=10,
+    )
+    return figure
+
+
+def display_model_name(model: str) -> str:
+    """A model as a title names it: a hub id as it is, a local checkpoint by its folder's name
+    (its whole path would fill the title)."""
+    path = Path(model)
+    return path.name if path.is_absolute() or model.startswith(".") else model
 
 
 # --- the loss figures: only where the loss is the original's --------------------------------
@@ -511,8 +581,9 @@ def write_all_figures(frames_dir: Path, out_dir: Path) -> list[Path]:
         "hero_frame.png": lambda: hero_frame(metrics, folder),
         "loss_timeline.png": lambda: loss_timeline(metrics),
         "loss_histogram.png": lambda: loss_histogram(metrics),
+        ATLAS_FIGURE: lambda: display_atlas(metrics),
     }
-    assert tuple(builders) == PIXEL_FIGURES + LOSS_FIGURES
+    assert tuple(builders) == PIXEL_FIGURES + LOSS_FIGURES + (ATLAS_FIGURE,)
     paths = []
     for name in figure_files(metrics):
         path = Path(out_dir) / name

@@ -10,7 +10,8 @@
       output/metrics.json            run settings and per-frame figures        (optimize.py)
       embeddings/chunk_00001.safetensors
                                      what is solved, and how (chunks.py)      (optimize.py)
-      .lock                          PID of the optimize.py working here       (optimize.py)
+      .lock                          PID and name of the script working here:
+                                     one at a time           (download.py, optimize.py)
 
 Every file is written under a temporary name and renamed into place, so a crash never leaves a
 half-written file that a later run would trust; and what a rerun finds is checked before it is
@@ -156,6 +157,11 @@ def read_target_png(path: Path, channels: int) -> np.ndarray:
     return pixels.transpose(2, 0, 1) / 255.0
 
 
+def read_targets(folder: FramesDir, frames: list[int], channels: int) -> np.ndarray:
+    """Target frames as optimize.py reads them: [B, C, T, T] float32 in [0, 1]."""
+    return np.stack([read_target_png(folder.target_png(frame), channels) for frame in frames])
+
+
 def png_problem(path: Path, size: int | None = None) -> str | None:
     """What is wrong with a PNG we wrote: "missing", "damaged (...)", "16x16, not 32x32";
     None when it decodes whole (and is size x size, when `size` is given)."""
@@ -183,12 +189,14 @@ def read_rgb_png(path: Path) -> np.ndarray:
 
 
 @contextmanager
-def frames_lock(root: Path) -> Iterator[None]:
-    """Hold `root/.lock` for the length of the block; raise UserError if another process does.
+def frames_lock(root: Path, script: str = "optimize.py") -> Iterator[None]:
+    """Hold `root/.lock` for `script` (download.py, optimize.py) for the length of the block;
+    raise UserError if another process does.
 
     flock(2) belongs to the open file, so the kernel drops it when its process dies, however it
     dies: a crashed or killed run never leaves the folder locked. The file keeps the holder's
-    PID for the message, and is left in place (deleting it would race with a starting run).
+    PID and script for the message ("PID SCRIPT"; a file of an older version holds the PID of
+    an optimize.py alone), and is left in place (deleting it would race with a starting run).
     """
     import fcntl
 
@@ -198,13 +206,13 @@ def frames_lock(root: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "unknown"
+            pid, _, holder = handle.read().strip().partition(" ")
             raise UserError(
-                f"another optimize.py (pid {holder}) is running on {root}; "
-                "wait for it or use another --frames-dir"
+                f"another {holder or 'optimize.py'} (pid {pid or 'unknown'}) is running on "
+                f"{root}; wait for it or use another --frames-dir"
             ) from None
         handle.truncate(0)
-        handle.write(f"{os.getpid()}\n")
+        handle.write(f"{os.getpid()} {script}\n")
         handle.flush()
         try:
             yield

@@ -75,7 +75,7 @@ def scene_correlation(pictures: torch.Tensor, previous: torch.Tensor) -> torch.T
     a hard cut drops it to about 0, or below (white figures on black to black on white).
     Where either frame is flat (all black, say), it is 1 - |change of mean level|.
 
-    Measured on the dance video of benchmarks/clips.py: 0.18 and more for 99% of consecutive
+    Measured on the dance video of fixtures/clips.py: 0.18 and more for 99% of consecutive
     frames of one scene, 0.06 and less across every hard cut.
     """
     # in float64 on the CPU: an Apple GPU has none, and the frames are few

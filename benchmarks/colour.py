@@ -10,7 +10,7 @@ zscore render shows each row's pattern and not its level, so three heads would n
 the frame's colours.
 
 Two kinds of clip, synthesised here with numpy (no files, deterministic in the seed), laid out
-on a 256 x 256 stage and scaled to --size as `benchmarks/clips.py` does, things moving a few
+on a 256 x 256 stage and scaled to --size as `fixtures/clips.py` does, things moving a few
 stage pixels a frame at its FPS:
 
     cartoon  flat saturated discs and rectangles (red, green, blue, yellow, magenta, white,
@@ -70,13 +70,13 @@ from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS  # noqa: E402
 from badapple.targets import DEFAULT_CONTRAST_NATS  # noqa: E402
 from badapple.verify import model_through_layer  # noqa: E402
-from benchmarks.clips import FPS, STAGE  # noqa: E402
 from benchmarks.solvers import (  # noqa: E402
     flicker,
     rendered_clip,
     solve_runs,
     write_checkpoints,
 )
+from fixtures.clips import FPS, STAGE  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "colour.json"
 PICTURE = ROOT / "docs" / "colour_strip.png"

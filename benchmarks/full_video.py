@@ -58,12 +58,13 @@ from badapple.download import download  # noqa: E402
 from badapple.family import family_of  # noqa: E402
 from badapple.layout import layout_metrics, layout_picture  # noqa: E402
 from badapple.metrics import mean_metrics  # noqa: E402
-from badapple.optimize import optimize, pick_device  # noqa: E402
+from badapple.optimize import optimize  # noqa: E402
+from badapple.settings import pick_device  # noqa: E402
 from badapple.storage import FRAME_PATTERN, FramesDir, read_target_png, write_png  # noqa: E402
 from badapple.verify import model_through_layer, transformers_attention  # noqa: E402
 from badapple.video import encode_video  # noqa: E402
-from benchmarks.checkpoints import CHECKPOINTS, write_checkpoints  # noqa: E402
-from benchmarks.clips import (  # noqa: E402
+from fixtures.checkpoints import CHECKPOINTS, write_checkpoints  # noqa: E402
+from fixtures.clips import (  # noqa: E402
     BAD_APPLE_FRAMES,
     DANCE_FRAMES,
     FPS,
@@ -71,6 +72,7 @@ from benchmarks.clips import (  # noqa: E402
     dance_video_scenes,
     iter_dance_video,
 )
+from fixtures.real_weights import smollm2_checkpoint  # noqa: E402
 
 RESULTS = ROOT / "docs" / "benchmarks" / "full_video.json"
 STRIP = ROOT / "docs" / "full_video_cut_strip.png"
@@ -79,6 +81,7 @@ MAE_BAD = 0.03  # a frame above this mae is counted as visibly off
 WORST_SHOWN = 10
 STRIP_AFTER = 6  # frames of the strip from the cut on, after the one frame before it
 SCORE_BATCH = 16  # frames through transformers at once
+REAL = {"smollm2": smollm2_checkpoint}  # real trained checkpoints, by name: folder -> path
 RUN_PATHS = ("video", "model", "model_commit")  # metrics.json settings that name this run's files
 
 
@@ -261,7 +264,13 @@ def main() -> None:
     parser.add_argument("--frames", type=int, help="frames of the video (default: --video's)")
     parser.add_argument("--size", type=int, default=256, help="frame side (even: H.264 4:2:0)")
     parser.add_argument("--seed", type=int, default=0, help="of the video")
-    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="hard", help="stand-in")
+    parser.add_argument(
+        "--checkpoint",
+        choices=(*REAL, *CHECKPOINTS),
+        default="smollm2",
+        help="smollm2: SmolLM2-135M-Instruct's real trained weights (fixtures.real_weights); "
+        "default, hard: GPT-2-XL-shaped random stand-ins",
+    )
     parser.add_argument("--device", default="auto", help="optimize()'s: auto, cpu, cuda or mps")
     parser.add_argument("--chunk-size", type=int, default=64, help="optimize()'s")
     parser.add_argument(
@@ -287,13 +296,18 @@ def main() -> None:
     print(
         f"{frame_count} frames ({frame_count / FPS:.0f} s) of dance_video {args.size}x"
         f"{args.size}, seed {args.seed}: {len(scenes)} scenes, {len(cuts)} hard cuts; "
-        f"{args.checkpoint} stand-in checkpoint, {torch.get_num_threads()} CPU threads"
+        f"checkpoint {args.checkpoint}, {torch.get_num_threads()} CPU threads"
     )
 
     with tempfile.TemporaryDirectory() as temporary:
         work = args.keep or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
-        checkpoint = write_checkpoints(work / "checkpoints", (args.checkpoint,))[args.checkpoint]
+        if args.checkpoint in REAL:
+            checkpoint = REAL[args.checkpoint](work / "checkpoints" / args.checkpoint)
+        else:
+            checkpoint = write_checkpoints(work / "checkpoints", (args.checkpoint,))[
+                args.checkpoint
+            ]
         started = time.perf_counter()
         frames_dir = work / "frames"
         _, encode_mae = write_frames_folder(frame_count, args.size, args.seed, work, frames_dir)
@@ -329,7 +343,7 @@ def main() -> None:
         "label": args.label,
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
         "video": {
-            "clip": "benchmarks.clips.dance_video",
+            "clip": "fixtures.clips.dance_video",
             "frames": frame_count,
             "size": args.size,
             "seed": args.seed,

@@ -9,7 +9,7 @@ cannot be downloaded everywhere): transformers' default init, and a "hard" one w
 key weights are scaled by 0.6, so its reachable logit range is much smaller. A configuration is
 METHOD/RENDER/LAYOUT, as optimize.py's --method, --render and --full-frame (heads 0 and 1) run
 it; the target is the run's (`targets.aimed_target`, contrast 6 nats, the original's exact target
-for adam under zscore). Frames are the clips of `benchmarks/clips.py`, solved as optimize.py
+for adam under zscore). Frames are the clips of `fixtures/clips.py`, solved as optimize.py
 solves a video: batch k holds the k-th frame of every clip, each frame after the first started
 from its predecessor's solution where the method does warm starts.
 
@@ -36,6 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
+from badapple.batch import solve_video_batch  # noqa: E402
 from badapple.checkpoint import open_checkpoint  # noqa: E402
 from badapple.head import load_head  # noqa: E402
 from badapple.layout import (  # noqa: E402
@@ -44,15 +45,15 @@ from badapple.layout import (  # noqa: E402
     layout_picture,
     token_count,
 )
+from badapple.look import Look  # noqa: E402
 from badapple.metrics import mean_metrics  # noqa: E402
-from badapple.optimize import Look, solve_video_batch  # noqa: E402
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS  # noqa: E402
 from badapple.targets import DEFAULT_CONTRAST_NATS  # noqa: E402
 from badapple.verify import model_through_layer, transformers_attention  # noqa: E402
 from badapple.warm import METHOD_WARM_STARTS, Predecessor, solve_order  # noqa: E402
-from benchmarks.checkpoints import write_checkpoints  # noqa: E402
-from benchmarks.clips import BAD_APPLE_FRAMES, CLIP_KINDS, make_clip  # noqa: E402
+from fixtures.checkpoints import write_checkpoints  # noqa: E402
+from fixtures.clips import BAD_APPLE_FRAMES, CLIP_KINDS, make_clip  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "solvers.json"
 FULL_VIDEO_FRAMES = BAD_APPLE_FRAMES  # Bad Apple!! at 15 fps, for the projected full-run time

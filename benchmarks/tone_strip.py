@@ -2,7 +2,7 @@
 
     uv run python benchmarks/tone_strip.py                 # writes docs/true_tone_strip.png
 
-Made by the scripts, as a user makes it: a shadow-art clip of `benchmarks/clips.py` is encoded
+Made by the scripts, as a user makes it: a shadow-art clip of `fixtures/clips.py` is encoded
 to an mp4 with ffmpeg, `download.py` turns it into targets, and `optimize.py` runs three times on
 copies of them, at its defaults apart from the flags shown (a GPT-2-XL-shaped stand-in checkpoint
 from benchmarks/solvers.py, heads 0 and 1):
@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 
 from badapple.storage import FramesDir, read_gray_png, read_rgb_png  # noqa: E402
 from badapple.video import ffmpeg_executable  # noqa: E402
-from benchmarks.clips import FPS, make_clip  # noqa: E402
 from benchmarks.solvers import write_checkpoints  # noqa: E402
+from fixtures.clips import FPS, make_clip  # noqa: E402
 
 PICTURE = ROOT / "docs" / "true_tone_strip.png"
 RUNS = {  # title -> optimize.py's flags
@@ -81,7 +81,7 @@ def main() -> None:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--kind", default="silhouettes", help="clip kind (benchmarks/clips.py)")
+    parser.add_argument("--kind", default="silhouettes", help="clip kind (fixtures/clips.py)")
     parser.add_argument("--frames", type=int, default=6, help="frames in the clip")
     parser.add_argument("--size", type=int, default=256, help="frame side in pixels")
     parser.add_argument("--output", type=Path, default=PICTURE, help="the strip's PNG")

@@ -181,3 +181,12 @@ def tiny_lm_checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def xl_shaped_checkpoint(tmp_path_factory) -> Path:
     return save_checkpoint(tmp_path_factory.mktemp("xl-shaped-gpt2"), seed=2, **XL_SHAPED)
+
+
+@pytest.fixture(scope="session")
+def smollm2_checkpoint(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct's real trained weights (fixtures/real_weights.py), its first two
+    layers: a trained head's long, thin ellipsoid, which no random init gives."""
+    from fixtures.real_weights import smollm2_checkpoint as build
+
+    return build(tmp_path_factory.mktemp("smollm2-2-layers"), layers=2)

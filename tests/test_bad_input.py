@@ -224,7 +224,7 @@ CASES: dict[str, tuple[Callable[[World], list], str]] = {
     ),
     "optimize: a negative --layer": (
         lambda w: w.optimize("--layer", "-1"),
-        "--layer must be >= 0",
+        "argument --layer: a layer is >= 0",
     ),
     "optimize: --model a T5 checkpoint": (
         unsupported_checkpoint,
@@ -360,6 +360,25 @@ def test_a_second_optimize_on_the_same_folder_is_refused(tmp_path, downloaded, t
         "or use another --frames-dir",
     )
     assert not (frames / "output").exists()
+
+
+def test_a_download_into_a_folder_being_solved_is_refused(tmp_path, downloaded, clip):
+    """download.py --force would rewrite the targets under the running optimize.py: it gets
+    the same one line, and leaves the targets as they were."""
+    frames = tmp_path / "frames"
+    shutil.copytree(downloaded, frames)
+    targets = {path.name: path.read_bytes() for path in (frames / "targets").iterdir()}
+    flags = ["--frames-dir", frames, "--size", SIZE, "--fps", FPS, "--force"]
+    with frames_lock(frames):  # this process is the optimize.py already running
+        refused = run("download.py", "--input", clip, *flags)
+    assert_user_error(
+        refused,
+        f"another optimize.py (pid {os.getpid()}) is running on {frames}; wait for it "
+        "or use another --frames-dir",
+    )
+    assert {path.name: path.read_bytes() for path in (frames / "targets").iterdir()} == targets
+    assert not (frames / "targets.part").exists()
+    assert_ok(run("download.py", "--input", clip, *flags))  # released: it goes through
 
 
 # Unusual videos that are fine: (how to make it, frames expected at FPS, a check of the targets)

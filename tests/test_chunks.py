@@ -2,12 +2,19 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
 
 from badapple.checkpoint import open_checkpoint
-from badapple.chunks import chunk_info, next_chunk_path, read_inputs_embeds, write_chunk
+from badapple.chunks import (
+    chunk_info,
+    next_chunk_path,
+    read_inputs_embeds,
+    target_digest,
+    write_chunk,
+)
 from badapple.head import load_head
 from badapple.reachable import Factored, lift_factored, project_to_ball, reachable_space
 
@@ -54,6 +61,45 @@ def test_a_damaged_or_foreign_chunk_says_none(tmp_path, damage):
         save_file({"frames": torch.tensor([1]), "embeddings": torch.zeros(1, 4, 8)}, str(path))
     else:
         path.unlink()
+    assert chunk_info(path) is None
+
+
+def test_target_digests_come_back_with_their_frames(tmp_path):
+    targets = np.random.default_rng(0).random((2, 1, 8, 8), dtype=np.float32)  # [n, C, T, T]
+    digests = [target_digest(target) for target in targets]
+    path = tmp_path / "chunk_00001.safetensors"
+    write_chunk(path, [7, 3], torch.zeros(2, 4, 8), SETTINGS, 0.1, None, digests)
+    assert chunk_info(path).target_digests == {7: digests[0], 3: digests[1]}
+    _, read = read_inputs_embeds(path)  # the reader of the embeddings does not mind them
+    assert read.shape == (2, 4, 8)
+    # one gray level of one pixel is another target
+    edited = targets[0].copy()
+    edited[0, 2, 3] += 1 / 255
+    assert target_digest(edited) != digests[0] and target_digest(targets[0]) == digests[0]
+
+
+def test_a_chunk_from_before_digests_has_none(tmp_path):
+    """A file written before target digests were kept is read as before, with no digests: its
+    frames are trusted (resume.changed_targets)."""
+    path = tmp_path / "chunk_00001.safetensors"
+    write_chunk(path, [1, 2], torch.zeros(2, 4, 8), SETTINGS, seconds_per_frame=0.1)
+    with safe_open(str(path), framework="pt") as chunk:
+        assert set(chunk.keys()) == {"frames", "embeddings"}
+    info = chunk_info(path)
+    assert (info.frames, info.settings, info.target_digests) == ([1, 2], SETTINGS, None)
+
+
+def test_digests_that_do_not_match_the_frames_are_damage(tmp_path):
+    from safetensors.torch import save
+
+    path = tmp_path / "chunk_00001.safetensors"
+    tensors = {
+        "frames": torch.tensor([1, 2]),
+        "embeddings": torch.zeros(2, 4, 8),
+        "target_digests": torch.tensor([5]),  # one digest for two frames
+    }
+    record = json.dumps({"settings": SETTINGS, "seconds_per_frame": 0.1})
+    path.write_bytes(save(tensors, metadata={"badapple": record}))
     assert chunk_info(path) is None
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from benchmarks.clips import (
+from fixtures.clips import (
     BLACK_ON_WHITE,
     CLIP_KINDS,
     CROSSFADE_FRAMES,

@@ -21,7 +21,7 @@ from badapple import storage
 from badapple.checkpoint import open_checkpoint
 from badapple.chunks import chunk_info, read_inputs_embeds
 from badapple.errors import UserError, exit_on_error
-from badapple.figures import LOSS_FIGURES, PIXEL_FIGURES
+from badapple.figures import ATLAS_FIGURE, LOSS_FIGURES, PIXEL_FIGURES
 from badapple.metrics import picture_metrics
 from badapple.optimize import optimize
 from badapple.render import colorize, full_frame_sink_picture, sink_picture, square_sink_picture
@@ -203,7 +203,10 @@ def test_the_originals_rendering_runs_end_to_end(tmp_path, pipeline_run, tiny_ch
     assert_ok(run("assemble.py", "--frames-dir", folder.root, "--output", tmp_path / "z.mp4"))
     assert_ok(run("plot.py", "--frames-dir", folder.root, "--out-dir", tmp_path / "plots"))
     plots = sorted(path.name for path in (tmp_path / "plots").glob("*.png"))
-    assert plots == sorted(PIXEL_FIGURES + LOSS_FIGURES)  # the original's loss, its figures
+    # the original's loss: its figures
+    assert plots == sorted(
+        PIXEL_FIGURES + LOSS_FIGURES + (ATLAS_FIGURE,)
+    )  # the original's loss, its figures
     # and another render on the same folder is refused rather than mixed in
     result = run("optimize.py", *flags)
     assert_user_error(result, "holds a run with --render zscore, not --render sink (chunk_00001")
@@ -221,7 +224,7 @@ def test_assemble_makes_an_upscaled_h264_video_with_sound(pipeline_run):
 def test_plot_writes_the_figures(pipeline_run):
     plots = sorted(path.name for path in (pipeline_run / "plots").glob("*.png"))
     # a true-tone run is judged by its pictures: the loss figures are the original's loss only
-    assert plots == sorted(PIXEL_FIGURES)
+    assert plots == sorted((*PIXEL_FIGURES, ATLAS_FIGURE))
 
 
 def test_the_original_method_runs_with_its_own_defaults(tmp_path, pipeline_run, tiny_checkpoint):
@@ -250,7 +253,7 @@ def test_the_original_method_runs_with_its_own_defaults(tmp_path, pipeline_run, 
     # adam saves its embeddings whole: it has no compact form
     chunk = folder.embeddings / metrics["frames"][0]["embeddings"]
     with safe_open(str(chunk), "pt") as saved:
-        assert set(saved.keys()) == {"frames", "embeddings"}
+        assert set(saved.keys()) == {"frames", "embeddings", "target_digests"}
 
 
 def fresh_copy(pipeline_run: Path, destination: Path, outputs: bool = False) -> FramesDir:
@@ -448,6 +451,96 @@ def test_another_video_in_the_folder_is_another_run(tmp_path, pipeline_run, tiny
     assert len(saved_embeddings(folder)) == COUNT  # the old run's, still there
 
 
+def shows_its_target(folder: FramesDir, frame: int, png: np.ndarray | None = None) -> float:
+    """How far a half-frame PNG (magma) is from its frame's target now, in 8-bit levels: the
+    mean over the lower triangle (what a causal head shows) of |PNG - the target in magma|."""
+    png = read_rgb_png(folder.output_png(frame)) if png is None else png
+    target = read_gray_png(folder.target_png(frame))
+    shown = np.tri(SIZE, dtype=bool)
+    return float(np.abs(png.astype(int) - colorize(target).astype(int))[shown].mean())
+
+
+def chunk_of_each_frame(folder: FramesDir) -> dict[int, str]:
+    return {r["frame"]: r["embeddings"] for r in json.loads(folder.metrics.read_text())["frames"]}
+
+
+def test_a_target_edited_by_hand_is_solved_again(tmp_path, pipeline_run, tiny_checkpoint):
+    folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
+    before, old_png = chunk_of_each_frame(folder), read_rgb_png(folder.output_png(7))
+    negative = np.round((1 - read_gray_png(folder.target_png(7))) * 255).astype(np.uint8)
+    Image.fromarray(negative).save(folder.target_png(7))  # the same size, another picture
+    assert shows_its_target(folder, 7, old_png) > 50  # the old picture is not the new target
+    flags = ["--model", tiny_checkpoint, "--frames-dir", folder.root, *RUN]
+
+    result = run("optimize.py", *flags)
+    assert_ok(result)
+    assert (
+        "1 frames' targets changed since they were solved (first: frame 7); solving them again"
+        in result.stdout
+    )
+    assert f"{COUNT - 1} done, 1 to do in chunks of 4\n" in result.stdout
+    after = chunk_of_each_frame(folder)
+    assert {frame for frame in after if after[frame] != before[frame]} == {7}
+    assert shows_its_target(folder, 7) < 5
+    ours, theirs = saved_embeddings(folder), saved_embeddings(FramesDir(pipeline_run / "frames"))
+    assert all(torch.equal(ours[f], theirs[f]) for f in ours if f != 7)  # the rest untouched
+    again = run("optimize.py", *flags)
+    assert_ok(again)
+    assert f"{COUNT} done, 0 to do in chunks of 4\n" in again.stdout
+
+
+def test_another_video_of_the_same_length_downloaded_again_is_solved_again(
+    tmp_path, clip, tiny_checkpoint
+):
+    """download.py --force of another video at the same path: meta.json says what it said
+    (source, fps, frame count), the targets are others; optimize.py solves what changed."""
+    video, folder = tmp_path / "video.mp4", FramesDir(tmp_path / "frames")
+    shutil.copy(clip, video)
+    download = ["download.py", "--input", video, "--frames-dir", folder.root, "--size", SIZE]
+    assert_ok(run(*download, "--fps", FPS))
+    flags = ["--model", tiny_checkpoint, "--frames-dir", folder.root, *RUN]
+    assert_ok(run("optimize.py", *flags))
+    old_targets = {f: read_gray_png(folder.target_png(f)) for f in range(1, COUNT + 1)}
+    before = chunk_of_each_frame(folder)
+
+    make_clip(video, seconds=SECONDS, width=180, height=320)  # portrait: other pictures
+    assert_ok(run(*download, "--fps", FPS, "--force"))
+    changed = sorted(
+        f
+        for f in range(1, COUNT + 1)
+        if not np.array_equal(old_targets[f], read_gray_png(folder.target_png(f)))
+    )
+    assert changed  # the test's premise: the targets are others
+    result = run("optimize.py", *flags)
+    assert_ok(result)
+    assert (
+        f"{len(changed)} frames' targets changed since they were solved (first: frame "
+        f"{changed[0]})" in result.stdout
+    )
+    assert f"{COUNT - len(changed)} done, {len(changed)} to do" in result.stdout
+    after = chunk_of_each_frame(folder)
+    assert sorted(frame for frame in after if after[frame] != before[frame]) == changed
+    for frame in changed:
+        assert shows_its_target(folder, frame) < 5, frame
+
+
+def test_chunks_from_before_target_digests_are_trusted(tmp_path, pipeline_run, tiny_checkpoint):
+    """A chunk file written before target digests were kept says nothing of its targets: its
+    frames are kept as before, not solved again, even where a target changed."""
+    folder = fresh_copy(pipeline_run, tmp_path / "frames", outputs=True)
+    for chunk in folder.embeddings.glob("chunk_*.safetensors"):
+        with safe_open(str(chunk), framework="pt") as handle:
+            tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+            metadata = handle.metadata()
+        del tensors["target_digests"]
+        save_file(tensors, str(chunk), metadata=metadata)
+    Image.new("L", (SIZE, SIZE), 255).save(folder.target_png(7))  # edited after it was solved
+    result = run("optimize.py", "--model", tiny_checkpoint, "--frames-dir", folder.root, *RUN)
+    assert_ok(result)
+    assert "changed since" not in result.stdout
+    assert f"{COUNT} done, 0 to do in chunks of 4\n" in result.stdout
+
+
 def test_verify_fails_when_transformers_disagrees(
     tmp_path, pipeline_run, tiny_checkpoint, monkeypatch
 ):
@@ -584,7 +677,7 @@ def test_a_full_frame_video_assembles_with_audio_and_plots(full_frame_run):
     assert (info.width, info.height) == (4 * SIZE, 4 * SIZE)
     assert info.video_codec == "h264" and info.audio_codec == "aac"
     plots = sorted(path.name for path in (full_frame_run / "plots").glob("*.png"))
-    assert plots == sorted(PIXEL_FIGURES)
+    assert plots == sorted((*PIXEL_FIGURES, ATLAS_FIGURE))
 
 
 def test_a_full_frame_run_resumes_only_as_itself(full_frame_run, tiny_eight_heads_checkpoint):

@@ -117,7 +117,7 @@ def test_full_frame_and_colour_play_on_another_family(
 ):
     """Real frames solved as optimize.py solves them (Look, the reduced solver), then the
     saved form checked through transformers: the maps are the solved ones."""
-    from badapple.optimize import Look
+    from badapple.look import Look
     from badapple.solvers import METHOD_DEFAULTS, solve_frames
     from tests.test_residual import disc_frames
 

@@ -512,3 +512,37 @@ def test_hero_frame_labels_stay_inside_the_figure(
     metrics["settings"]["model"] = "/home/someone/checkpoints/gpt2-xl-finetuned"
     texts = assert_no_text_overlaps(hero_frame(metrics, folder), monkeypatch)
     assert "key token position" in texts  # the bottom label was drawn, and whole
+
+
+def test_the_display_atlas_marks_the_played_head_and_the_surveyed_mae(tmp_path: Path) -> None:
+    """Layers x heads by span; the surveyed displays carry their mae; the played head is
+    outlined; a local checkpoint is named by its folder, not its whole path."""
+    from matplotlib.patches import Rectangle
+
+    from badapple.figures import ATLAS_FIGURE, display_atlas
+
+    folder = make_run(tmp_path / "frames", count=4)
+    metrics = json.loads(folder.metrics.read_text())
+    metrics["settings"].update(layer=1, heads=[2], model="/somewhere/deep/smollm2")
+    metrics["display_atlas"] = {
+        "span_nats": [[0.8, 1.4, 0.7], [60.0, 50.0, 77.0], [None, None, None]],
+        "weak_span_nats": 6.0,
+        "survey": [
+            {"layer": 1, "heads": [2], "mae": 0.0004, "corr": 1.0, "span_nats": 77.0},
+            {"layer": 0, "heads": [1], "mae": 0.0158, "corr": 0.9, "span_nats": 1.4},
+        ],
+    }
+    folder.metrics.write_text(json.dumps(metrics))
+    assert figure_files(metrics)[-1] == ATLAS_FIGURE
+    figure = display_atlas(metrics)
+    ax = figure.axes[0]
+    outlined = [p for p in ax.patches if isinstance(p, Rectangle)]
+    assert [(p.get_x(), p.get_y()) for p in outlined] == [(1.5, 0.5)]  # head 2 of layer 1
+    texts = {(t.get_position(), t.get_text()) for t in ax.texts}
+    assert texts == {((2, 1), "0.000"), ((1, 0), "0.016")}
+    title = ax.get_title()
+    assert "smollm2" in title and "/somewhere" not in title and "layer 1" in title
+    image = ax.images[0].get_array()
+    assert image.mask[2].all() and not image.mask[:2].any()  # the unmeasured layer is blank
+    paths = write_all_figures(frames_dir=folder.root, out_dir=tmp_path / "plots")
+    assert paths[-1].name == ATLAS_FIGURE and paths[-1].stat().st_size > 0

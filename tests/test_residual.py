@@ -12,7 +12,7 @@ import badapple.residual as residual_module
 from badapple.checkpoint import open_checkpoint, read_tensors
 from badapple.head import attention_scores, attention_weights, load_head
 from badapple.layout import HEADS_PER_CHANNEL
-from badapple.optimize import Look
+from badapple.look import Look
 from badapple.reachable import (
     lift_factored,
     project_to_ball,

@@ -1,6 +1,7 @@
 """badapple.storage and badapple.errors: atomic writes, damage checks, the lock, exit codes."""
 
 import errno
+import fcntl
 import os
 import signal
 import time
@@ -47,12 +48,25 @@ def test_png_problem_tells_missing_damaged_and_wrong_size(tmp_path):
 def test_the_lock_refuses_a_second_holder_but_not_a_dead_one(tmp_path):
     (tmp_path / ".lock").write_text("999999\n")  # left by a process that died: not held
     with frames_lock(tmp_path):
-        assert (tmp_path / ".lock").read_text() == f"{os.getpid()}\n"
+        assert (tmp_path / ".lock").read_text() == f"{os.getpid()} optimize.py\n"
         with pytest.raises(UserError, match=f"another optimize.py \\(pid {os.getpid()}\\)"):
             with frames_lock(tmp_path):
                 pass
     with frames_lock(tmp_path):  # released at the end of the block
         pass
+
+
+def test_the_refusal_names_the_script_that_holds_the_lock(tmp_path):
+    with frames_lock(tmp_path, "download.py"):
+        with pytest.raises(UserError, match=f"another download.py \\(pid {os.getpid()}\\)"):
+            with frames_lock(tmp_path):
+                pass
+    (tmp_path / ".lock").write_text("4242\n")  # an older version's file names no script
+    with open(tmp_path / ".lock") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held as an older optimize.py does
+        with pytest.raises(UserError, match="another optimize.py \\(pid 4242\\)"):
+            with frames_lock(tmp_path, "download.py"):
+                pass
 
 
 def test_sigterm_stops_like_ctrl_c(capsys):

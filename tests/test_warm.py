@@ -10,7 +10,7 @@ from badapple.optimize import optimize
 from badapple.solvers import Solution
 from badapple.storage import FramesDir, write_json, write_png
 from badapple.warm import Predecessor, WarmStarts, scene_correlation, solve_batch, solve_order
-from benchmarks.clips import make_clip
+from fixtures.clips import make_clip
 
 AFTER_CUT_MARGIN = 0.005  # a frame after a cut ends within this mae of its cold solve
 

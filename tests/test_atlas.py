@@ -1,0 +1,73 @@
+"""The display atlas: each head's span from its weights, checked against its singular values
+and against solves on real trained weights."""
+
+import math
+
+import pytest
+import torch
+
+from badapple.atlas import WEAK_SPAN_NATS, display_spans, measure_atlas
+from badapple.checkpoint import open_checkpoint, read_tensors
+from badapple.head import load_head
+from tests.conftest import TINY_EIGHT_HEADS, save_family_checkpoint
+
+
+def span_from_singular_values(weights, head_index: int) -> float:
+    """d · gm(σ(A_q)) · gm(σ(A_k)) · scale for one head of a HeadWeights, from torch's SVD of
+    its own columns (a LayerNorm's centred)."""
+    scaled = weights.ln_weight[:, None].double() * weights.query_key_weight.double()
+    if weights.norm == "layer":
+        scaled = scaled - scaled.mean(dim=0, keepdim=True)
+    hd, heads = weights.head_dim, len(weights.heads)
+    query = scaled[:, head_index * hd : (head_index + 1) * hd]
+    key_start = (heads + weights.key_of_head[head_index]) * hd
+    key = scaled[:, key_start : key_start + hd]
+    gm = [torch.linalg.svdvals(block).log().mean().exp() for block in (query, key)]
+    return float(weights.d_model * gm[0] * gm[1] * weights.scale)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+def test_spans_are_the_singular_values_of_each_head(tmp_path, family, tiny_eight_heads_checkpoint):
+    """Every head at once (one Gram matrix each, the key heads shared under grouped-query
+    attention) gives what one head's own columns give."""
+    if family == "gpt2":
+        checkpoint = open_checkpoint(str(tiny_eight_heads_checkpoint))
+    else:
+        checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path / family, family)))
+    heads = checkpoint.shape.heads
+    attention = checkpoint.family.attention(
+        checkpoint.config, lambda names: read_tensors(checkpoint, names), tuple(range(heads)), 0
+    )
+    spans = display_spans(attention, heads)
+    for head in (0, 5):
+        alone = load_head(checkpoint, (head,), tokens=8)
+        assert spans[head].item() == pytest.approx(span_from_singular_values(alone, 0), rel=1e-4)
+
+
+def test_a_head_scaled_down_spans_less_by_that_factor(tmp_path, tiny_eight_heads_checkpoint):
+    """Queries 1/4 as long: a quarter of the span; the measure is absolute."""
+    checkpoint = open_checkpoint(str(tiny_eight_heads_checkpoint))
+    heads = TINY_EIGHT_HEADS["n_head"]
+    attention = checkpoint.family.attention(
+        checkpoint.config, lambda names: read_tensors(checkpoint, names), tuple(range(heads)), 0
+    )
+    before = display_spans(attention, heads)
+    weight = attention["query_key_weight"].clone()
+    hd = weight.shape[1] // (2 * heads)
+    weight[:, 3 * hd : 4 * hd] /= 4  # head 3's queries
+    after = display_spans({**attention, "query_key_weight": weight}, heads)
+    assert after[3].item() == pytest.approx(before[3].item() / 4, rel=1e-5)
+    others = [head for head in range(heads) if head != 3]
+    torch.testing.assert_close(after[others], before[others])
+
+
+def test_smollm2_layer_0_is_weak_and_layer_1_strong(smollm2_checkpoint):
+    """The real model the atlas was made for: its layer-0 heads span about a nat, its layer-1
+    heads tens of nats (README: The display atlas)."""
+    checkpoint = open_checkpoint(str(smollm2_checkpoint))
+    atlas = measure_atlas(checkpoint, [0, 1])
+    assert atlas.spans.shape == (2, 9)
+    assert atlas.spans[0].max() < 2 < WEAK_SPAN_NATS < 40 < atlas.spans[1].min()
+    layer, head, span = atlas.ranked()[0]
+    assert layer == 1 and span == atlas.spans.max().item()
+    assert math.isclose(atlas.span(0, 3), atlas.spans[0].max().item())  # layer 0's widest
