@@ -465,7 +465,7 @@ def display_atlas(metrics: dict) -> Figure:
             ax.text(
                 head,
                 entry["layer"],
-                f"{entry['mae']:.3f}",
+                f"{entry['mae']:.4f}",
                 ha="center",
                 va="center",
                 fontsize=7 if heads <= 16 else 5,

@@ -539,7 +539,7 @@ def test_the_display_atlas_marks_the_played_head_and_the_surveyed_mae(tmp_path: 
     outlined = [p for p in ax.patches if isinstance(p, Rectangle)]
     assert [(p.get_x(), p.get_y()) for p in outlined] == [(1.5, 0.5)]  # head 2 of layer 1
     texts = {(t.get_position(), t.get_text()) for t in ax.texts}
-    assert texts == {((2, 1), "0.000"), ((1, 0), "0.016")}
+    assert texts == {((2, 1), "0.0004"), ((1, 0), "0.0158")}
     title = ax.get_title()
     assert "smollm2" in title and "/somewhere" not in title and "layer 1" in title
     image = ax.images[0].get_array()
