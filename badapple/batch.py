@@ -21,7 +21,7 @@ from badapple.residual import CONVERGED_ERROR, LayerInput, reach_layer
 from badapple.settings import Run
 from badapple.solvers import Solution, SolverSettings, solve_frames
 from badapple.storage import read_targets
-from badapple.warm import Predecessor, WarmStarts, solve_batch, warm_settings
+from badapple.warm import Predecessor, WarmStarts, scene_cold_mae, solve_batch, warm_settings
 
 # a record's facts of how its frame was solved, not drawn: how it started and its steps, and at a
 # deeper layer how its inputs reached the layer (residual.py)
@@ -112,8 +112,12 @@ def predecessors(
         pictures = torch.from_numpy(read_targets(run.folder, before, run.look.channels))
         played = played_rows(run, embeddings.to(run.device))
         for frame, rows, picture in zip(before, played, pictures, strict=True):
-            mae = records.get(frame, {}).get("mae")
-            found[frame + 1] = Predecessor(rows, picture.to(run.device), mae)
+            record = records.get(frame, {})
+            # a warm frame's chain is not on disk: its scene's cold solve is unknown
+            cold_mae = scene_cold_mae(record, None) if "mae" in record else None
+            found[frame + 1] = Predecessor(
+                rows, picture.to(run.device), record.get("mae"), cold_mae
+            )
     return found
 
 

@@ -45,7 +45,7 @@ from badapple.resume import (
 from badapple.settings import DEFAULT_MODEL, Run, playing, print_atlas, resolve
 from badapple.storage import FramesDir, frames_lock, read_targets, write_json, write_png
 from badapple.verify import verify_frames
-from badapple.warm import Predecessor, solve_order
+from badapple.warm import Predecessor, scene_cold_mae, solve_order
 
 STEP_REPORT_INTERVAL = 25  # steps between updates of the progress bar's objective
 RENDER_BATCH = 64  # frames rendered from a chunk file at once
@@ -275,7 +275,8 @@ def _solve(run: Run, plan: Plan, metrics: dict, chunk_size: int) -> None:
                 batch, records, done.rows, pictures, strict=True
             ):
                 plan.records[frame] = {**record, "seconds": seconds, "embeddings": path.name}
-                solved[frame] = Predecessor(rows, picture, record["mae"])
+                cold_mae = scene_cold_mae(record, found.get(frame))
+                solved[frame] = Predecessor(rows, picture, record["mae"], cold_mae)
             metrics["total_seconds"] += time.perf_counter() - started
             started = time.perf_counter()
             _write_metrics(run.folder, metrics, plan.records)

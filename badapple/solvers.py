@@ -56,7 +56,8 @@ class SolverSettings:
     cycle_steps: int | None = None  # steps of a cosine cycle; None: a quarter of the steps
     cycle_growth: float = 1  # each cycle this many times as long as the one before
     # A frame stops at the end of a cosine cycle once its loss is at most converged_loss, or
-    # fell by less than the share converged_fall over that cycle. 0 and 0: every step is taken.
+    # fell by less than the share converged_fall per cycle_steps steps over that cycle
+    # (`_converged`). 0 and 0: every step is taken.
     converged_loss: float = 0.0
     converged_fall: float = 0.0
 
@@ -77,8 +78,8 @@ METHOD_DEFAULTS = {
         cycle_steps=50,
         cycle_growth=2,
         # at 3e-4 a true-tone frame is within 1.7% of a nat of what shows each pixel right
-        # (rms), under 1% of its level; a frame still losing 10% of its loss in a cycle is
-        # still getting better
+        # (rms), under 1% of its level; a frame still losing 10% of its loss every 50 steps
+        # is still getting better
         converged_loss=3e-4,
         converged_fall=0.1,
     ),
@@ -279,11 +280,22 @@ def _whitened_gradient(
     return torch.cat([queries, keys], dim=-1) @ space.basis.T  # [B, T, D]
 
 
-def _converged(losses: torch.Tensor, best_losses: torch.Tensor, settings: SolverSettings):
-    """Which frames are done at a cycle's end: [N] losses now and the best of the cycle ends
-    before -> [N] bool. At step 0 pass best_losses = inf: only the loss itself is judged."""
+def _converged(
+    losses: torch.Tensor, best_losses: torch.Tensor, settings: SolverSettings, cycle: int
+):
+    """Which frames are done at the end of a cycle of `cycle` steps: [N] losses now and the
+    best of the cycle ends before -> [N] bool. At step 0 pass best_losses = inf: only the loss
+    itself is judged.
+
+    A frame has stalled when it lost less than `converged_fall` of its loss per
+    `cycle_steps` steps: a cycle twice as long must cut the loss by 1 - (1 - fall)², not by
+    the same share, or a frame far from its target (a weak display's, atlas.py) takes every
+    step of the longest cycles for a picture barely better.
+    """
     fell = 1 - losses / best_losses.clamp(min=torch.finfo(losses.dtype).tiny)
-    return (losses <= settings.converged_loss) | (fell < settings.converged_fall)
+    per = settings.cycle_steps or cycle
+    wanted = 1 - (1 - settings.converged_fall) ** (cycle / per)
+    return (losses <= settings.converged_loss) | (fell < wanted)
 
 
 def _adam_phase(
@@ -317,7 +329,8 @@ def _adam_phase(
     for step in range(steps):
         losses, gradient = variables.losses_and_gradient(current, targets)
         if step in stops:
-            going = ~_converged(losses, best_losses, settings)  # [n]
+            cycle = step - max((start for start in starts if start < step), default=0)
+            going = ~_converged(losses, best_losses, settings, cycle)  # [n]
             better = losses < best_losses
             best[better], best_losses[better] = current[better], losses[better]
             if not going.all():

@@ -13,8 +13,12 @@ banded for dozens of frames. So, for each batch:
    cold.
 3. A warm frame whose picture ends up more than `fall_behind_mae` worse than its predecessor's,
    or worse than `check_above_mae` at all, fell behind: it is solved cold as well, and the
-   better picture is kept. So a warm frame ends within that margin of its predecessor's picture
-   and under the check's level, or no worse than its own cold solve, whatever step 2 missed.
+   better picture is kept. In a scene the display cannot show well (its chain's last cold solve
+   ended above UNREACHABLE times that level: a weak display's, atlas.py) the level is what that
+   cold solve reached, plus the margin: every cold solve of it would miss the check's level
+   too, and solving each warm frame twice gave a picture no better. So a warm frame ends within
+   the margin of its predecessor's picture and under the check's level (or its scene's cold
+   solve), or no worse than its own cold solve, whatever step 2 missed.
 
 Measured on the full-video benchmark (benchmarks/full_video.py, README "Warm starts").
 """
@@ -27,6 +31,10 @@ import torch
 from badapple.solvers import Solution, SolverSettings, concatenate
 
 FLAT_SPREAD = 1e-6  # a frame whose pixels vary less than this (variance) is flat
+# A scene whose cold solve ended above this many times the check's level is one the display
+# cannot show well (a weak display's, atlas.py): its warm frames are judged against that cold
+# solve, not against the level, which every cold solve of it would miss as well.
+UNREACHABLE = 2
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,17 @@ class Predecessor:
     embeddings: torch.Tensor  # [T', d] its solution
     picture: torch.Tensor  # [C, T, T] its target, in [0, 1]
     mae: float | None  # its picture's mae against that target; None: not known
+    # the mae of its chain's last cold solve (itself, if it was solved cold): what the display
+    # reached in this scene from random starts; None: not known
+    cold_mae: float | None = None
+
+
+def scene_cold_mae(record: dict, predecessor: Predecessor | None) -> float | None:
+    """A solved frame's `Predecessor.cold_mae`, from its record ("start", "mae") and the
+    predecessor it started from: its own mae if it was solved cold, else its chain's."""
+    if record.get("start") != "warm":
+        return record["mae"] if record.get("start") else None  # no start recorded: unknown
+    return predecessor.cold_mae if predecessor is not None else None
 
 
 def solve_order(todo: list[int], chunk_size: int, *, warm: bool) -> list[list[int]]:
@@ -89,13 +108,19 @@ def scene_correlation(pictures: torch.Tensor, previous: torch.Tensor) -> torch.T
     return torch.where(flat, level, correlation).float()  # [B], on the CPU
 
 
-def _fell_behind(mae: float, predecessor_mae: float | None, warm: WarmStarts) -> bool:
+def _fell_behind(mae: float, predecessor: Predecessor, warm: WarmStarts) -> bool:
     """Whether a warm frame's picture (its mae) may be worse than a cold solve's: worse than
     its predecessor's by the margin (a cut step 2 missed), or bad outright (a cross-fade drifts
-    by less than the margin a frame, and its predecessor was no better)."""
-    if mae > (predecessor_mae or 0.0) + warm.fall_behind_mae:
+    by less than the margin a frame, and its predecessor was no better): over the check's level,
+    or in a scene the display cannot show, over what it reached there cold."""
+    if mae > (predecessor.mae or 0.0) + warm.fall_behind_mae:
         return True
-    return warm.check_above_mae is not None and mae > warm.check_above_mae
+    if warm.check_above_mae is None:
+        return False
+    scene = predecessor.cold_mae or 0.0
+    if scene <= UNREACHABLE * warm.check_above_mae:  # a scene the display shows: the level
+        return mae > warm.check_above_mae
+    return mae > scene + warm.fall_behind_mae  # one it cannot: what it reached there cold
 
 
 def warm_settings(settings: SolverSettings, warm: WarmStarts) -> SolverSettings:
@@ -143,7 +168,7 @@ def solve_batch(
     behind = [
         index
         for index, frame in enumerate(frames)
-        if frame in starts and _fell_behind(records[index]["mae"], predecessors[frame].mae, warm)
+        if frame in starts and _fell_behind(records[index]["mae"], predecessors[frame], warm)
     ]
     if not behind:
         return solution, records

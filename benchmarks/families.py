@@ -12,6 +12,10 @@ square, as BERT's one head shows it). Every frame is judged from what it saved, 
 transformers' own base model of the family (full_video.py's `rendered_frames`): mean and worst
 mae and mean corr against the frame (the lower triangle, or the whole square in full frame and
 for BERT). Prints a table and writes docs/benchmarks/families.json.
+
+First come the real trained checkpoints (fixtures/real_weights.py), which random init cannot
+stand in for: SmolLM2-135M-Instruct on its default display (layer 0 head 0, weak) and on the one
+`--layer best --head best` picks, and all-MiniLM-L6-v2 with `--head best`.
 """
 
 import argparse
@@ -35,6 +39,7 @@ from badapple.optimize import optimize  # noqa: E402
 from badapple.storage import FramesDir  # noqa: E402
 from badapple.verify import model_through_layer  # noqa: E402
 from benchmarks.full_video import rendered_frames, write_frames_folder  # noqa: E402
+from fixtures.real_weights import minilm_checkpoint, smollm2_checkpoint  # noqa: E402
 
 RESULTS = ROOT / "docs" / "benchmarks" / "families.json"
 # model_type and config of a one-layer stand-in, named for the model whose shape it has
@@ -122,6 +127,12 @@ STAND_INS = {
         ),
     ),
 }
+# real trained checkpoints: name -> (model_type, folder -> path, optimize() keywords)
+REAL = {
+    "SmolLM2-135M (real), default": ("llama", smollm2_checkpoint, {}),
+    "SmolLM2-135M (real), best": ("llama", smollm2_checkpoint, dict(layer="best", head="best")),
+    "all-MiniLM-L6-v2 (real), best": ("bert", lambda _: minilm_checkpoint(), dict(head="best")),
+}
 LAYER_KEYS = {"gpt2": "n_layer", "gpt_neo": "num_layers"}  # the others: num_hidden_layers
 
 
@@ -147,7 +158,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     args = parser.parse_args()
     wanted = set(args.families.split(",")) if args.families else None
-    stand_ins = {name: spec for name, spec in STAND_INS.items() if not wanted or spec[0] in wanted}
+    every = {
+        **{name: (kind, write, options) for name, (kind, write, options) in REAL.items()},
+        **{
+            name: (kind, lambda path, kind=kind, shape=shape: write_stand_in(path, kind, shape), {})
+            for name, (kind, shape) in STAND_INS.items()
+        },
+    }
+    stand_ins = {name: spec for name, spec in every.items() if not wanted or spec[0] in wanted}
     print(
         f"{args.frames} frames of dance_video {args.size}x{args.size}, "
         f"{torch.get_num_threads()} CPU threads; stand-ins: {', '.join(stand_ins)}"
@@ -157,19 +175,20 @@ def main() -> None:
         work = Path(temporary)
         source = work / "frames"
         write_frames_folder(args.frames, args.size, 0, work, source)
-        for name, (model_type, shape) in stand_ins.items():
-            path = write_stand_in(work / name, model_type, shape)
+        for name, (model_type, write, options) in stand_ins.items():
+            path = write(work / name)
             frames_dir = work / f"frames-{model_type}-{len(rows)}"
             shutil.copytree(source, frames_dir)
             started = time.perf_counter()
             full_frame = name.endswith("full frame")
             metrics = optimize(
                 model=str(path), frames_dir=str(frames_dir), device=args.device,
-                full_frame=full_frame,
+                full_frame=full_frame, **options,
             )  # fmt: skip
             seconds = time.perf_counter() - started
             device = torch.device(metrics["device"])
-            model = model_through_layer(open_checkpoint(str(path))).to(device)
+            layer = metrics["settings"]["layer"]
+            model = model_through_layer(open_checkpoint(str(path), layer), layer).to(device)
             numbers = list(range(1, args.frames + 1))
             layout = metrics["settings"]["layout"]
             scores = [
@@ -191,6 +210,7 @@ def main() -> None:
                     "head_dim": checkpoint.shape.head_dim,
                 },
                 "layout": layout,
+                "layer": layer,
                 "heads": metrics["settings"]["heads"],
                 "tokens": metrics["settings"]["tokens"],
                 "optimize_seconds_per_frame": seconds / args.frames,
@@ -218,14 +238,15 @@ def main() -> None:
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print()
     print(
-        "stand-in                   type      d     heads  key heads  hd   layout  s/frame  "
-        "steps  mae    worst  corr"
+        "stand-in                       type      d     heads  key heads  hd   layer  layout  "
+        "s/frame  steps  mae    worst  corr"
     )
     for row in rows:
         shape = row["shape"]
         print(
-            f"{row['stand_in']:<26} {row['model_type']:<8} {shape['d_model']:5d} "
+            f"{row['stand_in']:<30} {row['model_type']:<8} {shape['d_model']:5d} "
             f"{shape['heads']:5d}  {shape['key_heads']:9d}  {shape['head_dim']:3d}  "
+            f"{row['layer']:5d}  "
             f"{row['layout']:<6}  {row['solver_seconds_per_frame']:7.3f}  "
             f"{row['solver_steps_mean']:5.0f}  {row['mean_mae']:.4f} "
             f"{row['worst_mae']:.4f} {row['mean_corr']:.4f}"

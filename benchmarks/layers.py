@@ -1,10 +1,12 @@
 """Benchmark: optimize.py's own run on deeper layers (--layer), what it costs and how it looks.
 
-    uv run python benchmarks/layers.py                          # layers 0, 1, 6, 11; 48 frames
+    uv run python benchmarks/layers.py                          # SmolLM2: layers 0, 1, 15, 29
+    uv run python benchmarks/layers.py --checkpoint gpt2-small  # layers 0, 1, 6, 11; 48 frames
     uv run python benchmarks/layers.py --layers 0,3 --frames 16 --size 64
 
-On a GPT-2-small-shaped stand-in (12 layers, d = 768, 12 heads of 64, 1024 positions, random
-weights by transformers' own init, saved with save_pretrained): the frames of
+On SmolLM2-135M-Instruct's real trained weights (fixtures/real_weights.py, 30 layers; head 0,
+the default) or on a GPT-2-small-shaped stand-in (12 layers, d = 768, 12 heads of 64, 1024
+positions, random weights by transformers' own init, saved with save_pretrained): the frames of
 `clips.dance_video` become a frames folder as download.py leaves it (full_video.py's
 `write_frames_folder`: PNGs -> H.264 -> download), and `optimize.optimize` runs on it at its
 defaults with layer=L, once per layer, timed as a whole. Every frame is then judged from what
@@ -43,6 +45,7 @@ from badapple.residual import LayerInput  # noqa: E402
 from badapple.storage import FramesDir  # noqa: E402
 from badapple.verify import model_through_layer  # noqa: E402
 from benchmarks.full_video import held_frames, rendered_frames, write_frames_folder  # noqa: E402
+from fixtures.real_weights import smollm2_checkpoint  # noqa: E402
 
 RESULTS = ROOT / "docs" / "benchmarks" / "layers.json"
 STRIP = ROOT / "docs" / "layer_strip.png"
@@ -59,6 +62,13 @@ def write_small_checkpoint(path: Path) -> Path:
     torch.manual_seed(0)
     GPT2Model(GPT2Config(**SMALL)).save_pretrained(path)
     return path
+
+
+# name -> (folder -> the checkpoint's path, default --layers)
+CHECKPOINTS = {
+    "smollm2": (smollm2_checkpoint, "0,1,15,29"),
+    "gpt2-small": (write_small_checkpoint, "0,1,6,11"),
+}
 
 
 def seconds_per_forward(run, inputs: torch.Tensor) -> float:
@@ -118,7 +128,13 @@ def main() -> None:
         description=__doc__.splitlines()[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--layers", default="0,1,6,11", help="comma-separated, of 0..11")
+    parser.add_argument(
+        "--checkpoint",
+        choices=list(CHECKPOINTS),
+        default="smollm2",
+        help="smollm2: real trained weights; gpt2-small: the random stand-in",
+    )
+    parser.add_argument("--layers", help="comma-separated (default: the checkpoint's)")
     parser.add_argument("--frames", type=int, default=48, help="frames of clips.dance_video")
     parser.add_argument("--size", type=int, default=256, help="frame side (even: H.264 4:2:0)")
     parser.add_argument("--chunk-size", type=int, default=64, help="optimize()'s")
@@ -126,16 +142,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON")
     parser.add_argument("--strip", type=Path, default=STRIP, help="PNG of one frame per layer")
     args = parser.parse_args()
-    layers = [int(part) for part in args.layers.split(",")]
+    write_checkpoint, default_layers = CHECKPOINTS[args.checkpoint]
+    layers = [int(part) for part in (args.layers or default_layers).split(",")]
     tokens = args.size + 1  # true tone: the sink, then a row per pixel row
     print(
         f"{args.frames} frames of dance_video {args.size}x{args.size} ({tokens} tokens), "
-        f"GPT-2-small-shaped stand-in, layers {layers}, {torch.get_num_threads()} CPU threads"
+        f"checkpoint {args.checkpoint}, layers {layers}, {torch.get_num_threads()} CPU threads"
     )
     rows, strip_pictures = [], {}
     with tempfile.TemporaryDirectory() as temporary:
         work = Path(temporary)
-        checkpoint_path = write_small_checkpoint(work / "gpt2-small-stand-in")
+        checkpoint_path = write_checkpoint(work / args.checkpoint)
         checkpoint = open_checkpoint(str(checkpoint_path))
         source = work / "frames"
         write_frames_folder(args.frames, args.size, 0, work, source)
@@ -240,7 +257,9 @@ def main() -> None:
     )
     record = {
         "written": datetime.now(UTC).isoformat(timespec="seconds"),
-        "checkpoint": {"shape": SMALL, "weights": "transformers' init, seed 0"},
+        "checkpoint": {"shape": SMALL, "weights": "transformers' init, seed 0"}
+        if args.checkpoint == "gpt2-small"
+        else {"name": args.checkpoint, "weights": "real, trained (fixtures/real_weights.py)"},
         "frames": args.frames,
         "size": args.size,
         "tokens": tokens,

@@ -51,9 +51,10 @@ from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS  # noqa: E402
 from badapple.solvers import METHOD_DEFAULTS  # noqa: E402
 from badapple.targets import DEFAULT_CONTRAST_NATS  # noqa: E402
 from badapple.verify import model_through_layer, transformers_attention  # noqa: E402
-from badapple.warm import METHOD_WARM_STARTS, Predecessor, solve_order  # noqa: E402
+from badapple.warm import METHOD_WARM_STARTS, Predecessor, scene_cold_mae, solve_order  # noqa: E402
 from fixtures.checkpoints import write_checkpoints  # noqa: E402
 from fixtures.clips import BAD_APPLE_FRAMES, CLIP_KINDS, make_clip  # noqa: E402
+from fixtures.real_weights import smollm2_checkpoint  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "solvers.json"
 FULL_VIDEO_FRAMES = BAD_APPLE_FRAMES  # Bad Apple!! at 15 fps, for the projected full-run time
@@ -108,8 +109,10 @@ def solve_runs(
     started = time.perf_counter()
     for batch in batches:
         (solution, records), pictures = solve(batch, solved, settings)
-        solved = {
-            frame: Predecessor(rows, picture, record["mae"])
+        solved = {  # as optimize.py keeps them: with their scene's cold solve
+            frame: Predecessor(
+                rows, picture, record["mae"], scene_cold_mae(record, solved.get(frame - 1))
+            )
             for frame, rows, picture, record in zip(
                 batch, solution.embeddings, pictures, records, strict=True
             )
@@ -175,7 +178,12 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="frame side in pixels")
     parser.add_argument("--kinds", default=",".join(CLIP_KINDS), help="clip kinds to use")
     parser.add_argument("--configs", default=",".join(CONFIGS), help="METHOD/RENDER/LAYOUT list")
-    parser.add_argument("--checkpoints", default="default,hard", help="which stand-ins")
+    parser.add_argument(
+        "--checkpoints",
+        default="smollm2,default,hard",
+        help="smollm2: SmolLM2-135M-Instruct's real trained weights (its layer 0, the default "
+        "display); default, hard: the GPT-2-XL-shaped stand-ins",
+    )
     parser.add_argument("--output", type=Path, default=RESULTS, help="where the JSON goes")
     args = parser.parse_args()
     kinds, configs = args.kinds.split(","), [c.split("/") for c in args.configs.split(",")]
@@ -191,6 +199,7 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory() as folder:
         checkpoints = write_checkpoints(Path(folder))
+        checkpoints["smollm2"] = smollm2_checkpoint(Path(folder) / "smollm2", layers=1)
         for name in args.checkpoints.split(","):
             checkpoint = open_checkpoint(str(checkpoints[name]))
             model = model_through_layer(checkpoint)

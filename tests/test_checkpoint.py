@@ -21,7 +21,13 @@ from transformers import GPT2Config, GPT2Model
 from transformers.initialization import no_init_weights
 
 import badapple.checkpoint as checkpoint_module
-from badapple.checkpoint import fetch_tensors, open_checkpoint, read_tensors
+from badapple.atlas import measure_atlas
+from badapple.checkpoint import (
+    attention_layers_at_hand,
+    fetch_tensors,
+    open_checkpoint,
+    read_tensors,
+)
 from badapple.errors import UserError
 from badapple.family import GPT2
 from badapple.head import attention_scores, attention_weights, load_head
@@ -438,3 +444,30 @@ def test_a_llama_on_the_hub_is_fetched_by_ranges_in_bfloat16(tmp_path, fake_hub)
     reference = transformers_attention(model_through_layer(checkpoint, 1), embeddings, (4, 5), 1)
     ours = attention_weights(attention_scores(rows, weights))
     assert (ours - reference).abs().max() < 1e-5
+
+
+def test_the_atlas_of_a_hub_model_fetches_each_layers_attention_only(
+    tiny_deep_checkpoint, fake_hub, monkeypatch
+):
+    """--layer best on a hub model: every layer's ln_1 and c_attn, no block's MLP, fetched once;
+    then the attention at hand (cached) is found again offline, and names a better layer."""
+    filesystem = fake_hub(tiny_deep_checkpoint)
+    local = open_checkpoint(str(tiny_deep_checkpoint))
+    checkpoint = open_checkpoint(REPO, 0, attention_layers=(0, 1, 2, 3))
+    assert attention_layers_at_hand(checkpoint) == [0, 1, 2, 3]
+    assert not any(".mlp." in name or "ln_2" in name for name in checkpoint.tensor_files)
+    every_attention = [name for layer in range(4) for name in attention_tensors(layer)]
+    theirs = read_tensors(local, every_attention)
+    file = tiny_deep_checkpoint / "model.safetensors"
+    (header_length,) = struct.unpack("<Q", file.read_bytes()[:8])
+    table = read_tensors(local, ["wpe.weight"])["wpe.weight"].nbytes
+    config_bytes = (tiny_deep_checkpoint / "config.json").stat().st_size
+    wanted = sum(tensor.nbytes for tensor in theirs.values()) + table
+    assert filesystem.bytes_read <= 8 + header_length + config_bytes + wanted
+    torch.testing.assert_close(
+        measure_atlas(checkpoint, [0, 1, 2, 3]).spans, measure_atlas(local, [0, 1, 2, 3]).spans
+    )
+    # offline, a plain layer-0 run finds the other layers' attention in the cache
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(checkpoint_module, "_locate_on_hub", pytest.fail)
+    assert attention_layers_at_hand(open_checkpoint(REPO)) == [0, 1, 2, 3]

@@ -12,6 +12,7 @@ from badapple.render import attention_picture, sink_picture
 from badapple.solvers import (
     METHOD_DEFAULTS,
     SolverSettings,
+    _converged,
     cosine_restarts_lr,
     cycle_starts,
     frame_generator,
@@ -147,6 +148,22 @@ def test_a_start_runs_its_steps_from_the_given_embeddings(tiny_problem):
         return float(logit_space_loss(attention_scores(embeddings, weights), targets[1:2]).mean())
 
     assert aimed_loss(moved.embeddings) < 0.5 * aimed_loss(first.embeddings)
+
+
+def test_a_longer_cycle_must_cut_the_loss_by_more():
+    """Stalled means under 10% of the loss per 50 steps: 19% over a cycle of 100, 34% over 200,
+    57% over 400. A frame far from its target that still loses 25% in 200 steps is stalled."""
+    settings = METHOD_DEFAULTS["reduced"]
+    best = torch.ones(4)
+    losses = torch.tensor([0.95, 0.75, 0.6, 0.4])  # fell 5%, 25%, 40%, 60%
+    assert _converged(losses, best, settings, 50).tolist() == [True, False, False, False]
+    assert _converged(losses, best, settings, 100).tolist() == [True, False, False, False]
+    assert _converged(losses, best, settings, 200).tolist() == [True, True, False, False]
+    assert _converged(losses, best, settings, 400).tolist() == [True, True, True, False]
+    # a converged loss stops a frame whatever it fell
+    assert _converged(torch.tensor([1e-4]), torch.tensor([1.1e-4]), settings, 400).tolist() == [
+        True
+    ]
 
 
 def test_converged_frames_stop_while_the_others_go_on(tiny_checkpoint):

@@ -9,7 +9,14 @@ from badapple.chunks import read_inputs_embeds
 from badapple.optimize import optimize
 from badapple.solvers import Solution
 from badapple.storage import FramesDir, write_json, write_png
-from badapple.warm import Predecessor, WarmStarts, scene_correlation, solve_batch, solve_order
+from badapple.warm import (
+    Predecessor,
+    WarmStarts,
+    scene_cold_mae,
+    scene_correlation,
+    solve_batch,
+    solve_order,
+)
 from fixtures.clips import make_clip
 
 AFTER_CUT_MARGIN = 0.005  # a frame after a cut ends within this mae of its cold solve
@@ -98,10 +105,43 @@ def test_a_cut_starts_cold_and_a_warm_frame_that_falls_behind_is_solved_again():
     _, records = solve_batch(frames, pictures, drifting, policy, solve, judge)
     assert calls == [([2, 3, 4, 5], [2, 4]), ([2], [])]
     assert [r["start"] for r in records] == ["cold again", "cold", "warm", "cold"]
+    # ... unless this scene is one the display cannot show (a weak display): its chain's last
+    # cold solve ended at 0.06, over twice the check's level, so 0.05 is what this display does
+    # here, and stays warm
+    weak = {
+        frame: Predecessor(torch.zeros(2, 3), before, 0.048, cold_mae=0.06) for frame in (2, 3, 4)
+    }
+    maes.update({(2, True): 0.05, (4, True): 0.03})
+    solve, judge, calls = _fake(frames, maes)
+    _, records = solve_batch(frames, pictures, weak, policy, solve, judge)
+    assert calls == [([2, 3, 4, 5], [2, 4])]
+    assert [r["start"] for r in records] == ["warm", "cold", "warm", "cold"]
+    # a margin over that scene's cold solve is falling behind again, though within the margin
+    # of its predecessor
+    maes[2, True] = 0.0651
+    weak[2] = Predecessor(torch.zeros(2, 3), before, 0.062, cold_mae=0.06)
+    solve, judge, calls = _fake(frames, maes)
+    _, records = solve_batch(frames, pictures, weak, policy, solve, judge)
+    assert calls == [([2, 3, 4, 5], [2, 4]), ([2], [])]
+    # a scene the display shows (its cold solve under twice the level) is judged by the level
+    weak[2] = Predecessor(torch.zeros(2, 3), before, 0.024, cold_mae=0.03)
+    maes[2, True] = 0.025
+    solve, judge, calls = _fake(frames, maes)
+    _, records = solve_batch(frames, pictures, weak, policy, solve, judge)
+    assert calls == [([2, 3, 4, 5], [2, 4]), ([2], [])]
     # without warm starts (the original's method) every frame is cold, once
     solve, judge, calls = _fake(frames, {**maes, (2, False): 0.01})
     solve_batch(frames, pictures, predecessors, None, solve, judge)
     assert calls == [([2, 3, 4, 5], [])]
+
+
+def test_a_frames_scene_cold_mae_is_its_own_when_cold_else_its_chains():
+    chain = Predecessor(torch.zeros(2, 3), torch.zeros(1, 4, 4), 0.02, cold_mae=0.04)
+    assert scene_cold_mae({"start": "cold", "mae": 0.05}, chain) == 0.05
+    assert scene_cold_mae({"start": "cold again", "mae": 0.03}, chain) == 0.03
+    assert scene_cold_mae({"start": "warm", "mae": 0.01}, chain) == 0.04
+    assert scene_cold_mae({"start": "warm", "mae": 0.01}, None) is None
+    assert scene_cold_mae({"mae": 0.01}, None) is None  # an older record: unknown
 
 
 def _frames_folder(root: Path, frames: np.ndarray, source: str) -> Path:
