@@ -168,7 +168,14 @@ def resolve(
         )
     colormap = DEFAULT_COLORMAP if channels == 1 and colormap is None else colormap
     settings = solver_settings(
-        method, steps=steps, lr=lr, lr_min=lr_min, init_scale=init_scale, seeds=seeds, seed=seed
+        method,
+        render,
+        steps=steps,
+        lr=lr,
+        lr_min=lr_min,
+        init_scale=init_scale,
+        seeds=seeds,
+        seed=seed,
     )
     if contrast is None and not (render == "zscore" and method == "adam"):
         contrast = DEFAULT_CONTRAST_NATS  # adam under zscore keeps the original's exact target

@@ -48,7 +48,7 @@ from badapple.layout import (  # noqa: E402
 from badapple.look import Look  # noqa: E402
 from badapple.metrics import mean_metrics  # noqa: E402
 from badapple.render import DEFAULT_BLUR_SIGMA_PIXELS  # noqa: E402
-from badapple.solvers import METHOD_DEFAULTS  # noqa: E402
+from badapple.solvers import solver_settings  # noqa: E402
 from badapple.targets import DEFAULT_CONTRAST_NATS  # noqa: E402
 from badapple.verify import model_through_layer, transformers_attention  # noqa: E402
 from badapple.warm import METHOD_WARM_STARTS, Predecessor, scene_cold_mae, solve_order  # noqa: E402
@@ -83,7 +83,7 @@ def solve_runs(
     policy: which frames start from their predecessor, which are solved cold again). Returns
     embeddings [K, N, T', d] and the solver's seconds (rendering the pictures it judges by
     included, as in optimize.py)."""
-    settings, warm = METHOD_DEFAULTS[method], METHOD_WARM_STARTS[method]
+    settings, warm = solver_settings(method, render), METHOD_WARM_STARTS[method]
     clip_count, frame_count, channels = clips.shape[:3]
     flat = torch.from_numpy(clips.reshape(clip_count * frame_count, *clips.shape[2:]))
     colormap = "gray" if channels == 1 else None  # the pictures are judged before it
@@ -108,13 +108,13 @@ def solve_runs(
     solved: dict[int, Predecessor] = {}  # the batch before's, where warm starts come from
     started = time.perf_counter()
     for batch in batches:
-        (solution, records), pictures = solve(batch, solved, settings)
+        done, pictures = solve(batch, solved, settings)
         solved = {  # as optimize.py keeps them: with their scene's cold solve
             frame: Predecessor(
                 rows, picture, record["mae"], scene_cold_mae(record, solved.get(frame - 1))
             )
             for frame, rows, picture, record in zip(
-                batch, solution.embeddings, pictures, records, strict=True
+                batch, done.rows, pictures, done.records, strict=True
             )
         }
         embeddings.update({frame: solved[frame].embeddings for frame in batch})
@@ -234,10 +234,12 @@ def main() -> None:
                 f"{minutes:.1f} min (solver only; half the frames here start cold)"
             )
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    methods = sorted({method for method, _, _ in configs})
     report = {
         "args": {**vars(args), "output": str(args.output)},
-        "settings": {method: asdict(METHOD_DEFAULTS[method]) for method in methods},
+        "settings": {
+            f"{method}/{render}": asdict(solver_settings(method, render))
+            for method, render, _ in configs
+        },
         "results": results,
     }
     args.output.write_text(json.dumps(report, indent=1) + "\n")

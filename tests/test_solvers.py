@@ -11,6 +11,7 @@ from badapple.metrics import picture_metrics
 from badapple.render import attention_picture, sink_picture
 from badapple.solvers import (
     METHOD_DEFAULTS,
+    ZSCORE_CONVERGED_LOSS,
     SolverSettings,
     _converged,
     cosine_restarts_lr,
@@ -18,6 +19,7 @@ from badapple.solvers import (
     frame_generator,
     solve_adam,
     solve_reduced,
+    solver_settings,
 )
 from badapple.targets import (
     DEFAULT_CONTRAST_NATS,
@@ -264,3 +266,14 @@ def test_the_hand_written_gradient_equals_autograds(kind, tiny_eight_heads_check
     # float32: entries near 0 carry the rounding of the large ones, so judge on their scale
     error = (gradient - whitened.grad).abs().max() / whitened.grad.abs().max()
     assert error < 1e-5, error
+
+
+def test_a_zscore_frame_stops_at_the_loss_its_picture_no_longer_shows():
+    """Under --render zscore `reduced` stops a frame at ZSCORE_CONVERGED_LOSS, where true tone
+    goes on while the loss still falls; the original's method takes every step."""
+    zscore, true_tone = solver_settings("reduced", "zscore"), solver_settings("reduced")
+    assert zscore.converged_loss == ZSCORE_CONVERGED_LOSS > true_tone.converged_loss
+    assert solver_settings("adam", "zscore").converged_loss == 0
+    losses, before = torch.tensor([5e-3, 2e-2]), torch.tensor([1e-2, 4e-2])  # both halved
+    assert _converged(losses, before, zscore, 100).tolist() == [True, False]
+    assert _converged(losses, before, true_tone, 100).tolist() == [False, False]
