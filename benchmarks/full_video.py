@@ -72,7 +72,7 @@ from fixtures.clips import (  # noqa: E402
     dance_video_scenes,
     iter_dance_video,
 )
-from fixtures.real_weights import smollm2_checkpoint  # noqa: E402
+from fixtures.real_weights import minilm_checkpoint, smollm2_checkpoint  # noqa: E402
 
 RESULTS = ROOT / "docs" / "benchmarks" / "full_video.json"
 STRIP = ROOT / "docs" / "full_video_cut_strip.png"
@@ -81,7 +81,8 @@ MAE_BAD = 0.03  # a frame above this mae is counted as visibly off
 WORST_SHOWN = 10
 STRIP_AFTER = 6  # frames of the strip from the cut on, after the one frame before it
 SCORE_BATCH = 16  # frames through transformers at once
-REAL = {"smollm2": smollm2_checkpoint}  # real trained checkpoints, by name: folder -> path
+# real trained checkpoints, by name: folder -> path
+REAL = {"smollm2": smollm2_checkpoint, "minilm": lambda _: minilm_checkpoint()}
 RUN_PATHS = ("video", "model", "model_commit")  # metrics.json settings that name this run's files
 
 
@@ -269,6 +270,7 @@ def main() -> None:
         choices=(*REAL, *CHECKPOINTS),
         default="smollm2",
         help="smollm2: SmolLM2-135M-Instruct's real trained weights (fixtures.real_weights); "
+        "minilm: all-MiniLM-L6-v2's (a BERT: the whole square); "
         "default, hard: GPT-2-XL-shaped random stand-ins",
     )
     parser.add_argument("--device", default="auto", help="optimize()'s: auto, cpu, cuda or mps")
