@@ -64,6 +64,10 @@ def write_small_checkpoint(path: Path) -> Path:
     return path
 
 
+MODEL_NAMES = {
+    "smollm2": "SmolLM2-135M-Instruct (real weights)",
+    "gpt2-small": "a 12-layer GPT-2-small stand-in",
+}
 # name -> (folder -> the checkpoint's path, default --layers)
 CHECKPOINTS = {
     "smollm2": (smollm2_checkpoint, "0,1,15,29"),
@@ -96,7 +100,9 @@ def xl_block_seconds(tokens: int) -> float:
         return seconds_per_forward(lambda x: model(inputs_embeds=x), inputs)
 
 
-def draw_strip(path: Path, frame: int, target: np.ndarray, pictures: dict[int, tuple]) -> None:
+def draw_strip(
+    path: Path, frame: int, target: np.ndarray, pictures: dict[int, tuple], model: str
+) -> None:
     """The target, then the frame's picture on each layer, labelled with its mae."""
     from matplotlib.figure import Figure
 
@@ -110,9 +116,7 @@ def draw_strip(path: Path, frame: int, target: np.ndarray, pictures: dict[int, t
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(title if mae is None else f"{title}: mae {mae:.4f}", fontsize=9)
-    figure.suptitle(
-        f"frame {frame} in full frame (heads 0 and 1) on layers of a 12-layer GPT-2-small stand-in"
-    )
+    figure.suptitle(f"frame {frame} in full frame (heads 0 and 1) on layers of {model}")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
 
@@ -242,7 +246,7 @@ def main() -> None:
             )
             strip_pictures[layer] = (picture, layout_metrics(picture, strip_target, "full")["mae"])
 
-    draw_strip(args.strip, strip_frame, strip_target, strip_pictures)
+    draw_strip(args.strip, strip_frame, strip_target, strip_pictures, MODEL_NAMES[args.checkpoint])
     deep = [row for row in rows if row["layer"] > 0]
     xl_block = xl_block_seconds(tokens)
     steps = float(np.mean([row["reach_steps_mean"] for row in deep])) if deep else 2.0
