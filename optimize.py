@@ -228,7 +228,7 @@ def main() -> None:
         type=int,
         default=0,
         metavar="N",
-        help="check N saved embeddings through transformers' GPT2Model",
+        help="check N saved embeddings through transformers' own model of the family",
     )
     args = parser.parse_args()
     # checked as they will run: a flag left out takes its method's default

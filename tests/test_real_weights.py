@@ -5,12 +5,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import LlamaForCausalLM
 from transformers.modeling_gguf_pytorch_utils import LlamaTensorProcessor
 
 from badapple.checkpoint import open_checkpoint
 from badapple.head import attention_weights, load_head
-from fixtures.real_weights import minilm_checkpoint, smollm2_state_dict, unpermute_rows
+from fixtures.real_weights import minilm_checkpoint, unpermute_rows
 from tests.scripts import assert_ok, run, warning_lines
 from tests.test_end_to_end import clip, fresh_copy, pipeline_run  # noqa: F401 (fixtures)
 
@@ -39,10 +40,10 @@ def test_smollm2_plays_as_transformers_runs_it(smollm2_checkpoint):
     torch.testing.assert_close(ours[0], theirs[0, [0, 5]], atol=1e-5, rtol=0)
 
 
-def test_the_weights_are_the_pinned_trained_ones():
+def test_the_weights_are_the_pinned_trained_ones(smollm2_checkpoint):
     """Layer 0's norm is not an init's (all ones): trained, its gains spread over an order of
     magnitude; and all-MiniLM's hash was checked on the way."""
-    state = smollm2_state_dict(layers=1)
+    state = load_file(smollm2_checkpoint / "model.safetensors")
     gains = state["model.layers.0.input_layernorm.weight"].abs()
     assert gains.max() / gains.min() > 10
     assert (minilm_checkpoint() / "config.json").is_file()
