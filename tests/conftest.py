@@ -6,6 +6,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, GPT2Model
 
+from tests.media import make_clip
+from tests.scripts import FPS, RUN, SECONDS, SIZE, assert_ok, run
+
 # The tests' tensors are tiny: torch's threads would only wait on each other (on a busy 2-core
 # machine a tiny solve took 26 s on two threads and 0.15 s on one).
 torch.set_num_threads(1)
@@ -190,3 +193,46 @@ def smollm2_checkpoint(tmp_path_factory) -> Path:
     from fixtures.real_weights import smollm2_checkpoint as build
 
     return build(tmp_path_factory.mktemp("smollm2-2-layers"), layers=2)
+
+
+@pytest.fixture(scope="session")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "silhouettes.mp4", seconds=SECONDS)
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory, clip, tiny_checkpoint) -> Path:
+    """download -> optimize -> assemble -> plot, once a session, on the tiny GPT-2; the tests
+    inspect what it left, or work on a copy of its frames (test_end_to_end.fresh_copy)."""
+    work = tmp_path_factory.mktemp("run")
+    frames = work / "frames"
+    assert_ok(
+        run("download.py", "--input", clip, "--frames-dir", frames, "--size", SIZE, "--fps", FPS)
+    )
+    assert_ok(
+        run(
+            "optimize.py",
+            "--model",
+            tiny_checkpoint,
+            "--frames-dir",
+            frames,
+            *RUN,
+            "--verify",
+            "3",
+        )
+    )
+    assert_ok(run("assemble.py", "--frames-dir", frames, "--output", work / "video.mp4"))
+    assert_ok(
+        run(
+            "assemble.py",
+            "--frames-dir",
+            frames,
+            "--output",
+            work / "both.mp4",
+            "--side-by-side",
+            "--scale",
+            "2",
+        )
+    )
+    assert_ok(run("plot.py", "--frames-dir", frames, "--out-dir", work / "plots"))
+    return work

@@ -50,49 +50,7 @@ from tests.scripts import (
 )
 
 pytestmark = pytest.mark.slow
-COUNT = int(SECONDS * FPS)  # frames in the clip
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory) -> Path:
-    return make_clip(tmp_path_factory.mktemp("clip") / "silhouettes.mp4", seconds=SECONDS)
-
-
-@pytest.fixture(scope="module")
-def pipeline_run(tmp_path_factory, clip, tiny_checkpoint) -> Path:
-    """download -> optimize -> assemble -> plot, once; the tests below inspect what it left."""
-    work = tmp_path_factory.mktemp("run")
-    frames = work / "frames"
-    assert_ok(
-        run("download.py", "--input", clip, "--frames-dir", frames, "--size", SIZE, "--fps", FPS)
-    )
-    assert_ok(
-        run(
-            "optimize.py",
-            "--model",
-            tiny_checkpoint,
-            "--frames-dir",
-            frames,
-            *RUN,
-            "--verify",
-            "3",
-        )
-    )
-    assert_ok(run("assemble.py", "--frames-dir", frames, "--output", work / "video.mp4"))
-    assert_ok(
-        run(
-            "assemble.py",
-            "--frames-dir",
-            frames,
-            "--output",
-            work / "both.mp4",
-            "--side-by-side",
-            "--scale",
-            "2",
-        )
-    )
-    assert_ok(run("plot.py", "--frames-dir", frames, "--out-dir", work / "plots"))
-    return work
+COUNT = int(SECONDS * FPS)  # frames in the clip (conftest's `clip`)
 
 
 def test_download_writes_targets_audio_and_meta(pipeline_run):

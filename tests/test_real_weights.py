@@ -13,7 +13,7 @@ from badapple.checkpoint import open_checkpoint
 from badapple.head import attention_weights, load_head
 from fixtures.real_weights import minilm_checkpoint, unpermute_rows
 from tests.scripts import assert_ok, run, warning_lines
-from tests.test_end_to_end import clip, fresh_copy, pipeline_run  # noqa: F401 (fixtures)
+from tests.test_end_to_end import fresh_copy
 
 
 @pytest.mark.parametrize("heads, key_heads", [(9, 9), (9, 3)])
@@ -52,7 +52,7 @@ def test_the_weights_are_the_pinned_trained_ones(smollm2_checkpoint):
 @pytest.mark.slow
 def test_real_frames_play_on_the_best_display_of_real_smollm2(
     tmp_path,
-    pipeline_run,  # noqa: F811
+    pipeline_run,
     smollm2_checkpoint,
 ):
     """Trained weights, the frames of the end-to-end clip: the default display (layer 0, whose
@@ -80,7 +80,7 @@ def test_real_frames_play_on_the_best_display_of_real_smollm2(
 
 
 @pytest.mark.slow
-def test_real_minilm_plays_its_whole_square(tmp_path, pipeline_run):  # noqa: F811
+def test_real_minilm_plays_its_whole_square(tmp_path, pipeline_run):
     """all-MiniLM-L6-v2 as published: --head best on its layer 0 (a BERT is post-LN: layer 0
     only), the whole square through transformers' BertModel."""
     folder = fresh_copy(pipeline_run, tmp_path / "frames")

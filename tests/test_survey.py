@@ -10,7 +10,7 @@ from badapple.atlas import Atlas
 from badapple.survey import Display, best_display, candidates, survey_frames
 from tests.conftest import TINY, save_checkpoint
 from tests.scripts import RUN, assert_ok, run
-from tests.test_end_to_end import clip, fresh_copy, pipeline_run  # noqa: F401 (fixtures)
+from tests.test_end_to_end import fresh_copy
 
 STRONG_HEAD = 2
 
@@ -74,7 +74,7 @@ def test_candidates_are_the_shallow_strong_layers_and_the_widest():
     ]
 
 
-def test_head_best_plays_on_the_head_that_shows_the_frames(tmp_path, pipeline_run):  # noqa: F811
+def test_head_best_plays_on_the_head_that_shows_the_frames(tmp_path, pipeline_run):
     model = faint_heads_checkpoint(tmp_path / "faint")
     folder = fresh_copy(pipeline_run, tmp_path / "frames")
     flags = ["--model", model, "--frames-dir", folder.root, *RUN]
