@@ -87,7 +87,7 @@ def open_checkpoint(
 ) -> Checkpoint:
     """A local directory as it is, or what a hub id's `layer` needs (`played_layer_tensors`,
     fetched by ranges once, then cached), with the norm and query/key weights of
-    `attention_layers` too (the display atlas, atlas.py: ~15 MB a layer of GPT-2 XL, not its
+    `attention_layers` too (the display atlas, atlas.py: ~31 MB a layer of GPT-2 XL, not its
     blocks). Another layer's attention already cached for the same commit comes along."""
     local = Path(model).expanduser()
     if local.is_dir():

@@ -186,7 +186,7 @@ def resolve(
     # then the model (a hub one is fetched): what it is decides the layout and the heads
     checkpoint = open_checkpoint(model, 0 if layer == "best" else layer)
     playable = _playable_layers(checkpoint)
-    if layer == "best":  # every layer's norm and query/key weights: ~15 MB a layer of GPT-2 XL
+    if layer == "best":  # every layer's norm and query/key weights: ~31 MB a layer of GPT-2 XL
         checkpoint = open_checkpoint(model, 0, attention_layers=tuple(playable))
     causal = checkpoint.family.causal
     # a bidirectional head shows the whole square by itself: --full-frame or not
