@@ -26,12 +26,10 @@ few milliseconds a layer: one Gram matrix and log-determinant per head, no solve
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
-if TYPE_CHECKING:
-    from badapple.checkpoint import Checkpoint
+from badapple.checkpoint import Checkpoint, read_tensors
 
 # Under this span a display is weak: it cannot move a typical score by the 6 nats from black to
 # white (the default --contrast) with room to spare. Measured on SmolLM2-135M (real weights):
@@ -97,11 +95,9 @@ class Atlas:
         return {"span_nats": spans, "weak_span_nats": WEAK_SPAN_NATS, "survey": survey}
 
 
-def measure_atlas(checkpoint: "Checkpoint", layers: list[int]) -> Atlas:
+def measure_atlas(checkpoint: Checkpoint, layers: list[int]) -> Atlas:
     """The spans of every head of `layers` (the others NaN), each layer's norm and query/key
     weights read from `checkpoint` (which must hold them: `open_checkpoint(attention_layers=)`)."""
-    from badapple.checkpoint import read_tensors
-
     shape, family = checkpoint.shape, checkpoint.family
     spans = torch.full((shape.layers, shape.heads), math.nan)
     every_head = tuple(range(shape.heads))

@@ -114,7 +114,7 @@ def predecessors(
         for frame, rows, picture in zip(before, played, pictures, strict=True):
             record = records.get(frame, {})
             # a warm frame's chain is not on disk: its scene's cold solve is unknown
-            cold_mae = scene_cold_mae(record, None) if "mae" in record else None
+            cold_mae = scene_cold_mae(record, None)
             found[frame + 1] = Predecessor(
                 rows, picture.to(run.device), record.get("mae"), cold_mae
             )

@@ -144,7 +144,7 @@ def optimize(
     )
     if survey:  # the atlas and the survey were printed: no solve
         print_atlas(run)
-        return {"display_atlas": run.display_atlas}
+        return {"display_atlas": run.atlas.as_json(run.survey)}
     plan = _plan(run, force, chunk_size)
     metrics = _start_metrics(run, plan, force)
     _render_again(run, plan, metrics)
@@ -209,8 +209,7 @@ def _start_metrics(run: Run, plan: Plan, force: bool) -> dict:
         "device": str(run.device),
         "total_seconds": plan.previous_seconds,  # the clock restarts with --force
     }
-    if run.display_atlas is not None:
-        metrics["display_atlas"] = run.display_atlas
+    metrics["display_atlas"] = run.atlas.as_json(run.survey)
     _write_metrics(run.folder, metrics, plan.records)
     return metrics
 

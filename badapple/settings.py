@@ -82,9 +82,9 @@ class Run:
     warm: WarmStarts | None  # how frames start from their predecessors; None: never
     solved_with: dict  # what decides the embeddings: a chunk file of other ones is another run's
     display: dict  # what decides only the pictures (DISPLAY_SETTINGS)
-    # every head's span (atlas.py) of the layers at hand, and the displays surveyed (--head best,
-    # --layer best) with their fit: metrics.json's "display_atlas"
-    display_atlas: dict | None = None
+    atlas: Atlas  # every head's span (atlas.py) of the layers at hand, the played one included
+    # the displays --head best or --layer best tried, with their fit; [] for none
+    survey: list[dict]
 
 
 def pick_device(name: str) -> torch.device:
@@ -263,8 +263,9 @@ def resolve(
                 wanted,
             )
             display = best_display(survey)
+        if layer == "best":  # a hub model's blocks before the chosen layer are fetched now
+            checkpoint = open_checkpoint(model, display.layer)
         layer, run_heads = display.layer, display.heads
-        checkpoint = open_checkpoint(model, layer)  # a hub model: the blocks before it too
         solved_with.update(layer=layer, heads=list(run_heads))
     else:
         _warn_if_weak(checkpoint, atlas, Display(layer, run_heads), one_head)
@@ -285,7 +286,8 @@ def resolve(
         warm=warm,
         solved_with=solved_with,
         display={"blur": blur, "colormap": colormap},
-        display_atlas=atlas.as_json(survey) if atlas.measured_layers() else None,
+        atlas=atlas,
+        survey=survey,
     )
 
 
@@ -348,7 +350,7 @@ def _survey(
 def _warn_if_weak(checkpoint: Checkpoint, atlas: Atlas, display: Display, one_head: bool) -> None:
     """One line when the played display is weak (atlas.WEAK_SPAN_NATS), naming a better one
     where other layers are at hand, else --layer best."""
-    if display.layer not in atlas.measured_layers() or max(display.heads) >= atlas.heads:
+    if max(display.heads) >= atlas.heads:
         return  # a head out of range is refused as its weights are read, in one line
     span = display_span(atlas, display)
     if span >= WEAK_SPAN_NATS:
@@ -476,23 +478,12 @@ ATLAS_SHOWN = 10  # displays --survey prints, widest first
 
 def print_atlas(run: Run) -> None:
     """--survey: the widest displays of the layers at hand, each layer's widest, and what plays."""
-    if run.display_atlas is None:
-        print("no layer's weights at hand to measure")
-        return
-    atlas = Atlas(
-        spans=torch.tensor(
-            [
-                [float("nan") if s is None else s for s in row]
-                for row in run.display_atlas["span_nats"]
-            ]
-        )
-    )
+    atlas = run.atlas
     ranked = atlas.ranked()
-    weak = run.display_atlas["weak_span_nats"]
     print(
         f"display atlas of {run.checkpoint.name}: {len(ranked)} heads of "
         f"{len(atlas.measured_layers())} layers by span (nats a typical score can move; "
-        f"under {weak:g} is weak)"
+        f"under {WEAK_SPAN_NATS:g} is weak)"
     )
     for layer, head, span in ranked[:ATLAS_SHOWN]:
         print(f"  layer {layer:3d} head {head:3d}: span {span:8.2f}")
