@@ -35,6 +35,9 @@ class Solved:
     saved: torch.Tensor | Factored  # the inputs_embeds [B, T', d], or their compact exact form
     rows: torch.Tensor  # [B, T', d] the played layer's input (at layer 0 the inputs_embeds)
     records: list[dict]  # `Look.judge`'s, with SOLVE_FACTS
+    # each frame's mae as the warm-start policy judged it (before any blur): what its successor
+    # is judged against (`Predecessor.mae`), whatever --blur draws
+    policy_maes: list[float]
 
 
 def solve_video_batch(
@@ -54,10 +57,10 @@ def solve_video_batch(
     on the played layer's `weights`; at a deeper layer the solution is then reached through
     `layer_input`'s blocks (residual.py), and every picture drawn from what the inputs give."""
     aimed = look.aimed(pictures)
-    start_settings = warm_settings(settings, warm) if warm else None
 
-    def solve(frames: list[int], starts: dict[int, torch.Tensor]) -> Solution:
+    def solve(frames: list[int], starts: dict[int, torch.Tensor], polish: int) -> Solution:
         index = [batch.index(frame) for frame in frames]
+        start_settings = warm_settings(settings, warm, polish) if starts else None
         return solve_frames(
             method, weights, aimed[index], frames, settings, report, starts, start_settings
         )
@@ -71,6 +74,7 @@ def solve_video_batch(
         return unblurred.judge(weights, pictures[index], solution.embeddings)
 
     solution, records = solve_batch(batch, pictures, predecessors, warm, solve, judge)
+    policy_maes = [record["mae"] for record in records]
     saved, rows, facts = solution.factored or solution.embeddings, solution.embeddings, None
     if layer_input is not None:
         space = reachable_space(weights)
@@ -93,7 +97,7 @@ def solve_video_batch(
     if facts is not None:  # drawn again: as shown, from what the layer sees
         shown = look.judge(weights, pictures, rows)
         records = [{**drawn, **fact} for drawn, fact in zip(shown, facts, strict=True)]
-    return Solved(saved=saved, rows=rows, records=records)
+    return Solved(saved=saved, rows=rows, records=records, policy_maes=policy_maes)
 
 
 def predecessors(

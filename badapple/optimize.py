@@ -270,12 +270,12 @@ def _solve(run: Run, plan: Plan, metrics: dict, chunk_size: int) -> None:
             warn_unreached(run.layer, batch, records)
             _write_pngs(run, batch, records)
             solved = {}  # this batch's frames only: the older ones are no predecessors now
-            for frame, record, rows, picture in zip(
-                batch, records, done.rows, pictures, strict=True
+            for frame, record, mae, rows, picture in zip(
+                batch, records, done.policy_maes, done.rows, pictures, strict=True
             ):
                 plan.records[frame] = {**record, "seconds": seconds, "embeddings": path.name}
-                cold_mae = scene_cold_mae(record, found.get(frame))
-                solved[frame] = Predecessor(rows, picture, record["mae"], cold_mae)
+                cold_mae = scene_cold_mae({**record, "mae": mae}, found.get(frame))
+                solved[frame] = Predecessor(rows, picture, mae, cold_mae)
             metrics["total_seconds"] += time.perf_counter() - started
             started = time.perf_counter()
             _write_metrics(run.folder, metrics, plan.records)

@@ -269,6 +269,9 @@ def resolve(
         solved_with.update(layer=layer, heads=list(run_heads))
     else:
         _warn_if_weak(checkpoint, atlas, Display(layer, run_heads), one_head)
+    if warm is not None and display_span(atlas, Display(layer, run_heads)) < WEAK_SPAN_NATS:
+        # a weak display (atlas.py) shows no scene well: a long polish gains it little picture
+        warm = replace(warm, steps=warm.steps_after_a_miss)
     return Run(
         folder=folder,
         wanted=wanted,

@@ -39,8 +39,16 @@ UNREACHABLE = 2
 
 @dataclass(frozen=True)
 class WarmStarts:
-    steps: int = 200  # most steps of a frame started from its predecessor, in cycles of 50
-    lr: float = 0.02  # their peak rate: enough to move with a dance, not to leave a scene
+    # Most steps of a frame started from its predecessor, in the cold schedule's cycles (50,
+    # 100, 200, 400): a frame that still improves gets them all. From a predecessor shown worse
+    # than `check_above_mae`, in a scene the display does not show well, fewer: a long polish
+    # there gains little picture for its steps.
+    steps: int = 750
+    steps_after_a_miss: int = 200
+    # Their peak rate: enough to move with a dance, not to leave a scene, and low enough not to
+    # throw a sharp solution away on the first steps (at 0.02 a fading scene's frames rose
+    # from their predecessor's solution and stopped there, at mae 0.08 instead of 0.009).
+    lr: float = 0.01
     cut_correlation: float = 0.1  # a predecessor less correlated than this: a cut, cold
     fall_behind_mae: float = 0.005  # a warm picture this much worse than its predecessor's
     # or this bad, whatever its predecessor: solved cold as well. None: no such check (a z-score
@@ -123,14 +131,22 @@ def _fell_behind(mae: float, predecessor: Predecessor, warm: WarmStarts) -> bool
     return mae > scene + warm.fall_behind_mae  # one it cannot: what it reached there cold
 
 
-def warm_settings(settings: SolverSettings, warm: WarmStarts) -> SolverSettings:
-    """The solver settings of a warm frame: one start, `warm.steps` at `warm.lr`, in cycles of
-    equal length (most stop after two)."""
+def warm_settings(settings: SolverSettings, warm: WarmStarts, steps: int) -> SolverSettings:
+    """The solver settings of a warm frame: one start, at most `steps` at `warm.lr`, in the
+    cycles of `settings`."""
     lr_min = min(settings.lr_min, warm.lr)  # a --lr-min above the polish's peak: flat at it
-    return replace(settings, steps=warm.steps, lr=warm.lr, lr_min=lr_min, seeds=1, cycle_growth=1)
+    return replace(settings, steps=steps, lr=warm.lr, lr_min=lr_min, seeds=1)
 
 
-Solve = Callable[[list[int], dict[int, torch.Tensor]], Solution]  # frames, starts -> Solution
+def polish_steps(predecessor: Predecessor, warm: WarmStarts) -> int:
+    """Most steps of a frame started warm from `predecessor`: `warm.steps`, or
+    `warm.steps_after_a_miss` where its picture missed the check's level."""
+    missed = warm.check_above_mae is not None and (predecessor.mae or 0.0) > warm.check_above_mae
+    return warm.steps_after_a_miss if missed else warm.steps
+
+
+# frames, their starts, most steps of a warm start -> Solution
+Solve = Callable[[list[int], dict[int, torch.Tensor], int], Solution]
 Judge = Callable[[list[int], Solution], list[dict]]  # frames, their Solution -> records
 
 
@@ -161,7 +177,7 @@ def solve_batch(
                 for index, correlation in zip(known, correlations.tolist(), strict=True)
                 if correlation >= warm.cut_correlation
             }
-    solution = solve(frames, starts)
+    solution = _solve_by_polish(frames, starts, predecessors, warm, solve)
     records = judge(frames, solution)
     for frame, record, steps in zip(frames, records, solution.steps.tolist(), strict=True):
         record.update(start="warm" if frame in starts else "cold", steps=steps)
@@ -174,7 +190,7 @@ def solve_batch(
         return solution, records
 
     again_frames = [frames[index] for index in behind]
-    again = solve(again_frames, {})
+    again = solve(again_frames, {}, 0)
     again_records = judge(again_frames, again)
     keep = list(range(len(frames)))  # each frame's index into [solution | again]
     for position, (index, record) in enumerate(zip(behind, again_records, strict=True)):
@@ -185,3 +201,28 @@ def solve_batch(
         records[index]["steps"] = steps
     kept = concatenate([solution, again]).take(torch.tensor(keep))
     return replace(kept, steps=torch.tensor([record["steps"] for record in records])), records
+
+
+def _solve_by_polish(
+    frames: list[int],
+    starts: dict[int, torch.Tensor],
+    predecessors: dict[int, Predecessor],
+    warm: WarmStarts | None,
+    solve: Solve,
+) -> Solution:
+    """`solve` the frames, warm ones with the most steps `polish_steps` gives each: one call a
+    length, one Solution in the order of `frames` (a frame's result does not depend on the
+    batch it runs in)."""
+    lengths = {frame: polish_steps(predecessors[frame], warm) for frame in starts}
+    groups: dict[int, list[int]] = {}
+    for frame in frames:  # cold frames go with the long polish's
+        groups.setdefault(lengths.get(frame, warm.steps if warm else 0), []).append(frame)
+    parts = [
+        (group, solve(group, {frame: starts[frame] for frame in group if frame in starts}, steps))
+        for steps, group in groups.items()
+    ]
+    if len(parts) == 1:
+        return parts[0][1]
+    order = [frame for group, _ in parts for frame in group]
+    kept = torch.tensor([order.index(frame) for frame in frames])
+    return concatenate([solution for _, solution in parts]).take(kept)

@@ -28,6 +28,7 @@ under --label (a file keeps one record per label, so two policies can be compare
     worst_frames  the 10 worst, with frames since the last hard cut and their scene
     policy        metrics.json's solver settings (less this run's paths), with the display and
                   the keywords given to optimize() beside it
+    solver_steps  the steps of every frame together (the work, whatever the machine's load)
     per_frame     every frame's mae and corr (1-based frame numbers, as in frames/)
 
 and a strip (--strip) of the frames around the worst cut: targets above, attention below.
@@ -384,6 +385,9 @@ def main() -> None:
         ),
         # how each frame started, where optimize records it ("warm", "cold", ...)
         "starts": dict(Counter(str(records[f]["start"]) for f in numbers if "start" in records[f])),
+        # the solver's steps of every frame together, both solves of a frame solved twice: the
+        # work a policy asks for, whatever else the machine was doing
+        "solver_steps": sum(int(records[f].get("steps", 0)) for f in numbers),
         "worst_frames": [
             {
                 "frame": f,
@@ -433,6 +437,8 @@ def main() -> None:
         )
     if record["starts"]:
         print("starts: " + ", ".join(f"{n} {kind}" for kind, n in record["starts"].items()))
+    steps = record["solver_steps"]
+    print(f"solver steps: {steps} ({steps / frame_count:.0f} a frame)")
     all_records = save_record(args.out, record)
     print(f"wrote {args.out} (label {args.label!r}; {len(all_records)} records) and {args.strip}")
     if len(all_records) > 1:

@@ -109,12 +109,12 @@ def solve_runs(
     started = time.perf_counter()
     for batch in batches:
         done, pictures = solve(batch, solved, settings)
-        solved = {  # as optimize.py keeps them: with their scene's cold solve
+        solved = {  # as optimize.py keeps them: the policy's mae, their scene's cold solve
             frame: Predecessor(
-                rows, picture, record["mae"], scene_cold_mae(record, solved.get(frame - 1))
+                rows, picture, mae, scene_cold_mae({**record, "mae": mae}, solved.get(frame - 1))
             )
-            for frame, rows, picture, record in zip(
-                batch, done.rows, pictures, done.records, strict=True
+            for frame, rows, picture, record, mae in zip(
+                batch, done.rows, pictures, done.records, done.policy_maes, strict=True
             )
         }
         embeddings.update({frame: solved[frame].embeddings for frame in batch})

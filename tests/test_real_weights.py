@@ -65,10 +65,17 @@ def test_real_frames_play_on_the_best_display_of_real_smollm2(
     (weak,) = warning_lines(survey)
     assert "weak display" in weak and "try --layer 1 --head" in weak
     assert not folder.embeddings.exists() or not any(folder.embeddings.iterdir())  # no solve
+    # ... and a weak display polishes a frame from its predecessor briefly: it shows no scene
+    # well, so a long polish gains it little (warm.py)
+    weak = fresh_copy(pipeline_run, tmp_path / "weak")
+    weak_run = run("optimize.py", *flags[:2], "--frames-dir", weak.root, "--frames", "1:1")
+    assert_ok(weak_run)
+    assert "(200 from the previous frame)" in weak_run.stdout
 
     result = run("optimize.py", *flags, "--layer", "best", "--head", "best", "--verify", "3")
     assert_ok(result)
     assert not warning_lines(result)
+    assert "(750 from the previous frame)" in result.stdout
     metrics = json.loads(folder.metrics.read_text())
     assert metrics["settings"]["layer"] == 1
     maes = [record["mae"] for record in metrics["frames"]]

@@ -46,12 +46,13 @@ def test_a_cut_changes_the_scene_a_dance_move_or_a_fade_does_not():
 
 
 def _fake(frames: list[int], maes: dict[tuple[int, bool], float]):
-    """A solver and a judge that log their calls: frame f solved warm or cold shows maes[f,
-    warm] and takes 10 steps warm, 20 cold; its embeddings say how it was solved."""
+    """A solver and a judge that log their calls (frames, the warm ones, most steps of a warm
+    start): frame f solved warm or cold shows maes[f, warm] and takes 10 steps warm, 20 cold;
+    its embeddings say how it was solved."""
     calls = []
 
-    def solve(batch: list[int], starts: dict[int, torch.Tensor]) -> Solution:
-        calls.append((batch, sorted(starts)))
+    def solve(batch: list[int], starts: dict[int, torch.Tensor], polish: int) -> Solution:
+        calls.append((batch, sorted(starts), polish))
         warm = torch.tensor([float(frame in starts) for frame in batch])
         return Solution(
             embeddings=warm[:, None, None].expand(-1, 2, 3).clone(),  # [B, T, d]
@@ -85,7 +86,7 @@ def test_a_cut_starts_cold_and_a_warm_frame_that_falls_behind_is_solved_again():
     }
     solve, judge, calls = _fake(frames, maes)
     solution, records = solve_batch(frames, pictures, predecessors, policy, solve, judge)
-    assert calls == [([2, 3, 4, 5], [2, 4]), ([4], [])]
+    assert calls == [([2, 3, 4, 5], [2, 4], 750), ([4], [], 0)]
     assert [r["start"] for r in records] == ["warm", "cold", "cold again", "cold"]
     assert [r["mae"] for r in records] == [0.012, 0.02, 0.011, 0.01]
     assert [r["steps"] for r in records] == [10, 20, 10 + 20, 20]
@@ -103,7 +104,8 @@ def test_a_cut_starts_cold_and_a_warm_frame_that_falls_behind_is_solved_again():
     maes.update({(2, True): 0.025, (2, False): 0.015, (4, True): 0.012})
     solve, judge, calls = _fake(frames, maes)
     _, records = solve_batch(frames, pictures, drifting, policy, solve, judge)
-    assert calls == [([2, 3, 4, 5], [2, 4]), ([2], [])]
+    # (their predecessor missed the check's level: a short polish, in a call of its own)
+    assert calls == [([2, 4], [2, 4], 200), ([3, 5], [], 750), ([2], [], 0)]
     assert [r["start"] for r in records] == ["cold again", "cold", "warm", "cold"]
     # ... unless this scene is one the display cannot show (a weak display): its chain's last
     # cold solve ended at 0.06, over twice the check's level, so 0.05 is what this display does
@@ -114,7 +116,7 @@ def test_a_cut_starts_cold_and_a_warm_frame_that_falls_behind_is_solved_again():
     maes.update({(2, True): 0.05, (4, True): 0.03})
     solve, judge, calls = _fake(frames, maes)
     _, records = solve_batch(frames, pictures, weak, policy, solve, judge)
-    assert calls == [([2, 3, 4, 5], [2, 4])]
+    assert calls == [([2, 4], [2, 4], 200), ([3, 5], [], 750)]
     assert [r["start"] for r in records] == ["warm", "cold", "warm", "cold"]
     # a margin over that scene's cold solve is falling behind again, though within the margin
     # of its predecessor
@@ -122,17 +124,17 @@ def test_a_cut_starts_cold_and_a_warm_frame_that_falls_behind_is_solved_again():
     weak[2] = Predecessor(torch.zeros(2, 3), before, 0.062, cold_mae=0.06)
     solve, judge, calls = _fake(frames, maes)
     _, records = solve_batch(frames, pictures, weak, policy, solve, judge)
-    assert calls == [([2, 3, 4, 5], [2, 4]), ([2], [])]
+    assert calls == [([2, 4], [2, 4], 200), ([3, 5], [], 750), ([2], [], 0)]
     # a scene the display shows (its cold solve under twice the level) is judged by the level
     weak[2] = Predecessor(torch.zeros(2, 3), before, 0.024, cold_mae=0.03)
     maes[2, True] = 0.025
     solve, judge, calls = _fake(frames, maes)
     _, records = solve_batch(frames, pictures, weak, policy, solve, judge)
-    assert calls == [([2, 3, 4, 5], [2, 4]), ([2], [])]
+    assert calls == [([2, 4], [2, 4], 200), ([3, 5], [], 750), ([2], [], 0)]
     # without warm starts (the original's method) every frame is cold, once
     solve, judge, calls = _fake(frames, {**maes, (2, False): 0.01})
     solve_batch(frames, pictures, predecessors, None, solve, judge)
-    assert calls == [([2, 3, 4, 5], [])]
+    assert calls == [([2, 3, 4, 5], [], 0)]
 
 
 def test_a_frames_scene_cold_mae_is_its_own_when_cold_else_its_chains():
