@@ -18,7 +18,10 @@ independent rows, the typical direction has to. Random init makes the ellipsoid 
 nats a direction for GPT-2 XL's shape); training makes it long and thin (SmolLM2-135M's layer-0
 heads span 0.7-1.4 nats, its deeper ones 50-165), and a head of under a few nats cannot move a
 score the 6 nats between black and white in most directions: its white figures come out
-speckled. Rotary positions rotate q and k (orthogonal maps), so they change no σ.
+speckled. Rotary positions rotate q and k (orthogonal maps), so they change no σ. A norm after
+the projection (Qwen3, Gemma 3) takes each query to w ⊙ v, ‖v‖² = hd, in any direction the
+ellipsoid reaches (all of them, without biases): its span is √hd gm(|w_q|) · √hd gm(|w_k|) · scale,
+whatever the projection's σ, the same for every head of a layer (the norm's weight is shared).
 
 The measure is absolute, so it judges a display on its own (`WEAK_SPAN_NATS`), and it takes a
 few milliseconds a layer: one Gram matrix and log-determinant per head, no solve.
@@ -58,6 +61,12 @@ def display_spans(attention: dict, heads: int) -> torch.Tensor:
     # log gm(σ) = mean(log σ²) / 2; a dead direction (σ = 0) would give -inf: floor it
     log_gm = torch.linalg.eigvalsh(gram).clamp_min(1e-30).log().mean(dim=-1) / 2  # [H + G]
     log_span = log_gm[:heads] + log_gm[heads + key_of_head] + math.log(d_model)
+    if attention.get("query_norm") is not None:
+        # normalised after the projection: whatever the ellipsoid's σ, a query is w ⊙ v with
+        # ‖v‖² = hd, any direction, so it moves by up to √hd |w_j| along dimension j
+        query_log_gm = attention["query_norm"].double().abs().clamp_min(1e-30).log().mean()
+        key_log_gm = attention["key_norm"].double().abs().clamp_min(1e-30).log().mean()
+        log_span = torch.full_like(log_span, float(query_log_gm + key_log_gm) + math.log(head_dim))
     return (log_span.exp() * attention["scale"]).float()  # [H]
 
 

@@ -14,6 +14,11 @@ code of the locked version, the reference):
     gemma               llama's, with RMSNorm's weight used as (1 + weight); its √d scale is its
                         token embedding's (GemmaTextScaledWordEmbedding), so inputs_embeds are
                         taken as they are
+    qwen3, gemma3_text  llama's (gemma3_text: gemma's, scores scaled by query_pre_attn_scalar^-1/2),
+                        with each head's query and key RMS-normalised after the projection
+                        (q_norm, k_norm: one weight [hd] for all heads), before the rotary
+                        positions; gemma3_text's local and global layers rotate with thetas of
+                        their own (rope_parameters by config.layer_types)
     gpt_neox (Pythia)   LayerNorm with bias; fused query_key_value [3d, d] laid out head by head
                         as [q, k, v]; rotary positions on the first rotary_pct of each head's
                         dimensions only
@@ -308,6 +313,72 @@ GEMMA = Family(
 )
 
 
+# --- qwen3, gemma3_text: a norm after the projection ---------------------------------------
+
+
+def _query_key_norm_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    return (
+        *_llama_attention_tensors(config, layer),
+        f"layers.{layer}.self_attn.q_norm.weight",  # [hd], one for every head
+        f"layers.{layer}.self_attn.k_norm.weight",  # [hd]
+    )
+
+
+def _qwen3_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    attention = _llama_attention(config, read, heads, layer)
+    norms = read(
+        [f"layers.{layer}.self_attn.q_norm.weight", f"layers.{layer}.self_attn.k_norm.weight"]
+    )
+    query_norm, key_norm = norms.values()
+    return {
+        **attention,
+        "query_norm": query_norm,
+        "key_norm": key_norm,
+        "query_key_norm_eps": float(config.get("rms_norm_eps", 1e-6)),
+    }
+
+
+QWEN3 = Family(
+    model_types=("qwen3",),
+    example="Qwen/Qwen3-0.6B",
+    name_prefixes=("model.",),
+    position_table=None,
+    block="layers.{}.",
+    final_norm="norm",
+    shape=_llama_shape,
+    attention_tensors=_query_key_norm_tensors,
+    attention=_qwen3_attention,
+    rotary=True,
+)
+
+
+def _gemma3_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    attention = _qwen3_attention(config, read, heads, layer)
+    # Gemma3RMSNorm multiplies by (1 + weight), the input's norm and the query/key norms alike;
+    # the scores are scaled by query_pre_attn_scalar^-1/2, not by head_dim's
+    return {
+        **attention,
+        "ln_weight": 1.0 + attention["ln_weight"],
+        "query_norm": 1.0 + attention["query_norm"],
+        "key_norm": 1.0 + attention["key_norm"],
+        "scale": float(config.get("query_pre_attn_scalar", 256)) ** -0.5,
+    }
+
+
+GEMMA3 = Family(
+    model_types=("gemma3_text",),
+    example="google/gemma-3-270m",
+    name_prefixes=("model.",),
+    position_table=None,
+    block="layers.{}.",
+    final_norm="norm",
+    shape=_llama_shape,
+    attention_tensors=_query_key_norm_tensors,
+    attention=_gemma3_attention,
+    rotary=True,
+)
+
+
 # --- gpt_neox (Pythia) ---------------------------------------------------------------------
 
 
@@ -542,7 +613,7 @@ BERT = Family(
 )
 
 
-FAMILIES = (GPT2, LLAMA, GEMMA, GPT_NEOX, GPT_NEO, OPT, BERT)
+FAMILIES = (GPT2, LLAMA, GEMMA, QWEN3, GEMMA3, GPT_NEOX, GPT_NEO, OPT, BERT)
 SUPPORTED = tuple(model_type for family in FAMILIES for model_type in family.model_types)
 
 
@@ -557,19 +628,26 @@ def family_of(model_type: str | None, name: str) -> Family:
     )
 
 
-def rotary_tables(config: dict, head_dim: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(
+    config: dict, head_dim: int, tokens: int, layer: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin [T, r] of the rotary positions 0..T-1 on the first r dimensions of each head
-    (r = hd but for partial rotary), as the family's rotary embedding computes them: those
-    dimensions of q become q·cos + rotate_half(q)·sin, the others stay.
+    (r = hd but for partial rotary), as the family's rotary embedding computes them for `layer`:
+    those dimensions of q become q·cos + rotate_half(q)·sin, the others stay.
 
     The frequencies come from transformers' own reading of the config's rope parameters
     (rope_theta, and any scaling such as Llama 3's), which it standardises across versions.
+    Where they differ by the kind of layer (Gemma 3: local sliding-window layers and global
+    ones, each with its theta), `layer`'s kind (config.layer_types) picks them.
     """
     from transformers import AutoConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     parsed = AutoConfig.for_model(**config)
-    rope = parsed.rope_parameters
+    rope, by_kind = parsed.rope_parameters, {}
+    if "rope_type" not in rope and "rope_theta" not in rope:  # {layer kind: its parameters}
+        kind = parsed.layer_types[layer]
+        rope, by_kind = rope[kind], {"layer_type": kind}
     rope_type = rope.get("rope_type", "default")
     # In float32, as the reference computes them: at position 256 an angle's rounding moves a
     # score by ~1e-5 of itself, so float64 here would differ from transformers by that much.
@@ -580,7 +658,9 @@ def rotary_tables(config: dict, head_dim: int, tokens: int) -> tuple[torch.Tenso
         )
         attention_scaling = 1.0
     elif rope_type in ROPE_INIT_FUNCTIONS:
-        inverse_frequency, attention_scaling = ROPE_INIT_FUNCTIONS[rope_type](parsed, None)
+        inverse_frequency, attention_scaling = ROPE_INIT_FUNCTIONS[rope_type](
+            parsed, None, **by_kind
+        )
     else:
         raise UserError(f"rope type {rope_type} is not supported; its positions are unknown")
     angles = torch.arange(tokens).float()[:, None] * inverse_frequency.float()  # [T, hd/2]

@@ -4,7 +4,8 @@ forward, the same for every family (family.py reads each family's tensors into `
 Only the played layer matters, and of it only the queries and keys of the chosen heads, so the
 whole model is never built. Row i of the layer's input X becomes
 
-    H = Norm(X + P);  Q = H Wq + bq;  K = H Wk + bk;  then both rotated by position (rotary
+    H = Norm(X + P);  Q = H Wq + bq;  K = H Wk + bk;  in some families each head's query and
+    key then RMS-normalised (Qwen3, Gemma 3);  then both rotated by position (rotary
     families);  S = Q Kᵀ · scale
 
 which is exactly the score the model feeds its softmax. Norm is a LayerNorm (GPT-2: centred,
@@ -44,6 +45,12 @@ class HeadWeights:
     rotary_cos: torch.Tensor | None = None  # [T, r] rotary positions, None for none
     rotary_sin: torch.Tensor | None = None  # [T, r]
     causal: bool = True  # False: every token sees every other (BERT), the whole square
+    # A norm after the projection (Qwen3, Gemma 3): each head's query becomes
+    # q / sqrt(mean(q²) + ε) ⊙ query_norm, each key likewise, before the rotary positions.
+    # None: no such norm.
+    query_norm: torch.Tensor | None = None  # [hd] its weight (Gemma's 1 + weight, folded in)
+    key_norm: torch.Tensor | None = None  # [hd]
+    query_key_norm_eps: float = 1e-6
 
     @property
     def d_model(self) -> int:
@@ -108,7 +115,7 @@ def load_head(
         position = torch.zeros(tokens, shape.d_model)
     rotary = {}
     if family.rotary:
-        cos, sin = rotary_tables(checkpoint.config, shape.head_dim, tokens)
+        cos, sin = rotary_tables(checkpoint.config, shape.head_dim, tokens, layer)
         rotary = dict(rotary_cos=cos, rotary_sin=sin)
     return HeadWeights(
         heads=tuple(heads), position=position, causal=family.causal, **attention, **rotary
@@ -128,15 +135,26 @@ def normalised_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Te
 
 
 def split_heads(projected: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tensor, ...]:
-    """Per-head queries and keys, rotated by position, from the projections laid out [Q | K]:
+    """Per-head queries and keys, normalised where the family has a norm after the projection
+    and rotated by position, from the projections laid out [Q | K]:
     [B, T, (H + G)·hd] -> 2 x [B, H, T, hd]. The one way both the forward and the solvers'
     whitened coordinates (reachable.py) become scores."""
     batch, tokens, _ = projected.shape
     heads, hd = len(weights.heads), weights.head_dim
     queries = projected[..., : heads * hd].view(batch, tokens, heads, hd).transpose(1, 2)
     keys = projected[..., heads * hd :].view(batch, tokens, weights.key_heads, hd).transpose(1, 2)
+    if weights.query_norm is not None:
+        eps = weights.query_key_norm_eps
+        queries = rms_normalised(queries, weights.query_norm, eps)
+        keys = rms_normalised(keys, weights.key_norm, eps)  # [B, G, T, hd]
     keys = keys[:, list(weights.key_of_head)]  # [B, H, T, hd]: each head its key head's
     return rotate(queries, weights), rotate(keys, weights)
+
+
+def rms_normalised(vectors: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """A norm after the projection: each [..., hd] vector over its root mean square, times the
+    norm's weight [hd] (in float32, as Qwen3RMSNorm and Gemma3RMSNorm compute it)."""
+    return vectors * torch.rsqrt(vectors.square().mean(dim=-1, keepdim=True) + eps) * weight
 
 
 def rotate(vectors: torch.Tensor, weights: HeadWeights, inverse: bool = False) -> torch.Tensor:

@@ -231,7 +231,7 @@ def _whitened_losses(
         residual.mul_(2 / entries / heads)  # dLoss/dS, averaged over heads like the loss
         query_gradient = residual @ keys * scale  # [B, H, T, hd]
         key_gradient = residual.transpose(-1, -2) @ queries * scale
-        return losses, _whitened_gradient(query_gradient, key_gradient, space, weights)
+        return losses, _whitened_gradient(query_gradient, key_gradient, whitened, space, weights)
 
     return losses_and_gradient
 
@@ -265,7 +265,7 @@ def _whitened_shown_losses(
         query_gradient = outside @ relative_keys * scale  # [B, H, T, hd]
         key_gradient = outside.transpose(-1, -2) @ queries * scale  # dK'
         key_gradient[..., 0, :] -= key_gradient.sum(dim=-2)  # the sink's key, in every K'
-        return losses, _whitened_gradient(query_gradient, key_gradient, space, weights)
+        return losses, _whitened_gradient(query_gradient, key_gradient, whitened, space, weights)
 
     return losses_and_gradient
 
@@ -273,14 +273,21 @@ def _whitened_shown_losses(
 def _whitened_gradient(
     query_gradient: torch.Tensor,
     key_gradient: torch.Tensor,
+    whitened: torch.Tensor,
     space: ReachableSpace,
     weights: HeadWeights,
 ) -> torch.Tensor:
-    """dLoss/du from dLoss/dQ and dLoss/dK of every played head [B, H, T, hd]. The forward
-    (`head.split_heads`) rotated each row by its position and gave each head its key head's
-    keys, so back: rotate by the transpose, and sum the key gradients of the heads that share a
-    key head. The queries and keys are then qk = offset + u basis, laid out [Q | K], so
-    du = [dQ | dK] basisᵀ -> [B, T, D]."""
+    """dLoss/du from dLoss/dQ and dLoss/dK of every played head [B, H, T, hd], at the whitened
+    rows u [B, T, D]. The forward (`head.split_heads`) normalised each head's query and key
+    (where the family has a norm after the projection), rotated each row by its position and
+    gave each head its key head's keys, so back: rotate by the transpose, sum the key gradients
+    of the heads that share a key head, then back through the norm: with x one head's
+    projection, r = sqrt(mean(x²) + ε) and y = x/r ⊙ w,
+
+        dx = (dy ⊙ w)/r - x · (x·(dy ⊙ w)) / (hd·r³)
+
+    The projections are then qk = offset + u basis, laid out [Q | K], so du = [dQ | dK] basisᵀ
+    -> [B, T, D]."""
     batch, heads, tokens, head_dim = query_gradient.shape
     query_gradient = rotate(query_gradient, weights, inverse=True)
     key_gradient = rotate(key_gradient, weights, inverse=True)
@@ -288,9 +295,30 @@ def _whitened_gradient(
         shared = key_gradient.new_zeros(batch, weights.key_heads, tokens, head_dim)
         index = torch.tensor(weights.key_of_head, device=key_gradient.device)
         key_gradient = shared.index_add_(1, index, key_gradient)
+    if weights.query_norm is not None:
+        projected = whitened @ space.basis + space.offset  # x, laid out [Q | K] [B, T, D]
+        queries = projected[..., : heads * head_dim].view(batch, tokens, heads, head_dim)
+        keys = projected[..., heads * head_dim :].view(batch, tokens, -1, head_dim)
+        eps = weights.query_key_norm_eps
+        query_gradient = _through_norm(
+            query_gradient, queries.transpose(1, 2), weights.query_norm, eps
+        )
+        key_gradient = _through_norm(key_gradient, keys.transpose(1, 2), weights.key_norm, eps)
     queries = query_gradient.transpose(1, 2).reshape(batch, tokens, -1)  # [B, T, H·hd]
     keys = key_gradient.transpose(1, 2).reshape(batch, tokens, -1)  # [B, T, G·hd]
     return torch.cat([queries, keys], dim=-1) @ space.basis.T  # [B, T, D]
+
+
+def _through_norm(
+    gradient: torch.Tensor, projected: torch.Tensor, weight: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """dx from dy of y = x/r ⊙ w, r = sqrt(mean(x²) + ε), as `_whitened_gradient` derives it:
+    gradient, projected [B, heads, T, hd], weight [hd] -> [B, heads, T, hd]."""
+    head_dim = projected.shape[-1]
+    inverse_rms = torch.rsqrt(projected.square().mean(dim=-1, keepdim=True) + eps)  # 1/r
+    weighted = gradient * weight  # dy ⊙ w
+    along = (projected * weighted).sum(dim=-1, keepdim=True)  # x·(dy ⊙ w)
+    return weighted * inverse_rms - projected * along * inverse_rms.pow(3) / head_dim
 
 
 def _converged(

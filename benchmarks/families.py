@@ -88,6 +88,32 @@ STAND_INS = {
             max_position_embeddings=8192,
         ),
     ),
+    "Qwen3-0.6B": (
+        "qwen3",
+        dict(
+            hidden_size=1024,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            intermediate_size=3072,
+            max_position_embeddings=40960,
+            rope_theta=1e6,
+        ),
+    ),
+    "Gemma-3-270M": (
+        "gemma3_text",
+        dict(
+            hidden_size=640,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=256,
+            intermediate_size=2048,
+            max_position_embeddings=32768,
+            query_pre_attn_scalar=256,
+            sliding_window=512,
+            layer_types=["sliding_attention"],  # its layer 0: local, theta 10k
+        ),
+    ),
     "Pythia-160m": (
         "gpt_neox",
         dict(

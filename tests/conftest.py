@@ -90,6 +90,16 @@ FAMILY_CONFIGS = {
     "mistral": dict(**_LLAMA_LIKE, rope_theta=1e6),
     "qwen2": dict(**_LLAMA_LIKE),  # q/k/v biases
     "gemma": dict(**{**_LLAMA_LIKE, "num_key_value_heads": 2}, head_dim=12),  # 8 x 12 > d
+    # a norm after the projection; gemma3_text's layer 0 local (a sliding window, theta 10k),
+    # layer 1 global (theta 1e6), scores scaled by query_pre_attn_scalar
+    "qwen3": dict(**_LLAMA_LIKE, head_dim=8),
+    "gemma3_text": dict(
+        **{**_LLAMA_LIKE, "num_key_value_heads": 2},
+        head_dim=12,
+        query_pre_attn_scalar=20,
+        layer_types=["sliding_attention", "full_attention"],
+        sliding_window=64,
+    ),
     # Pythia's rotary_pct: the first quarter of each head's dimensions rotate
     "gpt_neox": dict(**_TINY_FAMILY, rotary_pct=0.25),
     "gpt_neo": dict(  # its own names for the sizes
@@ -133,6 +143,11 @@ def save_family_checkpoint(directory: Path, model_type: str, seed: int = 0) -> P
         for name, tensor in model.state_dict().items():
             if "norm" in name.lower() or ".ln_" in name:
                 tensor.add_(torch.randn_like(tensor) * 0.1)
+            if "q_norm" in name or "k_norm" in name:
+                # a norm after the projection bounds every score by hd·|w_q||w_k|·scale: at
+                # init's weight 1 (Gemma's 1 + 0) that is √hd, ~3 nats for these heads, under
+                # the 6 from black to white; trained norms weigh more (atlas.py)
+                tensor.add_(2.0)
             names = ("q_proj", "k_proj", "query_key_value", "self.query", "self.key")
             if any(part in name for part in names):
                 if name.endswith("weight"):

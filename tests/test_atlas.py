@@ -71,3 +71,27 @@ def test_smollm2_layer_0_is_weak_and_layer_1_strong(smollm2_checkpoint):
     layer, head, span = atlas.ranked()[0]
     assert layer == 1 and span == atlas.spans.max().item()
     assert math.isclose(atlas.span(0, 3), atlas.spans[0].max().item())  # layer 0's widest
+
+
+def test_a_norm_after_the_projection_spans_by_its_weight_not_the_projection(tmp_path):
+    """Qwen3: queries 1/4 as long before the norm are the same queries after it (span
+    unchanged), while the norm's weight halved halves every head's span."""
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path / "qwen3", "qwen3")))
+    heads = checkpoint.shape.heads
+    attention = checkpoint.family.attention(
+        checkpoint.config, lambda names: read_tensors(checkpoint, names), tuple(range(heads)), 0
+    )
+    before = display_spans(attention, heads)
+    weight = attention["query_key_weight"].clone()
+    hd = checkpoint.shape.head_dim
+    weight[:, 3 * hd : 4 * hd] /= 4  # head 3's queries, before the norm
+    torch.testing.assert_close(
+        display_spans({**attention, "query_key_weight": weight}, heads), before
+    )
+    halved = display_spans({**attention, "query_norm": attention["query_norm"] / 2}, heads)
+    torch.testing.assert_close(halved, before / 2)
+    # and the span is what the normalised queries and keys reach: √hd |w| along each dimension
+    expected = hd * math.exp(
+        attention["query_norm"].abs().log().mean() + attention["key_norm"].abs().log().mean()
+    )
+    assert before[0].item() == pytest.approx(expected * attention["scale"], rel=1e-5)

@@ -243,12 +243,21 @@ def _gradient_targets(kind: str, generator: torch.Generator):
     return shown_range(frames, DEFAULT_CONTRAST_NATS), shown_range_loss
 
 
+@pytest.mark.parametrize("model", ["gpt2", "qwen3", "gemma3_text"])
 @pytest.mark.parametrize("kind", ["logits", "shown ranges"])
-def test_the_hand_written_gradient_equals_autograds(kind, tiny_eight_heads_checkpoint):
+def test_the_hand_written_gradient_equals_autograds(
+    kind, model, tiny_eight_heads_checkpoint, tmp_path_factory
+):
+    """On GPT-2, and on families with a norm after the projection (its backward by hand too),
+    rotary positions and shared key heads."""
     from badapple.reachable import project_to_ball, queries_keys_from_whitened, reachable_space
     from badapple.solvers import _whitened_losses, _whitened_shown_losses
+    from tests.conftest import save_family_checkpoint
 
-    weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (1, 6), tokens=16)
+    folder = tiny_eight_heads_checkpoint
+    if model != "gpt2":
+        folder = save_family_checkpoint(tmp_path_factory.mktemp(model), model)
+    weights = load_head(open_checkpoint(str(folder)), (1, 6), tokens=16)
     space = reachable_space(weights)
     generator = torch.Generator().manual_seed(0)
     whitened = project_to_ball(torch.randn(3, 16, space.dims, generator=generator), space.radius)
