@@ -8,7 +8,7 @@ positions, which rotate them after: head.py) are then
 
 and since zᵢ is centred only the row-centred Ac = A - mean_rows(A) matters. Under an RMSNorm
 (Llama) zᵢ = xᵢ / sqrt(mean(xᵢ²) + ε) is not centred, β = 0, and Ac = A: the same with nothing
-to centre. With G = AcᵀAc = L Lᵀ (Cholesky), the reachable qkᵢ are exactly c + √d·uᵢ Lᵀ for uᵢ
+to centre. With AcᵀAc = L Lᵀ (Cholesky), the reachable qkᵢ are exactly c + √d·uᵢ Lᵀ for uᵢ
 in the open unit ball: a solid ellipsoid. Solvers work on u (whitened: every direction equally
 easy), and `lift_factored` turns u back into real inputs:
 
@@ -37,7 +37,7 @@ BALL_MARGIN = 1e-4
 
 @dataclass(frozen=True)
 class ReachableSpace:
-    """Whitened coordinates of layer 0's queries and keys, for the heads of a `HeadWeights`."""
+    """Whitened coordinates of a layer's queries and keys, for the heads of a `HeadWeights`."""
 
     offset: torch.Tensor  # [D] c: the queries and keys of a row whose z is 0; D = (H+G)·hd
     basis: torch.Tensor  # [D, D] √d·Lᵀ: qk = offset + u @ basis
@@ -58,13 +58,13 @@ def reachable_space(weights: HeadWeights) -> ReachableSpace:
     def on_cpu(tensor: torch.Tensor) -> torch.Tensor:  # moved first, then widened there
         return tensor.cpu().double()
 
-    weight = on_cpu(weights.query_key_weight)  # [d, 2·H·hd]
+    weight = on_cpu(weights.query_key_weight)  # [d, (H+G)·hd]
     scaled = on_cpu(weights.ln_weight)[:, None] * weight  # A = diag(γ) W
     layer_norm = weights.norm == "layer"
     # Ac: under a LayerNorm z is centred, so only this acts; an RMSNorm's z is any vector
     centred = scaled - scaled.mean(dim=0, keepdim=True) if layer_norm else scaled
     offset = on_cpu(weights.ln_bias) @ weight + on_cpu(weights.query_key_bias)
-    gram = centred.T @ centred  # G [2·H·hd, 2·H·hd]
+    gram = centred.T @ centred  # AcᵀAc [(H+G)·hd, (H+G)·hd]
     cholesky, info = torch.linalg.cholesky_ex(gram)
     if info != 0 or centred.shape[1] >= d_model - layer_norm:
         raise UserError(
@@ -126,7 +126,7 @@ def lift_factored(
 ) -> Factored:
     """Inputs whose layer's queries and keys are those of `whitened`, factored.
 
-    [B, T, 2·H·hd] -> coefficients [B, T, 2·H·hd + 1], basis [2·H·hd + 1, d], offset [T, d].
+    [B, T, D] -> coefficients [B, T, D + 1], basis [D + 1, d], offset [T, d]; D = (H+G)·hd.
     Rows must lie inside the ball of `space.radius`. Line by line the lift of the module's
     docstring, with each row's z and null-space term kept as coefficients of fixed vectors:
 
@@ -156,7 +156,7 @@ def whiten_embeddings(
     embeddings: torch.Tensor, space: ReachableSpace, weights: HeadWeights
 ) -> torch.Tensor:
     """The whitened coordinates of existing inputs_embeds (e.g. a saved frame's), the inverse of
-    `lift_factored` on what the heads see: [B, T, d] -> [B, T, 2·H·hd]."""
+    `lift_factored` on what the heads see: [B, T, d] -> [B, T, (H+G)·hd]."""
     hidden = normalised_input(embeddings, weights)  # [B, T, d]
     projected = hidden @ weights.query_key_weight + weights.query_key_bias  # qk [B, T, D]
     # u @ basis = qk - offset, with basis upper triangular

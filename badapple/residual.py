@@ -134,7 +134,7 @@ class LayerInput:
 class Reached:
     """Inputs for each frame of a batch, and what they put in front of the played layer."""
 
-    inputs: torch.Tensor  # [B, T, d] the inputs_embeds to feed GPT-2
+    inputs: torch.Tensor  # [B, T, d] the inputs_embeds to feed the model
     rows: torch.Tensor  # [B, T, d] h_L(inputs): the residual stream the layer sees
     error: torch.Tensor  # [B] the largest relative error of a row: ‖h_L(x)ᵢ - a·Eᵢ‖ / ‖a·Eᵢ‖
     steps: torch.Tensor  # [B] int64: forwards through blocks 0..L-1, every scale counted
@@ -152,7 +152,7 @@ def reach_layer(
     weights: HeadWeights,
 ) -> Reached:
     """Inputs whose residual stream entering the layer has the queries and keys of `whitened`
-    ([B, T, 2·H·hd], in `space`, the played layer's): the fixed point of the module's docstring,
+    ([B, T, (H+G)·hd], in `space`, the played layer's): the fixed point of the module's docstring,
     all frames of the batch in one forward per step, each frame at its own scale."""
     batch = whitened.shape[0]
     device = whitened.device

@@ -107,7 +107,7 @@ def solver_settings(
 
 @dataclass(frozen=True)
 class Solution:
-    embeddings: torch.Tensor  # [B, T, d] the inputs_embeds to feed GPT-2
+    embeddings: torch.Tensor  # [B, T, d] the inputs_embeds to feed the model
     loss: torch.Tensor  # [B] each frame's loss against its targets (`fit_loss`), mean over heads
     steps: torch.Tensor  # [B] int64: the optimisation steps each frame took, all starts counted
     # the same embeddings in a compact exact form, where the method has one (reduced); then
@@ -465,7 +465,7 @@ def _solve(
     lifted = variables.to_embeddings(solved)
     factored = lifted if isinstance(lifted, Factored) else None
     embeddings = factored.inputs_embeds() if factored is not None else lifted
-    # Scored on the embeddings themselves: what GPT-2 will see, lift included.
+    # Scored on the embeddings themselves: what the model will see, lift included.
     loss = _frame_losses(attention_scores(embeddings, weights), targets)
     steps = taken + explore_steps * settings.seeds
     return Solution(embeddings=embeddings, loss=loss, steps=steps, factored=factored)
