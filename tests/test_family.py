@@ -152,3 +152,13 @@ def test_a_sliding_window_shorter_than_the_frame_gets_one_line(tmp_path):
     with pytest.raises(UserError, match="more than .* sliding window of 8: its heads would not"):
         load_head(checkpoint, (0,), tokens=17)
     assert load_head(checkpoint, (0,), tokens=8).heads == (0,)
+
+
+def test_a_family_we_cannot_play_yet_says_why(tmp_path):
+    """OLMo 2, a real checkpoint written by transformers: one line with the reason."""
+    from transformers import AutoConfig, AutoModel
+
+    config = AutoConfig.for_model("olmo2", vocab_size=16, **FAMILY_CONFIGS["llama"])
+    AutoModel.from_config(config).save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="olmo2 checkpoint, which is not supported yet: its att"):
+        open_checkpoint(str(tmp_path))
