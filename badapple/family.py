@@ -19,6 +19,19 @@ code of the locked version, the reference):
                         (q_norm, k_norm: one weight [hd] for all heads), before the rotary
                         positions; gemma3_text's local and global layers rotate with thetas of
                         their own (rope_parameters by config.layer_types)
+    mixtral             mistral's attention; its experts (MoE) only live in the blocks before a
+                        deeper played layer, which run through transformers (residual.py), from
+                        its checkpoints' older layout (`as_modules`)
+    smollm3             llama's, but the layers no_rope_layers marks (every 4th) have no rotary:
+                        no positions at all in their scores (`layer_rotary`)
+    granite             llama's, with scores scaled by attention_multiplier instead of 1/√hd, and
+                        inputs_embeds multiplied by embedding_multiplier before layer 0 (played
+                        there as the norm's ε / multiplier², the same map; `input_multiplier`)
+    starcoder2          llama's grouped keys and rotary, with a LayerNorm (bias) and q/k biases
+                        (use_bias)
+    phi3 (Phi-3,        llama's, with one fused qkv_proj [(heads + 2·key heads)·hd, d] laid out
+    Phi-4-mini)         [queries | keys | values], and rotary on the first partial_rotary_factor
+                        of each head's dimensions (Phi-4-mini: 0.75), longrope's scaling included
     gpt_neox (Pythia)   LayerNorm with bias; fused query_key_value [3d, d] laid out head by head
                         as [q, k, v]; rotary positions on the first rotary_pct of each head's
                         dimensions only
@@ -33,10 +46,12 @@ code of the locked version, the reference):
                         of the inputs, are refused); queries scaled by 1/√hd inside
 
 A family also names its blocks (for --layer: the blocks before the played one run through
-transformers, residual.py) and its final norm, and says whether it is causal and pre-LN.
+transformers, residual.py) and its final norm, and says whether it is causal and pre-LN, which
+layers rotate their positions, and what its inputs are multiplied by.
 """
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -72,6 +87,18 @@ class Family:
     # (config, read, heads, layer) -> the HeadWeights fields but the positions
     attention: Callable[[dict, Read, tuple[int, ...], int], dict]
     rotary: bool = False  # positions rotate the queries and keys, rather than add to the input
+    # (config, layer) -> the config whose rope parameters rotate that layer's queries and keys,
+    # or None for a layer without positions (SmolLM3's every 4th): a rotary family whose layers
+    # differ says so here, and rotary_tables reads what it returns
+    layer_rotary: Callable[[dict, int], dict | None] = lambda config, layer: config
+    # what the model multiplies inputs_embeds by before its first block (Granite's
+    # embedding_multiplier): layer 0 sees the inputs that much larger
+    input_multiplier: Callable[[dict], float] = lambda config: 1.0
+    # (tensors as the checkpoint stores them) -> as transformers' modules hold them: the same but
+    # for a family whose checkpoints keep an older layout (Mixtral's experts one by one)
+    as_modules: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda tensors: (
+        tensors
+    )
     position_offset: Callable[[dict], int] = lambda config: 0  # the table's row of position 0
     # another row every position adds (BERT: token type 0's), as (config) -> its name
     added_row: str | None = None
@@ -80,6 +107,11 @@ class Family:
 
     def block_prefix(self, layer: int) -> str:
         return self.block.format(layer)
+
+    def rotary_config(self, config: dict, layer: int) -> dict | None:
+        """The config whose rope parameters rotate layer `layer`'s queries and keys, or None
+        where its positions do not rotate them (a table added to the input, or none at all)."""
+        return self.layer_rotary(config, layer) if self.rotary else None
 
     def played_layer_tensors(self, config: dict, layer: int) -> tuple[str, ...]:
         """All that layer `layer`'s attention depends on: the position table, blocks
@@ -238,41 +270,58 @@ def _llama_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _llama_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
-    shape = _llama_shape(config)
+def _grouped_query_keys(
+    shape: Shape,
+    heads: tuple[int, ...],
+    query_weight: torch.Tensor,
+    key_weight: torch.Tensor,
+    query_bias: torch.Tensor | None = None,
+    key_bias: torch.Tensor | None = None,
+) -> dict:
+    """HeadWeights' projections and key_of_head from nn.Linear query and key projections
+    ([heads·hd, d] and [key heads·hd, d], x @ Wᵀ + b) under grouped-query attention: query head
+    h uses key head h // (heads / key heads), so the played heads' keys are those of the key
+    heads they use, each once (two played heads of one group share its key columns)."""
     head_dim, group = shape.head_dim, shape.heads // shape.key_heads
-    tensors = read(list(_llama_attention_tensors(config, layer)))
-    prefix = f"layers.{layer}."
-    norm_weight = tensors[f"{prefix}input_layernorm.weight"]
-    query_weight = tensors[f"{prefix}self_attn.q_proj.weight"]  # [heads·hd, d]
-    key_weight = tensors[f"{prefix}self_attn.k_proj.weight"]  # [key heads·hd, d]
     expected = (shape.heads * head_dim, shape.d_model), (shape.key_heads * head_dim, shape.d_model)
     if (tuple(query_weight.shape), tuple(key_weight.shape)) != expected:
         raise UserError(
-            f"q_proj/k_proj are {tuple(query_weight.shape)}/{tuple(key_weight.shape)}, expected "
-            f"{expected[0]}/{expected[1]}; the checkpoint does not match its config"
+            f"the query/key projections are {tuple(query_weight.shape)}/"
+            f"{tuple(key_weight.shape)}, expected {expected[0]}/{expected[1]}; the checkpoint "
+            "does not match its config"
         )
-    # Grouped-query attention: the played heads' keys are those of the key heads they use, each
-    # once (two played heads of one group share its key columns).
     key_heads = sorted({head // group for head in heads})
     key_of_head = tuple(key_heads.index(head // group) for head in heads)
-
     projections = _linear_query_keys(
         query_weight,
         key_weight,
-        tensors.get(f"{prefix}self_attn.q_proj.bias"),
-        tensors.get(f"{prefix}self_attn.k_proj.bias"),
+        query_bias,
+        key_bias,
         _head_rows(heads, head_dim),
         _head_rows(key_heads, head_dim),
     )
+    return dict(**projections, key_of_head=key_of_head)
+
+
+def _llama_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _llama_shape(config)
+    tensors = read(list(_llama_attention_tensors(config, layer)))
+    prefix = f"layers.{layer}."
+    norm_weight = tensors[f"{prefix}input_layernorm.weight"]
     return dict(
         norm="rms",
         ln_weight=norm_weight,
         ln_bias=torch.zeros_like(norm_weight),
         ln_eps=float(config.get("rms_norm_eps", 1e-6)),
-        **projections,
-        key_of_head=key_of_head,
-        scale=1 / math.sqrt(head_dim),
+        **_grouped_query_keys(
+            shape,
+            heads,
+            tensors[f"{prefix}self_attn.q_proj.weight"],  # [heads·hd, d]
+            tensors[f"{prefix}self_attn.k_proj.weight"],  # [key heads·hd, d]
+            tensors.get(f"{prefix}self_attn.q_proj.bias"),
+            tensors.get(f"{prefix}self_attn.k_proj.bias"),
+        ),
+        scale=1 / math.sqrt(shape.head_dim),
     )
 
 
@@ -376,6 +425,162 @@ GEMMA3 = Family(
     attention_tensors=_query_key_norm_tensors,
     attention=_gemma3_attention,
     rotary=True,
+)
+
+
+# --- mixtral, smollm3, granite: llama's attention, something else around it -----------------
+
+
+def _mixtral_modules(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mixtral's checkpoints keep each expert's w1, w3 [I, d] and w2 [d, I] under
+    block_sparse_moe; transformers' MixtralSparseMoeBlock (`mlp`) holds them stacked:
+    experts.gate_up_proj [E, 2·I, d] (w1 then w3, expert by expert) and experts.down_proj
+    [E, d, I], as its own conversion_mapping loads them. Only blocks run through transformers
+    (residual.py) need this; the played layer's attention is stored as it is held."""
+    expert_name = re.compile(r"(.*)block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
+    modules: dict[str, torch.Tensor] = {}
+    experts: dict[str, dict[str, dict[int, torch.Tensor]]] = {}  # block -> w -> expert -> [.]
+    for name, tensor in tensors.items():
+        match = expert_name.match(name)
+        if match:
+            block, expert, part = match[1], int(match[2]), match[3]
+            experts.setdefault(block, {}).setdefault(part, {})[expert] = tensor
+        else:  # the router, block_sparse_moe.gate, is the block's mlp.gate
+            modules[name.replace(".block_sparse_moe.", ".mlp.")] = tensor
+
+    for block, parts in experts.items():
+
+        def stacked(part: str, parts=parts) -> torch.Tensor:  # [E, ., .]
+            return torch.stack([parts[part][expert] for expert in sorted(parts[part])])
+
+        modules[f"{block}mlp.experts.gate_up_proj"] = torch.cat(
+            [stacked("w1"), stacked("w3")], dim=1
+        )  # [E, 2·I, d]
+        modules[f"{block}mlp.experts.down_proj"] = stacked("w2")  # [E, d, I]
+    return modules
+
+
+MIXTRAL = replace(
+    LLAMA,
+    model_types=("mixtral",),  # mistral's attention; the experts only matter in the blocks
+    example="mistralai/Mixtral-8x7B-v0.1",
+    as_modules=_mixtral_modules,
+)
+
+
+def _smollm3_layer_rotary(config: dict, layer: int) -> dict | None:
+    # no_rope_layers[i] is 1 where layer i *uses* rotary (SmolLM3Attention.use_rope); absent,
+    # SmolLM3Config leaves out every no_rope_layer_interval-th layer
+    uses_rope = config.get("no_rope_layers")
+    if uses_rope is None:
+        interval = int(config.get("no_rope_layer_interval", 4))
+        uses_rope = [int((index + 1) % interval != 0) for index in range(layer + 1)]
+    return config if uses_rope[layer] else None
+
+
+SMOLLM3 = replace(
+    LLAMA,
+    model_types=("smollm3",),
+    example="HuggingFaceTB/SmolLM3-3B",
+    layer_rotary=_smollm3_layer_rotary,
+)
+
+
+def _granite_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    attention = _llama_attention(config, read, heads, layer)
+    # GraniteAttention's scaling is attention_multiplier, in place of 1/√hd
+    return {**attention, "scale": float(config.get("attention_multiplier", 1.0))}
+
+
+GRANITE = replace(
+    LLAMA,
+    model_types=("granite",),
+    example="ibm-granite/granite-3.1-2b-instruct",
+    attention=_granite_attention,
+    # GraniteModel multiplies inputs_embeds by it, whether given or looked up
+    input_multiplier=lambda config: float(config.get("embedding_multiplier", 1.0)),
+)
+
+
+# --- starcoder2 ----------------------------------------------------------------------------
+
+
+def _starcoder2_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"layers.{layer}."
+    names = [f"{prefix}input_layernorm.weight", f"{prefix}input_layernorm.bias"]  # nn.LayerNorm
+    names += [f"{prefix}self_attn.q_proj.weight", f"{prefix}self_attn.k_proj.weight"]
+    if config.get("use_bias", True):
+        names += [f"{prefix}self_attn.q_proj.bias", f"{prefix}self_attn.k_proj.bias"]
+    return tuple(names)
+
+
+def _starcoder2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _llama_shape(config)
+    tensors = read(list(_starcoder2_attention_tensors(config, layer)))
+    prefix = f"layers.{layer}."
+    return dict(
+        norm="layer",
+        ln_weight=tensors[f"{prefix}input_layernorm.weight"],
+        ln_bias=tensors[f"{prefix}input_layernorm.bias"],
+        ln_eps=float(config.get("norm_epsilon", 1e-5)),
+        **_grouped_query_keys(
+            shape,
+            heads,
+            tensors[f"{prefix}self_attn.q_proj.weight"],  # [heads·hd, d]
+            tensors[f"{prefix}self_attn.k_proj.weight"],  # [key heads·hd, d]
+            tensors.get(f"{prefix}self_attn.q_proj.bias"),
+            tensors.get(f"{prefix}self_attn.k_proj.bias"),
+        ),
+        scale=1 / math.sqrt(shape.head_dim),
+    )
+
+
+STARCODER2 = replace(
+    LLAMA,
+    model_types=("starcoder2",),
+    example="bigcode/starcoder2-3b",
+    attention_tensors=_starcoder2_attention_tensors,
+    attention=_starcoder2_attention,
+)
+
+
+# --- phi3 (Phi-3, Phi-4-mini) --------------------------------------------------------------
+
+
+def _phi3_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    return (
+        f"layers.{layer}.input_layernorm.weight",  # [d]
+        f"layers.{layer}.self_attn.qkv_proj.weight",  # [(heads + 2·key heads)·hd, d], no bias
+    )
+
+
+def _phi3_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _llama_shape(config)
+    norm_weight, fused = read(list(_phi3_attention_tensors(config, layer))).values()
+    # Phi3Attention splits qkv_proj's output as [all queries | all keys | all values]
+    queries = shape.heads * shape.head_dim
+    keys = shape.key_heads * shape.head_dim
+    if tuple(fused.shape) != (queries + 2 * keys, shape.d_model):
+        raise UserError(
+            f"qkv_proj is {tuple(fused.shape)}, expected {(queries + 2 * keys, shape.d_model)}; "
+            "the checkpoint does not match its config"
+        )
+    return dict(
+        norm="rms",
+        ln_weight=norm_weight,
+        ln_bias=torch.zeros_like(norm_weight),
+        ln_eps=float(config.get("rms_norm_eps", 1e-5)),
+        **_grouped_query_keys(shape, heads, fused[:queries], fused[queries : queries + keys]),
+        scale=1 / math.sqrt(shape.head_dim),
+    )
+
+
+PHI3 = replace(
+    LLAMA,
+    model_types=("phi3",),  # partial rotary: its rope parameters say how much, rotary_tables
+    example="microsoft/Phi-4-mini-instruct",
+    attention_tensors=_phi3_attention_tensors,
+    attention=_phi3_attention,
 )
 
 
@@ -613,7 +818,22 @@ BERT = Family(
 )
 
 
-FAMILIES = (GPT2, LLAMA, GEMMA, QWEN3, GEMMA3, GPT_NEOX, GPT_NEO, OPT, BERT)
+FAMILIES = (
+    GPT2,
+    LLAMA,
+    GEMMA,
+    QWEN3,
+    GEMMA3,
+    GPT_NEOX,
+    GPT_NEO,
+    OPT,
+    BERT,
+    MIXTRAL,
+    SMOLLM3,
+    GRANITE,
+    STARCODER2,
+    PHI3,
+)
 SUPPORTED = tuple(model_type for family in FAMILIES for model_type in family.model_types)
 
 
@@ -646,7 +866,8 @@ def rotary_tables(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin [T, r] of the rotary positions 0..T-1 on the first r dimensions of each head
     (r = hd but for partial rotary), as the family's rotary embedding computes them for `layer`:
-    those dimensions of q become q·cos + rotate_half(q)·sin, the others stay.
+    those dimensions of q become q·cos + rotate_half(q)·sin, the others stay. `config` is the
+    played layer's (`Family.rotary_config`).
 
     The frequencies come from transformers' own reading of the config's rope parameters
     (rope_theta, and any scaling such as Llama 3's), which it standardises across versions.

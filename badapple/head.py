@@ -6,14 +6,16 @@ whole model is never built. Row i of the layer's input X becomes
 
     H = Norm(X + P);  Q = H Wq + bq;  K = H Wk + bk;  in some families each head's query and
     key then RMS-normalised (Qwen3, Gemma 3);  then both rotated by position (rotary
-    families);  S = Q Kᵀ · scale
+    families, on the layers that rotate: `Family.rotary_config`);  S = Q Kᵀ · scale
 
 which is exactly the score the model feeds its softmax. Norm is a LayerNorm (GPT-2: centred,
 γ and β) or an RMSNorm (Llama: not centred, γ only). At layer 0, X is the input embedding and
 P the learned position table (GPT-2's wpe), or 0 where the positions rotate Q and K instead; at
 a deeper layer X is the residual stream entering it, which holds the table's positions already
-(residual.py), and P = 0. Under grouped-query attention several query heads share one key head:
-the keys are held once per key head and each played head takes its own (`key_of_head`).
+(residual.py), and P = 0. A model that multiplies its inputs by m before layer 0 (Granite) has
+layer 0 see Norm(m·X + P), which is Norm(X + P/m) with the norm's ε/m². Under grouped-query
+attention several query heads share one key head: the keys are held once per key head and each
+played head takes its own (`key_of_head`).
 """
 
 from dataclasses import dataclass, fields, replace
@@ -113,9 +115,15 @@ def load_head(
             position += read([family.added_row])[family.added_row][0]
     else:  # deeper, the residual stream holds the table's positions; rotary ones rotate
         position = torch.zeros(tokens, shape.d_model)
+    if layer == 0:  # the model multiplies inputs_embeds by m first (Granite's, 12)
+        # Norm(m·X + P) is Norm(X + P/m) with ε/m²: a norm sees its input's scale through ε only
+        multiplier = family.input_multiplier(checkpoint.config)
+        position = position / multiplier
+        attention = {**attention, "ln_eps": attention["ln_eps"] / multiplier**2}
     rotary = {}
-    if family.rotary:
-        cos, sin = rotary_tables(checkpoint.config, shape.head_dim, tokens, layer)
+    rotary_config = family.rotary_config(checkpoint.config, layer)
+    if rotary_config is not None:  # None: no rotary, or a layer without positions (SmolLM3's)
+        cos, sin = rotary_tables(rotary_config, shape.head_dim, tokens, layer)
         rotary = dict(rotary_cos=cos, rotary_sin=sin)
     return HeadWeights(
         heads=tuple(heads), position=position, causal=family.causal, **attention, **rotary

@@ -114,6 +114,30 @@ FAMILY_CONFIGS = {
         ffn_dim=128,
         word_embed_proj_dim=64,
     ),
+    "mixtral": dict(**_LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2, rope_theta=1e6),
+    # layer 1 has no rotary (no_rope_layers: 1 where a layer uses it)
+    "smollm3": dict(**_LLAMA_LIKE, no_rope_layers=[1, 0]),
+    # a large ε, so layer 0's norm tells inputs from inputs times embedding_multiplier
+    "granite": dict(
+        **_LLAMA_LIKE,
+        attention_multiplier=0.2,
+        embedding_multiplier=12.0,
+        residual_multiplier=0.22,
+        rms_norm_eps=0.5,
+    ),
+    "starcoder2": dict(**_LLAMA_LIKE, use_bias=True),  # LayerNorm, q/k biases
+    # Phi-4-mini's rotary: on the first 0.75 of each head's dimensions, scaled by longrope
+    "phi3": dict(
+        **_LLAMA_LIKE,
+        partial_rotary_factor=0.75,
+        rope_scaling=dict(
+            rope_type="longrope",
+            short_factor=[1.0, 1.5, 2.0],  # one a rotated pair: 8 · 0.75 / 2
+            long_factor=[2.0, 3.0, 4.0],
+            original_max_position_embeddings=64,
+        ),
+        original_max_position_embeddings=64,
+    ),
     "bert": dict(**_TINY_FAMILY),
     # two more table rows than the positions: RoBERTa's start at padding_idx + 1 = 2
     "roberta": dict(
@@ -148,7 +172,7 @@ def save_family_checkpoint(directory: Path, model_type: str, seed: int = 0) -> P
                 # init's weight 1 (Gemma's 1 + 0) that is √hd, ~3 nats for these heads, under
                 # the 6 from black to white; trained norms weigh more (atlas.py)
                 tensor.add_(2.0)
-            names = ("q_proj", "k_proj", "query_key_value", "self.query", "self.key")
+            names = ("q_proj", "k_proj", "qkv_proj", "query_key_value", "self.query", "self.key")
             if any(part in name for part in names):
                 if name.endswith("weight"):
                     tensor.mul_(10.0)

@@ -2,6 +2,7 @@
 the played layer equals transformers' own (eager, output_attentions) to 1e-5, sink included;
 the lift is exact; and --layer reaches a deeper layer as on GPT-2."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -162,3 +163,115 @@ def test_a_family_we_cannot_play_yet_says_why(tmp_path):
     AutoModel.from_config(config).save_pretrained(tmp_path)
     with pytest.raises(UserError, match="olmo2 checkpoint, which is not supported yet: its att"):
         open_checkpoint(str(tmp_path))
+
+
+# --- what the newer families add: a layer without positions, an input multiplier, stored
+# experts, and --verify through each family's own model ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smollm3_checkpoint(tmp_path_factory) -> Path:
+    return save_family_checkpoint(tmp_path_factory.mktemp("smollm3"), "smollm3")
+
+
+def test_a_smollm3_layer_without_rotary_has_no_positions_as_in_transformers(smollm3_checkpoint):
+    """SmolLM3's layer 1 (no_rope_layers: 0) takes no rotary; the stream entering it, from
+    random inputs through block 0, gives transformers' attention at that layer to 1e-5."""
+    checkpoint = open_checkpoint(str(smollm3_checkpoint))
+    rotary = load_head(checkpoint, (1, 6), tokens=TOKENS, layer=0)
+    weights = load_head(checkpoint, (1, 6), tokens=TOKENS, layer=1)
+    assert rotary.rotary_cos is not None and weights.rotary_cos is None
+    embeddings = torch.randn(2, TOKENS, checkpoint.shape.d_model)
+    reference = transformers_attention(
+        model_through_layer(checkpoint, 1), embeddings, (1, 6), layer=1
+    )
+    with torch.no_grad():
+        stream = LayerInput(checkpoint, 1, "cpu")(embeddings)  # [2, T, d]
+        ours = attention_weights(attention_scores(stream, weights))
+    assert (ours - reference).abs().max() < TOLERANCE
+
+
+def test_granite_plays_the_inputs_its_model_multiplies(tmp_path):
+    """GraniteModel multiplies inputs_embeds by embedding_multiplier (12) before layer 0: our
+    layer 0 takes it into its norm's ε (0.5 here, large, so that it shows), and the same head
+    read as a plain Llama's (ε as it is, 1/√hd) gives another map."""
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path, "granite")))
+    weights = load_head(checkpoint, (2, 5), tokens=TOKENS)
+    assert weights.ln_eps == pytest.approx(0.5 / 12**2) and weights.scale == 0.2
+    embeddings = torch.randn(2, TOKENS, checkpoint.shape.d_model) * 0.2
+    reference = transformers_attention(model_through_layer(checkpoint), embeddings, (2, 5))
+    as_llama = replace(weights, ln_eps=0.5, scale=1 / weights.head_dim**0.5)
+    with torch.no_grad():
+        ours = attention_weights(attention_scores(embeddings, weights))
+        plain = attention_weights(attention_scores(embeddings, as_llama))
+    assert (ours - reference).abs().max() < TOLERANCE
+    assert (plain - reference).abs().max() > 0.01
+
+
+def test_mixtrals_stored_experts_load_as_transformers_loads_them(tmp_path):
+    """A Mixtral checkpoint keeps its experts one by one (block_sparse_moe.experts.e.w1...), the
+    model holds them stacked: the stream entering layer 1 through our loading of block 0 is
+    the one of transformers' own from_pretrained, which converts them itself."""
+    from safetensors import safe_open
+    from transformers import AutoModel
+
+    path = save_family_checkpoint(tmp_path, "mixtral")
+    with safe_open(str(path / "model.safetensors"), framework="pt") as handle:
+        assert "layers.0.block_sparse_moe.experts.3.w2.weight" in handle.keys()
+    checkpoint = open_checkpoint(str(path))
+    embeddings = torch.randn(2, TOKENS, checkpoint.shape.d_model)
+    whole = AutoModel.from_pretrained(path, dtype=torch.float32).eval()
+    with torch.no_grad():
+        expected = whole(inputs_embeds=embeddings, output_hidden_states=True).hidden_states[1]
+    stream = LayerInput(checkpoint, 1, "cpu")(embeddings)
+    assert (stream - expected).abs().max() < 1e-5
+
+
+@pytest.fixture(scope="module")
+def small_frames(tmp_path_factory) -> Path:
+    """Four frames of 16 x 16 (17 tokens with the sink) of a real clip, as download.py leaves
+    them."""
+    from badapple.download import download
+    from tests.media import make_clip
+
+    work = tmp_path_factory.mktemp("small-frames")
+    clip = make_clip(work / "clip.mp4", seconds=0.4, width=64, height=64, fps=10, audio=False)
+    with pytest.warns(UserWarning, match="no audio"):
+        download(input=str(clip), frames_dir=str(work / "frames"), fps=10, size=16)
+    return work / "frames"
+
+
+@pytest.mark.parametrize(
+    "model_type, layer, base_model",
+    [
+        ("mixtral", 0, "MixtralModel"),
+        ("mixtral", 1, "MixtralModel"),
+        ("starcoder2", 0, "Starcoder2Model"),
+        ("granite", 0, "GraniteModel"),
+        ("granite", 1, "GraniteModel"),
+        ("phi3", 0, "Phi3Model"),
+        ("smollm3", 0, "SmolLM3Model"),
+        ("smollm3", 1, "SmolLM3Model"),  # the layer without positions
+    ],
+)
+def test_verify_plays_through_the_familys_own_model(
+    tmp_path, small_frames, model_type, layer, base_model
+):
+    """optimize(verify=...) on real frames: the saved embeddings, fed to transformers' own base
+    model of the family, give our attention (to 1e-4) and the saved PNGs."""
+    import shutil
+
+    from badapple.optimize import optimize
+
+    path = save_family_checkpoint(tmp_path / model_type, model_type)
+    frames_dir = shutil.copytree(small_frames, tmp_path / "frames")
+    metrics = optimize(
+        model=str(path), frames_dir=str(frames_dir), layer=layer, head=5, steps=150,
+        chunk_size=4, device="cpu", verify=2,
+    )  # fmt: skip
+    assert type(model_through_layer(open_checkpoint(str(path), layer), layer)).__name__ == (
+        base_model
+    )
+    assert metrics["verify"]["layer"] == layer and len(metrics["verify"]["frames"]) == 2
+    assert metrics["verify"]["max_abs_difference"] < 1e-4
+    assert max(record["mae"] for record in metrics["frames"]) < 0.1  # the frames, not noise
