@@ -18,7 +18,12 @@ independent rows, the typical direction has to. Random init makes the ellipsoid 
 nats a direction for GPT-2 XL's shape); training makes it long and thin (SmolLM2-135M's layer-0
 heads span 0.7-1.4 nats, its deeper ones 50-165), and a head of under a few nats cannot move a
 score the 6 nats between black and white in most directions: its white figures come out
-speckled. Rotary positions rotate q and k (orthogonal maps), so they change no σ.
+speckled. Rotary positions rotate q and k (orthogonal maps), so they change no σ, and ALiBi's
+bias (BLOOM, MPT) is the same whatever the inputs, so it moves no score a display controls.
+
+A cap (Gemma 2's attn_logit_softcapping: scores become cap·tanh(s/cap)) bounds every score to
+±cap, so a span of S nats along a direction shows as cap·tanh(S/cap): the same for S well under
+the cap (Gemma 2's is 50 nats, eight times the 6 of black to white), never more than the cap.
 
 The measure is absolute, so it judges a display on its own (`WEAK_SPAN_NATS`), and it takes a
 few milliseconds a layer: one Gram matrix and log-determinant per head, no solve.
@@ -58,7 +63,11 @@ def display_spans(attention: dict, heads: int) -> torch.Tensor:
     # log gm(σ) = mean(log σ²) / 2; a dead direction (σ = 0) would give -inf: floor it
     log_gm = torch.linalg.eigvalsh(gram).clamp_min(1e-30).log().mean(dim=-1) / 2  # [H + G]
     log_span = log_gm[:heads] + log_gm[heads + key_of_head] + math.log(d_model)
-    return (log_span.exp() * attention["scale"]).float()  # [H]
+    span = log_span.exp() * attention["scale"]  # [H]
+    cap = attention.get("softcap")
+    if cap is not None:  # a score shows capped: ±S nats before the cap are ±cap·tanh(S/cap)
+        span = cap * torch.tanh(span / cap)
+    return span.float()
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,25 @@ STAND_INS = {
             word_embed_proj_dim=768,
         ),
     ),
+    "Gemma-2-2B": (  # its one layer a sliding one (4096 tokens: the frame fits), scores capped
+        "gemma2",
+        dict(
+            hidden_size=2304,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+            intermediate_size=9216,
+            max_position_embeddings=8192,
+            query_pre_attn_scalar=256,
+            attn_logit_softcapping=50.0,
+            sliding_window=4096,
+        ),
+    ),
+    "BLOOM-560m": ("bloom", dict(hidden_size=1024, n_head=16)),  # ALiBi, the input norm
+    "MPT-7B": (  # ALiBi; its MLP narrowed (expansion 1, not 4): only the attention plays
+        "mpt",
+        dict(d_model=4096, n_heads=32, max_seq_len=2048, expansion_ratio=1),
+    ),
     "BERT-base": (
         "bert",
         dict(
@@ -133,7 +152,8 @@ REAL = {
     "SmolLM2-135M (real), best": ("llama", smollm2_checkpoint, dict(layer="best", head="best")),
     "all-MiniLM-L6-v2 (real), best": ("bert", lambda _: minilm_checkpoint(), dict(head="best")),
 }
-LAYER_KEYS = {"gpt2": "n_layer", "gpt_neo": "num_layers"}  # the others: num_hidden_layers
+# the others: num_hidden_layers
+LAYER_KEYS = {"gpt2": "n_layer", "gpt_neo": "num_layers", "bloom": "n_layer", "mpt": "n_layers"}
 
 
 def write_stand_in(path: Path, model_type: str, shape: dict) -> Path:

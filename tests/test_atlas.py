@@ -71,3 +71,21 @@ def test_smollm2_layer_0_is_weak_and_layer_1_strong(smollm2_checkpoint):
     layer, head, span = atlas.ranked()[0]
     assert layer == 1 and span == atlas.spans.max().item()
     assert math.isclose(atlas.span(0, 3), atlas.spans[0].max().item())  # layer 0's widest
+
+
+def test_a_capped_head_spans_at_most_its_cap(tmp_path):
+    """Gemma 2 caps every score at ±cap (5 nats in the tiny one, whose heads span more): a span
+    S shows as cap·tanh(S/cap), under the cap however wide the head."""
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path / "gemma2", "gemma2")))
+    heads = checkpoint.shape.heads
+    attention = checkpoint.family.attention(
+        checkpoint.config, lambda names: read_tensors(checkpoint, names), tuple(range(heads)), 0
+    )
+    cap = attention["softcap"]
+    capped = display_spans(attention, heads)
+    uncapped = display_spans({**attention, "softcap": None}, heads)
+    assert float(uncapped.max()) > cap  # the cap matters here
+    assert float(capped.max()) < cap
+    assert torch.allclose(capped, cap * torch.tanh(uncapped / cap), rtol=1e-5)
+    assert float(uncapped[0]) == pytest.approx(span_from_singular_values(
+        load_head(checkpoint, (0,), tokens=8), 0), rel=1e-4)  # fmt: skip
