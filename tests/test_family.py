@@ -6,6 +6,7 @@ fails these checks."""
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -259,3 +260,46 @@ def test_a_row_bloom_s_input_norm_cannot_give_is_an_error(tmp_path):
     weak = replace(weights, input_ln_weight=weights.input_ln_weight / 100)
     with pytest.raises(UserError, match="cannot pass the model's input LayerNorm"):
         lift_factored(project_to_ball(whitened * 100, space.radius), space, weak)
+
+
+@pytest.fixture(scope="module")
+def clip_frames(tmp_path_factory, clip) -> Path:
+    """The session's clip as download.py leaves it, 32x32 (33 tokens with the sink)."""
+    from badapple.download import download
+    from tests.scripts import FPS, SIZE
+
+    frames_dir = tmp_path_factory.mktemp("scores-frames") / "frames"
+    download(input=str(clip), frames_dir=str(frames_dir), fps=FPS, size=SIZE)
+    return frames_dir
+
+
+@pytest.mark.parametrize(
+    "model_type, layer, render, base_model",
+    [
+        ("gemma2", 1, "sink", "Gemma2Model"),  # capped, layer 0 sliding before it
+        ("bloom", 0, "sink", "BloomModel"),  # through the input norm
+        ("bloom", 0, "zscore", "BloomModel"),  # ALiBi under the original's rendering too
+        ("mpt", 1, "sink", "MptModel"),
+    ],
+)
+def test_optimize_verifies_through_the_family_s_own_model(
+    tmp_path, clip_frames, model_type, layer, render, base_model
+):
+    """optimize() solves 4 frames and --verify feeds the saved inputs_embeds to transformers'
+    own base model of the family: its attention is ours, its rendering the saved PNGs."""
+    import shutil
+
+    from badapple.optimize import optimize
+
+    model = save_family_checkpoint(tmp_path / model_type, model_type)
+    assert type(model_through_layer(open_checkpoint(str(model)))).__name__ == base_model
+    frames_dir = tmp_path / "frames"
+    shutil.copytree(clip_frames, frames_dir)
+    metrics = optimize(
+        model=str(model), frames_dir=str(frames_dir), layer=layer, head=3, render=render,
+        frames="1:4", steps=150, chunk_size=4, device="cpu", verify=2,
+    )  # fmt: skip
+    assert metrics["verify"]["layer"] == layer
+    assert metrics["verify"]["max_abs_difference"] < 1e-4
+    if render == "sink":  # a picture, not noise: the tiny heads show it roughly
+        assert np.mean([record["mae"] for record in metrics["frames"]]) < 0.1
