@@ -217,7 +217,7 @@ def resolve(
         warm = replace(warm, check_above_mae=None)
     look = Look(layout, render, contrast, blur, colormap, channels, causal)
     atlas = measure_atlas(
-        checkpoint, [n for n in attention_layers_at_hand(checkpoint) if n in playable]
+        checkpoint, [n for n in attention_layers_at_hand(checkpoint) if n in playable], tokens
     )
     solved_with = {
         # the targets: another video, part of it or frame rate is another run
