@@ -82,10 +82,11 @@ def check_layer(name: str, config: dict, layer: int) -> None:
     """Refuse a layer the model does not have, or cannot play, before any weight is read."""
     family = family_of(config.get("model_type"), name)
     layers = family.shape(config).layers
-    if layer > 0 and not family.pre_layer_norm:
+    if layer > 0 and not family.deeper_layers:
+        why = family.deeper_refused or "normalises after each block"
         raise UserError(
-            f"--layer {layer}: {name} is a {config['model_type']} model, which normalises after "
-            "each block, so only its layer 0 can be played exactly; use --layer 0"
+            f"--layer {layer}: {name} is a {config['model_type']} model, which {why}, so only "
+            "its layer 0 can be played exactly; use --layer 0"
         )
     if not 0 <= layer < layers:
         raise UserError(

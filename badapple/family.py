@@ -44,6 +44,18 @@ code of the locked version, the reference):
     opt                 learned positions whose row t is table row t + 2; LayerNorm before the
                         attention (the OPTs that normalise after it, and those with a projection
                         of the inputs, are refused); queries scaled by 1/√hd inside
+    gemma2              gemma's, with scores capped, cap·tanh(s/cap) (attn_logit_softcapping),
+                        and scaled by query_pre_attn_scalar^-0.5, not 1/√hd; every other layer
+                        sees a sliding window (4096 tokens in Gemma-2-2B: a frame fits)
+    bloom               ALiBi: no positions in the inputs, slope_h · key position added to head
+                        h's scores; word_embeddings_layernorm on the inputs before block 0, so
+                        layer 0 sees LayerNorm(LayerNorm_e(x)), and only layer 0 is played (the
+                        input norm bounds the residual stream that residual.py steers); fused
+                        query_key_value [3d, d] head by head [q, k, v], as gpt_neox
+    mpt                 ALiBi as bloom's, slope_h · (key position - (T - 1)) with its own slopes;
+                        LayerNorm without bias (no_bias); fused Wqkv [3d, d] laid out [Q; K; V];
+                        softmax_scale or 1/√hd; clip_qkv, qk_ln and the other attention types
+                        are refused (transformers' MptAttention has none of them)
 
 A family also names its blocks (for --layer: the blocks before the played one run through
 transformers, residual.py) and its final norm, and says whether it is causal and pre-LN, which
@@ -104,6 +116,15 @@ class Family:
     added_row: str | None = None
     causal: bool = True
     pre_layer_norm: bool = True  # every block normalises its input (so --layer works)
+    # ALiBi: (config, tokens) -> [heads, T], added to each head's scores on each key (bloom, mpt)
+    score_bias: Callable[[dict, int], torch.Tensor] | None = None
+    # why a pre-LN family's deeper layers cannot be played after all, if they cannot (bloom)
+    deeper_refused: str | None = None
+
+    @property
+    def deeper_layers(self) -> bool:
+        """Whether --layer L > 0 can be played exactly (residual.py)."""
+        return self.pre_layer_norm and self.deeper_refused is None
 
     def block_prefix(self, layer: int) -> str:
         return self.block.format(layer)
@@ -818,6 +839,186 @@ BERT = Family(
 )
 
 
+# --- gemma2 --------------------------------------------------------------------------------
+
+
+def _gemma2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    attention = _gemma_attention(config, read, heads, layer)
+    # Gemma2Config's defaults; Gemma2Attention scales by query_pre_attn_scalar^-0.5
+    scalar = float(config.get("query_pre_attn_scalar", 256))
+    cap = config.get("attn_logit_softcapping", 50.0)
+    return {**attention, "scale": scalar**-0.5, "softcap": None if cap is None else float(cap)}
+
+
+GEMMA2 = Family(
+    model_types=("gemma2",),
+    example="google/gemma-2-2b",
+    name_prefixes=("model.",),
+    position_table=None,
+    block="layers.{}.",
+    final_norm="norm",
+    shape=_llama_shape,
+    attention_tensors=_llama_attention_tensors,
+    attention=_gemma2_attention,
+    rotary=True,
+)
+
+
+# --- bloom, mpt: ALiBi ---------------------------------------------------------------------
+
+
+def _bloom_shape(config: dict) -> Shape:
+    d_model, heads = _int(config, "hidden_size", "n_embed"), _int(config, "n_head")
+    return Shape(
+        d_model=d_model,
+        heads=heads,
+        key_heads=heads,
+        head_dim=d_model // heads,
+        layers=_int(config, "n_layer"),
+        # ALiBi has no table of positions: the length BLOOM was trained at
+        positions=_int(config, "seq_length", default=2048),
+    )
+
+
+def _bloom_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"h.{layer}."
+    inputs = ("word_embeddings_layernorm.weight", "word_embeddings_layernorm.bias")
+    return (
+        *(inputs if layer == 0 else ()),
+        f"{prefix}input_layernorm.weight",
+        f"{prefix}input_layernorm.bias",
+        f"{prefix}self_attention.query_key_value.weight",  # [3d, d], head by head [q, k, v]
+        f"{prefix}self_attention.query_key_value.bias",
+    )
+
+
+def _bloom_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _bloom_shape(config)
+    hd = shape.head_dim
+    tensors = read(list(_bloom_attention_tensors(config, layer)))
+    prefix = f"h.{layer}."
+    weight = tensors[f"{prefix}self_attention.query_key_value.weight"]
+    bias = tensors[f"{prefix}self_attention.query_key_value.bias"]
+    query_rows = _head_rows(heads, hd, stride=3 * hd)  # BloomAttention._reshape: [H, 3, hd]
+    rows = torch.cat([query_rows, query_rows + hd])
+    eps = float(config.get("layer_norm_epsilon", 1e-5))
+    inputs = {}
+    if layer == 0:  # BloomModel normalises inputs_embeds before block 0
+        inputs = dict(
+            input_ln_weight=tensors["word_embeddings_layernorm.weight"],
+            input_ln_bias=tensors["word_embeddings_layernorm.bias"],
+            input_ln_eps=eps,
+        )
+    return dict(
+        norm="layer",
+        ln_weight=tensors[f"{prefix}input_layernorm.weight"],
+        ln_bias=tensors[f"{prefix}input_layernorm.bias"],
+        ln_eps=eps,
+        query_key_weight=weight[rows].T.contiguous(),
+        query_key_bias=bias[rows].contiguous(),
+        key_of_head=tuple(range(len(heads))),
+        scale=1 / math.sqrt(hd),  # BloomAttention's inv_norm_factor
+        **inputs,
+    )
+
+
+def _bloom_alibi(config: dict, tokens: int) -> torch.Tensor:
+    """[heads, T]: slope_h · j, as BloomModel builds it without an attention mask."""
+    from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+    slopes = _get_alibi_slopes(_bloom_shape(config).heads, torch.device("cpu"))  # [heads]
+    return slopes[:, None] * torch.arange(tokens)  # float32, as there
+
+
+BLOOM = Family(
+    model_types=("bloom",),
+    example="bigscience/bloom-560m",
+    name_prefixes=("transformer.",),
+    position_table=None,
+    block="h.{}.",
+    final_norm="ln_f",
+    shape=_bloom_shape,
+    attention_tensors=_bloom_attention_tensors,
+    attention=_bloom_attention,
+    score_bias=_bloom_alibi,
+    deeper_refused=(
+        "normalises its inputs (word_embeddings_layernorm) before block 0, which bounds the "
+        "residual stream of every deeper layer, so residual.py cannot steer it there"
+    ),
+)
+
+
+def _mpt_attention_config(config: dict) -> dict:
+    """attn_config, refused where transformers' MptAttention would not compute what the model
+    does (or what we do): one line naming the setting."""
+    attention = config.get("attn_config") or {}
+    attention_type = attention.get("attn_type", "multihead_attention")
+    unsupported = {
+        "clip_qkv": attention.get("clip_qkv"),  # clamps Q, K and V: no longer an ellipsoid
+        "qk_ln": attention.get("qk_ln", False),  # a norm after the projection
+        "alibi false": not attention.get("alibi", True),  # transformers adds ALiBi regardless
+        f"attn_type {attention_type}": attention_type != "multihead_attention",
+        "no_bias false": not config.get("no_bias", True),  # transformers loads no biases
+    }
+    refused = [name for name, present in unsupported.items() if present]
+    if refused:
+        raise UserError(
+            f"this MPT sets {', '.join(refused)}, which is not supported; only MPTs with ALiBi, "
+            "plain multi-head attention and no biases (as MPT-7B) are"
+        )
+    return attention
+
+
+def _mpt_shape(config: dict) -> Shape:
+    _mpt_attention_config(config)
+    return _shape(config, "d_model", "n_heads", "n_layers", ("max_seq_len",))
+
+
+def _mpt_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"blocks.{layer}."
+    return (f"{prefix}norm_1.weight", f"{prefix}attn.Wqkv.weight")  # [d], [3d, d] as [Q; K; V]
+
+
+def _mpt_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _mpt_shape(config)
+    hd, d = shape.head_dim, shape.d_model
+    norm_weight, qkv_weight = read(list(_mpt_attention_tensors(config, layer))).values()
+    rows = _head_rows(heads, hd)
+    scale = _mpt_attention_config(config).get("softmax_scale") or 1 / math.sqrt(hd)
+    return dict(
+        norm="layer",
+        ln_weight=norm_weight,
+        ln_bias=torch.zeros_like(norm_weight),  # no_bias: MptBlock's norm_1.bias is None
+        ln_eps=float(config.get("layer_norm_epsilon", 1e-5)),
+        **_linear_query_keys(qkv_weight[:d], qkv_weight[d : 2 * d], None, None, rows, rows),
+        key_of_head=tuple(range(len(heads))),
+        scale=float(scale),
+    )
+
+
+def _mpt_alibi(config: dict, tokens: int) -> torch.Tensor:
+    """[heads, T]: slope_h · (j - (T - 1)), as MptModel builds it (for max_seq_len, of which
+    MptAttention keeps the last T columns: the same numbers)."""
+    from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
+
+    bias_max = _mpt_attention_config(config).get("alibi_bias_max", 8)
+    return build_mpt_alibi_tensor(_mpt_shape(config).heads, tokens, bias_max)[:, 0]  # [H, T]
+
+
+MPT = Family(
+    model_types=("mpt",),
+    example="mosaicml/mpt-7b",
+    name_prefixes=("transformer.",),
+    position_table=None,
+    block="blocks.{}.",
+    final_norm="norm_f",
+    shape=_mpt_shape,
+    attention_tensors=_mpt_attention_tensors,
+    attention=_mpt_attention,
+    score_bias=_mpt_alibi,
+)
+
+
 FAMILIES = (
     GPT2,
     LLAMA,
@@ -833,6 +1034,9 @@ FAMILIES = (
     GRANITE,
     STARCODER2,
     PHI3,
+    GEMMA2,
+    BLOOM,
+    MPT,
 )
 SUPPORTED = tuple(model_type for family in FAMILIES for model_type in family.model_types)
 

@@ -6,10 +6,14 @@ whole model is never built. Row i of the layer's input X becomes
 
     H = Norm(X + P);  Q = H Wq + bq;  K = H Wk + bk;  in some families each head's query and
     key then RMS-normalised (Qwen3, Gemma 3);  then both rotated by position (rotary
-    families, on the layers that rotate: `Family.rotary_config`);  S = Q Kᵀ · scale
+    families, on the layers that rotate: `Family.rotary_config`);
+    S = cap·tanh((Q Kᵀ · scale + b) / cap)
 
 which is exactly the score the model feeds its softmax. Norm is a LayerNorm (GPT-2: centred,
-γ and β) or an RMSNorm (Llama: not centred, γ only). At layer 0, X is the input embedding and
+γ and β) or an RMSNorm (Llama: not centred, γ only); BLOOM normalises its inputs once more
+before layer 0 (`word_embeddings_layernorm`), so its layer 0 sees Norm(LayerNorm_e(X)). b is
+ALiBi's bias (BLOOM, MPT: slope_h · key position, the same for every row), 0 elsewhere; the
+cap is Gemma 2's `attn_logit_softcapping` (none elsewhere). At layer 0, X is the input embedding and
 P the learned position table (GPT-2's wpe), or 0 where the positions rotate Q and K instead; at
 a deeper layer X is the residual stream entering it, which holds the table's positions already
 (residual.py), and P = 0. A model that multiplies its inputs by m before layer 0 (Granite) has
@@ -53,6 +57,14 @@ class HeadWeights:
     query_norm: torch.Tensor | None = None  # [hd] its weight (Gemma's 1 + weight, folded in)
     key_norm: torch.Tensor | None = None  # [hd]
     query_key_norm_eps: float = 1e-6
+    # ALiBi: added to head h's score on key j, whatever the query: slope_h · (j + constant)
+    score_bias: torch.Tensor | None = None  # [H, T], None for none
+    softcap: float | None = None  # scores become cap·tanh(s / cap) (Gemma 2); None for none
+    # A LayerNorm of the inputs before the layer's own norm (BLOOM's word_embeddings_layernorm,
+    # at layer 0): its gamma [d], beta [d] and eps; None for none
+    input_ln_weight: torch.Tensor | None = None
+    input_ln_bias: torch.Tensor | None = None
+    input_ln_eps: float = 0.0
 
     @property
     def d_model(self) -> int:
@@ -120,20 +132,30 @@ def load_head(
         multiplier = family.input_multiplier(checkpoint.config)
         position = position / multiplier
         attention = {**attention, "ln_eps": attention["ln_eps"] / multiplier**2}
-    rotary = {}
+    extra = {}
     rotary_config = family.rotary_config(checkpoint.config, layer)
     if rotary_config is not None:  # None: no rotary, or a layer without positions (SmolLM3's)
         cos, sin = rotary_tables(rotary_config, shape.head_dim, tokens, layer)
-        rotary = dict(rotary_cos=cos, rotary_sin=sin)
+        extra = dict(rotary_cos=cos, rotary_sin=sin)
+    if family.score_bias:  # ALiBi: the played heads' rows of the model's bias
+        extra["score_bias"] = family.score_bias(checkpoint.config, tokens)[list(heads)]
     return HeadWeights(
-        heads=tuple(heads), position=position, causal=family.causal, **attention, **rotary
+        heads=tuple(heads), position=position, causal=family.causal, **attention, **extra
     )
 
 
 def normalised_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
-    """Norm(X + P): [B, T, d] -> [B, T, d]."""
+    """Norm(X + P), or Norm(LayerNorm_e(X + P)) under an input norm: [B, T, d] -> [B, T, d]."""
     tokens = embeddings.shape[1]
     shifted = embeddings + weights.position[:tokens]
+    if weights.input_ln_weight is not None:
+        shifted = F.layer_norm(
+            shifted,
+            (weights.d_model,),
+            weights.input_ln_weight,
+            weights.input_ln_bias,
+            weights.input_ln_eps,
+        )
     if weights.norm == "layer":
         return F.layer_norm(
             shifted, (weights.d_model,), weights.ln_weight, weights.ln_bias, weights.ln_eps
@@ -194,9 +216,21 @@ def queries_keys(hidden: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tens
 
 
 def attention_scores(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
-    """The pre-softmax scores S = Q Kᵀ · scale of each head: [B, T, d] -> [B, H, T, T]."""
+    """The pre-softmax scores S = cap·tanh((Q Kᵀ · scale + b) / cap) of each head:
+    [B, T, d] -> [B, H, T, T]."""
     queries, keys = queries_keys(normalised_input(embeddings, weights), weights)
-    return queries @ keys.transpose(-1, -2) * weights.scale
+    return finished_scores(queries @ keys.transpose(-1, -2) * weights.scale, weights)
+
+
+def finished_scores(products: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
+    """The scores from Q Kᵀ · scale: ALiBi's bias added, then Gemma 2's cap, where the layer has
+    them (as the model does: the cap comes before the mask). [B, H, T, T] -> same."""
+    if weights.score_bias is not None:
+        tokens = products.shape[-1]
+        products = products + weights.score_bias[:, None, :tokens]  # [H, 1, T]: every row's
+    if weights.softcap is not None:
+        products = torch.tanh(products / weights.softcap) * weights.softcap
+    return products
 
 
 def attention_weights(scores: torch.Tensor, causal: bool = True) -> torch.Tensor:

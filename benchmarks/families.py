@@ -42,6 +42,9 @@ from benchmarks.full_video import rendered_frames, write_frames_folder  # noqa: 
 from fixtures.real_weights import minilm_checkpoint, smollm2_checkpoint  # noqa: E402
 
 RESULTS = ROOT / "docs" / "benchmarks" / "families.json"
+BLOOM_560M = dict(hidden_size=1024, n_head=16)  # ALiBi, the input norm
+# ALiBi; its MLP narrowed (expansion 1, not 4): only the attention plays
+MPT_7B = dict(d_model=4096, n_heads=32, max_seq_len=2048, expansion_ratio=1)
 # model_type and config of a one-layer stand-in, named for the model whose shape it has
 STAND_INS = {
     "GPT-2 (small)": ("gpt2", dict(n_embd=768, n_head=12, n_positions=1024)),
@@ -143,6 +146,25 @@ STAND_INS = {
             word_embed_proj_dim=768,
         ),
     ),
+    "Gemma-2-2B": (  # its one layer a sliding one (4096 tokens: the frame fits), scores capped
+        "gemma2",
+        dict(
+            hidden_size=2304,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+            intermediate_size=9216,
+            max_position_embeddings=8192,
+            query_pre_attn_scalar=256,
+            attn_logit_softcapping=50.0,
+            sliding_window=4096,
+        ),
+    ),
+    "BLOOM-560m": ("bloom", BLOOM_560M),
+    "BLOOM-560m, head 15": ("bloom", BLOOM_560M),
+    "MPT-7B": ("mpt", MPT_7B),
+    "MPT-7B, head 31": ("mpt", MPT_7B),
+    "MPT-7B, head 31, lr 0.005": ("mpt", MPT_7B),
     "BERT-base": (
         "bert",
         dict(
@@ -153,13 +175,24 @@ STAND_INS = {
         ),
     ),
 }
+# ALiBi's head 0 is its steepest: BLOOM-560m's falls 181 nats over a frame's 257 tokens, more
+# than its random heads span (51: the atlas leaves it 0), MPT-7B's 215. These play on the
+# gentlest slope (1 nat), as the atlas ranks them.
+STAND_IN_OPTIONS = {
+    "BLOOM-560m, head 15": dict(head=15),
+    "MPT-7B, head 31": dict(head=31),
+    # its random heads span ~600 nats (d = 4096): a step of lr 0.03 moves a score by ~18, too
+    # coarse to settle; a sixth of it plays
+    "MPT-7B, head 31, lr 0.005": dict(head=31, lr=0.005),
+}
 # real trained checkpoints: name -> (model_type, folder -> path, optimize() keywords)
 REAL = {
     "SmolLM2-135M (real), default": ("llama", smollm2_checkpoint, {}),
     "SmolLM2-135M (real), best": ("llama", smollm2_checkpoint, dict(layer="best", head="best")),
     "all-MiniLM-L6-v2 (real), best": ("bert", lambda _: minilm_checkpoint(), dict(head="best")),
 }
-LAYER_KEYS = {"gpt2": "n_layer", "gpt_neo": "num_layers"}  # the others: num_hidden_layers
+# the others: num_hidden_layers
+LAYER_KEYS = {"gpt2": "n_layer", "gpt_neo": "num_layers", "bloom": "n_layer", "mpt": "n_layers"}
 
 
 def write_stand_in(path: Path, model_type: str, shape: dict) -> Path:
@@ -178,6 +211,7 @@ def main() -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--families", help="comma-separated model_types (default: all)")
+    parser.add_argument("--only", help="semicolon-separated stand-in names, of those families")
     parser.add_argument("--frames", type=int, default=24, help="frames of clips.dance_video")
     parser.add_argument("--size", type=int, default=256, help="frame side (even: H.264 4:2:0)")
     parser.add_argument("--device", default="auto", help="optimize()'s: auto, cpu, cuda or mps")
@@ -187,11 +221,17 @@ def main() -> None:
     every = {
         **{name: (kind, write, options) for name, (kind, write, options) in REAL.items()},
         **{
-            name: (kind, lambda path, kind=kind, shape=shape: write_stand_in(path, kind, shape), {})
+            name: (
+                kind,
+                lambda path, kind=kind, shape=shape: write_stand_in(path, kind, shape),
+                STAND_IN_OPTIONS.get(name, {}),
+            )
             for name, (kind, shape) in STAND_INS.items()
         },
     }
     stand_ins = {name: spec for name, spec in every.items() if not wanted or spec[0] in wanted}
+    if args.only:
+        stand_ins = {name: stand_ins[name] for name in args.only.split(";")}
     print(
         f"{args.frames} frames of dance_video {args.size}x{args.size}, "
         f"{torch.get_num_threads()} CPU threads; stand-ins: {', '.join(stand_ins)}"

@@ -138,6 +138,17 @@ FAMILY_CONFIGS = {
         ),
         original_max_position_embeddings=64,
     ),
+    # A cap that bites (the weights scaled up below reach scores of tens), a scale of its own,
+    # and layer 0 sliding: a window of 64 tokens, more than the tests' frames
+    "gemma2": dict(
+        **{**_LLAMA_LIKE, "num_key_value_heads": 2},
+        head_dim=12,
+        query_pre_attn_scalar=32,
+        attn_logit_softcapping=5.0,
+        sliding_window=64,
+    ),
+    "bloom": dict(hidden_size=64, n_head=8, n_layer=2),  # ALiBi, an input LayerNorm
+    "mpt": dict(d_model=64, n_heads=8, n_layers=2, expansion_ratio=2, max_seq_len=128),
     "bert": dict(**_TINY_FAMILY),
     # two more table rows than the positions: RoBERTa's start at padding_idx + 1 = 2
     "roberta": dict(
@@ -172,7 +183,15 @@ def save_family_checkpoint(directory: Path, model_type: str, seed: int = 0) -> P
                 # init's weight 1 (Gemma's 1 + 0) that is √hd, ~3 nats for these heads, under
                 # the 6 from black to white; trained norms weigh more (atlas.py)
                 tensor.add_(2.0)
-            names = ("q_proj", "k_proj", "qkv_proj", "query_key_value", "self.query", "self.key")
+            names = (
+                "q_proj",
+                "k_proj",
+                "qkv_proj",
+                "query_key_value",
+                "self.query",
+                "self.key",
+                "Wqkv",
+            )
             if any(part in name for part in names):
                 if name.endswith("weight"):
                     tensor.mul_(10.0)

@@ -1,10 +1,13 @@
 """Each supported family, on a tiny random checkpoint written by transformers: our forward of
 the played layer equals transformers' own (eager, output_attentions) to 1e-5, sink included;
-the lift is exact; and --layer reaches a deeper layer as on GPT-2."""
+the lift is exact; and --layer reaches a deeper layer as on GPT-2. The mechanisms on the scores
+(Gemma 2's cap and scale, ALiBi, BLOOM's input norm) each change the maps, so leaving one out
+fails these checks."""
 
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -53,6 +56,10 @@ def test_lifted_rows_reproduce_the_solved_map(family_checkpoint):
 
 def test_a_deeper_layer_is_reached_exactly(family_checkpoint):
     checkpoint = open_checkpoint(str(family_checkpoint))
+    if not checkpoint.family.deeper_layers:  # bloom: its input norm bounds the stream
+        with pytest.raises(UserError, match="word_embeddings_layernorm.*use --layer 0"):
+            open_checkpoint(str(family_checkpoint), layer=1)
+        return
     weights = load_head(checkpoint, (1, 6), tokens=TOKENS, layer=1)
     space = reachable_space(weights)
     whitened = project_to_ball(torch.randn(2, TOKENS, space.dims), space.radius)
@@ -111,6 +118,9 @@ def test_a_deeper_layer_of_a_post_ln_model_gets_one_line(bidirectional_checkpoin
         ("llama", 1, "full", (0, 5)),  # A and B, of two key heads
         ("llama", 3, "half", (1, 4, 5)),  # 4 and 5 share a key head
         ("bert", 3, "full", (0, 2, 7)),  # bidirectional: a head a channel, the whole square
+        ("gemma2", 3, "half", (1, 4, 5)),  # capped scores, their gradient by hand
+        ("bloom", 1, "half", (5,)),  # ALiBi, and the lift through the input norm
+        ("mpt", 1, "full", (2, 7)),  # ALiBi of its own
     ],
 )
 def test_full_frame_and_colour_play_on_another_family(
@@ -275,3 +285,144 @@ def test_verify_plays_through_the_familys_own_model(
     assert metrics["verify"]["layer"] == layer and len(metrics["verify"]["frames"]) == 2
     assert metrics["verify"]["max_abs_difference"] < 1e-4
     assert max(record["mae"] for record in metrics["frames"]) < 0.1  # the frames, not noise
+
+
+# --- the mechanisms on the scores: gemma2, bloom, mpt --------------------------------------
+
+
+@pytest.mark.parametrize(
+    "model_type, left_out",
+    [
+        ("gemma2", dict(softcap=None)),
+        ("gemma2", dict(scale=12**-0.5)),  # 1/√hd, where Gemma 2 takes query_pre_attn_scalar
+        ("bloom", dict(score_bias=None)),
+        ("bloom", dict(input_ln_weight=None, input_ln_bias=None)),
+        ("mpt", dict(score_bias=None)),
+    ],
+)
+def test_each_mechanism_changes_the_maps(tmp_path, model_type, left_out):
+    """What the tests above check is not the same maps by chance: without the mechanism our
+    forward differs from transformers' far beyond the tolerance."""
+    from dataclasses import replace
+
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path, model_type)))
+    weights = load_head(checkpoint, (1, 4), tokens=TOKENS)
+    embeddings = torch.randn(2, TOKENS, checkpoint.shape.d_model)
+    reference = transformers_attention(model_through_layer(checkpoint), embeddings, (1, 4))
+    with torch.no_grad():
+        ours = attention_weights(attention_scores(embeddings, weights))
+        without = attention_weights(attention_scores(embeddings, replace(weights, **left_out)))
+    assert (ours - reference).abs().max() < TOLERANCE
+    assert (without - reference).abs().max() > 100 * TOLERANCE
+
+
+def test_gemma2_plays_a_sliding_layer_and_a_full_one_at_the_window(tmp_path):
+    """Layer 0 slides, layer 1 does not (Gemma2Config's alternation); a frame of as many
+    tokens as the window (257 of Gemma-2-2B's 4096 fit) is seen whole on both, its scores
+    capped, and one token more is refused."""
+    from transformers import AutoConfig, AutoModel
+
+    shape = {**FAMILY_CONFIGS["gemma2"], "sliding_window": TOKENS}
+    config = AutoConfig.for_model("gemma2", vocab_size=16, **shape)
+    assert config.layer_types == ["sliding_attention", "full_attention"]
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if "q_proj.weight" in name or "k_proj.weight" in name:
+                tensor.mul_(10.0)
+    model.save_pretrained(tmp_path)
+    checkpoint = open_checkpoint(str(tmp_path), layer=1)
+    embeddings = torch.randn(2, TOKENS, checkpoint.shape.d_model)
+    for layer in (0, 1):
+        weights = load_head(checkpoint, (0, 3, 7), tokens=TOKENS, layer=layer)
+        reference = transformers_attention(
+            model_through_layer(checkpoint, layer), embeddings, (0, 3, 7), layer=layer
+        )
+        with torch.no_grad():
+            rows = LayerInput(checkpoint, layer, "cpu")(embeddings) if layer else embeddings
+            scores = attention_scores(rows, weights)
+        assert scores.abs().max() < weights.softcap  # capped, and the cap reached for
+        assert scores.abs().max() > weights.softcap / 2
+        assert (attention_weights(scores) - reference).abs().max() < TOLERANCE
+        assert reference[..., -1, 0].min() > 0  # the last token sees the sink
+    with pytest.raises(UserError, match="sliding window of 20"):
+        load_head(checkpoint, (0,), tokens=TOKENS + 1)
+
+
+@pytest.mark.parametrize(
+    "attention, named",
+    [
+        (dict(clip_qkv=6.0), "clip_qkv"),
+        (dict(qk_ln=True), "qk_ln"),
+        (dict(alibi=False), "alibi false"),
+    ],
+)
+def test_an_mpt_setting_we_do_not_play_gets_one_line(tmp_path, attention, named):
+    import json
+
+    folder = save_family_checkpoint(tmp_path, "mpt")
+    config = json.loads((folder / "config.json").read_text())
+    config["attn_config"] = {**config["attn_config"], **attention}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match=f"this MPT sets {named}, which is not supported"):
+        open_checkpoint(str(folder))
+
+
+def test_a_row_bloom_s_input_norm_cannot_give_is_an_error(tmp_path):
+    """The lift through BLOOM's input LayerNorm is exact where it exists; where the norm's
+    weights are too small for a row (here a hundredth), no input gives it, and it says so."""
+    from dataclasses import replace
+
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path, "bloom")))
+    weights = load_head(checkpoint, (2,), tokens=TOKENS)
+    space = reachable_space(weights)
+    whitened = project_to_ball(torch.randn(1, TOKENS, space.dims) * 0.1, space.radius)
+    lifted = lift_factored(whitened, space, weights).inputs_embeds()
+    assert (lifted.var(dim=-1, unbiased=False) - (1 - weights.ln_eps)).abs().max() < 1e-4
+    weak = replace(weights, input_ln_weight=weights.input_ln_weight / 100)
+    with pytest.raises(UserError, match="cannot pass the model's input LayerNorm"):
+        lift_factored(project_to_ball(whitened * 100, space.radius), space, weak)
+
+
+@pytest.fixture(scope="module")
+def clip_frames(tmp_path_factory, clip) -> Path:
+    """The session's clip as download.py leaves it, 32x32 (33 tokens with the sink)."""
+    from badapple.download import download
+    from tests.scripts import FPS, SIZE
+
+    frames_dir = tmp_path_factory.mktemp("scores-frames") / "frames"
+    download(input=str(clip), frames_dir=str(frames_dir), fps=FPS, size=SIZE)
+    return frames_dir
+
+
+@pytest.mark.parametrize(
+    "model_type, layer, render, base_model",
+    [
+        ("gemma2", 1, "sink", "Gemma2Model"),  # capped, layer 0 sliding before it
+        ("bloom", 0, "sink", "BloomModel"),  # through the input norm
+        ("bloom", 0, "zscore", "BloomModel"),  # ALiBi under the original's rendering too
+        ("mpt", 1, "sink", "MptModel"),
+    ],
+)
+def test_optimize_verifies_through_the_family_s_own_model(
+    tmp_path, clip_frames, model_type, layer, render, base_model
+):
+    """optimize() solves 4 frames and --verify feeds the saved inputs_embeds to transformers'
+    own base model of the family: its attention is ours, its rendering the saved PNGs."""
+    import shutil
+
+    from badapple.optimize import optimize
+
+    model = save_family_checkpoint(tmp_path / model_type, model_type)
+    assert type(model_through_layer(open_checkpoint(str(model)))).__name__ == base_model
+    frames_dir = tmp_path / "frames"
+    shutil.copytree(clip_frames, frames_dir)
+    metrics = optimize(
+        model=str(model), frames_dir=str(frames_dir), layer=layer, head=3, render=render,
+        frames="1:4", steps=150, chunk_size=4, device="cpu", verify=2,
+    )  # fmt: skip
+    assert metrics["verify"]["layer"] == layer
+    assert metrics["verify"]["max_abs_difference"] < 1e-4
+    if render == "sink":  # a picture, not noise: the tiny heads show it roughly
+        assert np.mean([record["mae"] for record in metrics["frames"]]) < 0.1
