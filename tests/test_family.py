@@ -1,6 +1,8 @@
 """Each supported family, on a tiny random checkpoint written by transformers: our forward of
 the played layer equals transformers' own (eager, output_attentions) to 1e-5, sink included;
-the lift is exact; and --layer reaches a deeper layer as on GPT-2."""
+the lift is exact; and --layer reaches a deeper layer as on GPT-2. What the newer families add
+is checked on its own: SmolLM3's layer without rotary, Granite's multiplied inputs, Mixtral's
+stored experts, and --verify through each one's own base model."""
 
 from dataclasses import replace
 from pathlib import Path
