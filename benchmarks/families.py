@@ -11,7 +11,8 @@ square), once per family, and GPT-2 small once more in full frame (heads 0 and 1
 square, as BERT's one head shows it). Every frame is judged from what it saved, through
 transformers' own base model of the family (full_video.py's `rendered_frames`): mean and worst
 mae and mean corr against the frame (the lower triangle, or the whole square in full frame and
-for BERT). Prints a table and writes docs/benchmarks/families.json.
+for BERT). Prints a table and writes docs/benchmarks/families.json, where the rows of the
+stand-ins it ran replace theirs and the others stay, each row with its own date and frames.
 
 First come the real trained checkpoints (fixtures/real_weights.py), which random init cannot
 stand in for: SmolLM2-135M-Instruct on its default display (layer 0 head 0, weak) and on the one
@@ -45,6 +46,14 @@ RESULTS = ROOT / "docs" / "benchmarks" / "families.json"
 BLOOM_560M = dict(hidden_size=1024, n_head=16)  # ALiBi, the input norm
 # ALiBi; its MLP narrowed (expansion 1, not 4): only the attention plays
 MPT_7B = dict(d_model=4096, n_heads=32, max_seq_len=2048, expansion_ratio=1)
+SMOLLM3_3B = dict(
+    hidden_size=2048,
+    num_attention_heads=16,
+    num_key_value_heads=4,
+    intermediate_size=11008,
+    max_position_embeddings=65536,
+    rope_theta=5e6,
+)
 # model_type and config of a one-layer stand-in, named for the model whose shape it has
 STAND_INS = {
     "GPT-2 (small)": ("gpt2", dict(n_embd=768, n_head=12, n_positions=1024)),
@@ -165,6 +174,74 @@ STAND_INS = {
     "MPT-7B": ("mpt", MPT_7B),
     "MPT-7B, head 31": ("mpt", MPT_7B),
     "MPT-7B, head 31, lr 0.005": ("mpt", MPT_7B),
+    # Mixtral-8x7B's attention; its experts' MLPs made small (the played layer 0 does not see
+    # them), so the stand-in fits in memory
+    "Mixtral-8x7B": (
+        "mixtral",
+        dict(
+            hidden_size=4096,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            intermediate_size=256,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            max_position_embeddings=32768,
+            rope_theta=1e6,
+        ),
+    ),
+    "SmolLM3-3B": ("smollm3", SMOLLM3_3B),
+    # one of its every-4th layers: no rotary, no positions at all in the scores
+    "SmolLM3-3B, a layer without rotary": ("smollm3", {**SMOLLM3_3B, "no_rope_layers": [0]}),
+    "granite-3.1-2b": (
+        "granite",
+        dict(
+            hidden_size=2048,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            intermediate_size=8192,
+            max_position_embeddings=131072,
+            rope_theta=5e6,
+            attention_multiplier=0.015625,  # 1/hd, where a Llama has 1/√hd
+            embedding_multiplier=12.0,
+            residual_multiplier=0.22,
+            rms_norm_eps=1e-5,
+        ),
+    ),
+    "StarCoder2-3B": (
+        "starcoder2",
+        dict(
+            hidden_size=3072,
+            num_attention_heads=24,
+            num_key_value_heads=2,
+            intermediate_size=12288,
+            max_position_embeddings=16384,
+            rope_theta=999999.4420358813,
+            sliding_window=4096,
+            use_bias=True,
+        ),
+    ),
+    "Phi-4-mini": (
+        "phi3",
+        dict(
+            hidden_size=3072,
+            num_attention_heads=24,
+            num_key_value_heads=8,
+            intermediate_size=8192,
+            max_position_embeddings=131072,
+            original_max_position_embeddings=4096,
+            partial_rotary_factor=0.75,  # 96 of each head's 128 dimensions rotate
+            # its longrope: short factors all 1 (the long ones act past 4096 tokens only), and
+            # cos and sin scaled by √(1 + ln 32 / ln 4096) = 1.19
+            rope_scaling=dict(
+                rope_type="longrope",
+                short_factor=[1.0] * 48,
+                long_factor=[1.0] * 48,
+                original_max_position_embeddings=4096,
+            ),
+            rope_theta=10000.0,
+            sliding_window=262144,
+        ),
+    ),
     "BERT-base": (
         "bert",
         dict(
@@ -199,10 +276,28 @@ def write_stand_in(path: Path, model_type: str, shape: dict) -> Path:
     from transformers import AutoConfig, AutoModel
 
     layers = {LAYER_KEYS.get(model_type, "num_hidden_layers"): 1}
-    config = AutoConfig.for_model(model_type, vocab_size=16, **layers, **shape)
+    # no padding row: a config's pad_token_id (SmolLM3's 128004) lies outside 16 tokens, and
+    # inputs_embeds never look the table up
+    config = AutoConfig.for_model(model_type, vocab_size=16, pad_token_id=None, **layers, **shape)
     torch.manual_seed(0)
     AutoModel.from_config(config).save_pretrained(path)
     return path
+
+
+def merged_rows(results: Path, rows: list[dict]) -> list[dict]:
+    """The rows of `results` as they were, those of the stand-ins just run replaced (or added
+    at the end): a run of some families keeps the others' figures. Each row says when, and on
+    how many frames, it was measured (a file of one run said it once, for all its rows)."""
+    if not results.exists():
+        return rows
+    earlier = json.loads(results.read_text())
+    once = {
+        key: earlier[key] for key in ("written", "frames", "size", "cpu_threads") if key in earlier
+    }
+    kept = [{**once, **row} for row in earlier["families"]]  # a row's own fields win
+    fresh = {row["stand_in"]: row for row in rows}
+    merged = [fresh.pop(row["stand_in"], row) for row in kept]
+    return merged + list(fresh.values())
 
 
 def main() -> None:
@@ -269,6 +364,10 @@ def main() -> None:
             row = {
                 "stand_in": name,
                 "model_type": model_type,
+                "written": datetime.now(UTC).isoformat(timespec="seconds"),
+                "frames": args.frames,
+                "size": args.size,
+                "cpu_threads": torch.get_num_threads(),
                 "shape": {
                     "d_model": checkpoint.shape.d_model,
                     "heads": checkpoint.shape.heads,
@@ -293,13 +392,7 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row))
-    record = {
-        "written": datetime.now(UTC).isoformat(timespec="seconds"),
-        "frames": args.frames,
-        "size": args.size,
-        "cpu_threads": torch.get_num_threads(),
-        "families": rows,
-    }
+    record = {"families": merged_rows(args.out, rows)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print()

@@ -2,7 +2,9 @@
 the played layer equals transformers' own (eager, output_attentions) to 1e-5, sink included;
 the lift is exact; and --layer reaches a deeper layer as on GPT-2. The mechanisms on the scores
 (Gemma 2's cap and scale, ALiBi, BLOOM's input norm) each change the maps, so leaving one out
-fails these checks."""
+fails these checks; what the adapter families add is checked on its own: SmolLM3's layer without
+rotary, Granite's multiplied inputs, Mixtral's stored experts, and --verify through each one's own
+base model."""
 
 from dataclasses import replace
 from pathlib import Path
