@@ -11,11 +11,12 @@ which is exactly the score the model feeds its softmax. Norm is a LayerNorm (GPT
 γ and β) or an RMSNorm (Llama: not centred, γ only); BLOOM normalises its inputs once more
 before layer 0 (`word_embeddings_layernorm`), so its layer 0 sees Norm(LayerNorm_e(X)). b is
 ALiBi's bias (BLOOM, MPT: slope_h · key position, the same for every row), 0 elsewhere; the
-cap is Gemma 2's `attn_logit_softcapping` (none elsewhere). At layer 0, X is the input embedding and
-P the learned position table (GPT-2's wpe), or 0 where the positions rotate Q and K instead; at
-a deeper layer X is the residual stream entering it, which holds the table's positions already
-(residual.py), and P = 0. Under grouped-query attention several query heads share one key head:
-the keys are held once per key head and each played head takes its own (`key_of_head`).
+cap is Gemma 2's `attn_logit_softcapping` (none elsewhere). At layer 0, X is the input
+embedding and P the learned position table (GPT-2's wpe), or 0 where the positions rotate Q and
+K instead; at a deeper layer X is the residual stream entering it, which holds the table's
+positions already (residual.py), and P = 0. Under grouped-query attention several query heads
+share one key head: the keys are held once per key head and each played head takes its own
+(`key_of_head`).
 """
 
 from dataclasses import dataclass, fields, replace
