@@ -10,10 +10,11 @@ become a frames folder as download.py leaves it (full_video.py's `write_frames_f
 `optimize.optimize` runs on it at its defaults (head 0; a bidirectional model plays the whole
 square), once per family, and GPT-2 small once more in full frame (heads 0 and 1: the whole
 square, as BERT's one head shows it); the ALiBi families (BLOOM, MPT) once more on their
-gentlest head, whose bias barely slopes across the frame (STAND_IN_OPTIONS). Every frame is judged from what it saved, through
-transformers' own base model of the family (full_video.py's `rendered_frames`): mean and worst
-mae and mean corr against the frame (the lower triangle, or the whole square in full frame and
-for BERT). Prints a table and writes docs/benchmarks/families.json.
+gentlest head, whose bias barely slopes across the frame (STAND_IN_OPTIONS). Every frame is
+judged from what it saved, through transformers' own base model of the family (full_video.py's
+`rendered_frames`): mean and worst mae and mean corr against the frame (the lower triangle, or
+the whole square in full frame and for BERT). Prints a table and writes
+docs/benchmarks/families.json.
 
 First come the real trained checkpoints (fixtures/real_weights.py), which random init cannot
 stand in for: SmolLM2-135M-Instruct on its default display (layer 0 head 0, weak) and on the one
