@@ -942,8 +942,8 @@ BLOOM = Family(
     attention=_bloom_attention,
     score_bias=_bloom_alibi,
     deeper_refused=(
-        "normalises its inputs (word_embeddings_layernorm) before block 0, which bounds the "
-        "residual stream of every deeper layer, so residual.py cannot steer it there"
+        "normalises its inputs before block 0 (word_embeddings_layernorm): the stream a deeper "
+        "layer sees stays bounded, and residual.py cannot steer it"
     ),
 )
 

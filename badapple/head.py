@@ -106,6 +106,9 @@ def load_head(
 
     window = checkpoint.config.get("sliding_window")
     windowed = checkpoint.config.get("use_sliding_window", True)  # qwen2 says, mistral doesn't
+    kinds = checkpoint.config.get("layer_types")  # gemma2: every other layer slides
+    if kinds and len(kinds) > layer and kinds[layer] != "sliding_attention":
+        windowed = False  # this layer sees every token (the blocks before run in transformers)
     if window and windowed and tokens > window:
         raise UserError(
             f"{tokens} tokens are more than {checkpoint.name}'s sliding window of {window}: its "

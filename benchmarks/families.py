@@ -2,17 +2,20 @@
 
     uv run python benchmarks/families.py                  # every family, 24 frames of 256x256
     uv run python benchmarks/families.py --families llama,bert --frames 8 --size 64
+    uv run python benchmarks/families.py --families bloom --only "BLOOM-560m, head 15"
 
 Each stand-in is written with transformers (random weights by its own init, one layer, the
 real model's shape below) and saved with save_pretrained. The frames of `clips.dance_video`
 become a frames folder as download.py leaves it (full_video.py's `write_frames_folder`), and
 `optimize.optimize` runs on it at its defaults (head 0; a bidirectional model plays the whole
 square), once per family, and GPT-2 small once more in full frame (heads 0 and 1: the whole
-square, as BERT's one head shows it). Every frame is judged from what it saved, through
-transformers' own base model of the family (full_video.py's `rendered_frames`): mean and worst
-mae and mean corr against the frame (the lower triangle, or the whole square in full frame and
-for BERT). Prints a table and writes docs/benchmarks/families.json, where the rows of the
-stand-ins it ran replace theirs and the others stay, each row with its own date and frames.
+square, as BERT's one head shows it); the ALiBi families (BLOOM, MPT) once more on their
+gentlest head, whose bias barely slopes across the frame (STAND_IN_OPTIONS). Every frame is
+judged from what it saved, through transformers' own base model of the family (full_video.py's
+`rendered_frames`): mean and worst mae and mean corr against the frame (the lower triangle, or
+the whole square in full frame and for BERT). Prints a table and writes
+docs/benchmarks/families.json, where the rows of the stand-ins it ran replace theirs and the
+others stay, each row with its own date and frames.
 
 First come the real trained checkpoints (fixtures/real_weights.py), which random init cannot
 stand in for: SmolLM2-135M-Instruct on its default display (layer 0 head 0, weak) and on the one

@@ -321,7 +321,7 @@ def test_each_mechanism_changes_the_maps(tmp_path, model_type, left_out):
 def test_gemma2_plays_a_sliding_layer_and_a_full_one_at_the_window(tmp_path):
     """Layer 0 slides, layer 1 does not (Gemma2Config's alternation); a frame of as many
     tokens as the window (257 of Gemma-2-2B's 4096 fit) is seen whole on both, its scores
-    capped, and one token more is refused."""
+    capped; one token more is refused on the sliding layer, not on the full one."""
     from transformers import AutoConfig, AutoModel
 
     shape = {**FAMILY_CONFIGS["gemma2"], "sliding_window": TOKENS}
@@ -350,6 +350,15 @@ def test_gemma2_plays_a_sliding_layer_and_a_full_one_at_the_window(tmp_path):
         assert reference[..., -1, 0].min() > 0  # the last token sees the sink
     with pytest.raises(UserError, match="sliding window of 20"):
         load_head(checkpoint, (0,), tokens=TOKENS + 1)
+    # the full layer takes a longer frame, which layer 0 before it sees through its window
+    longer = torch.randn(1, TOKENS + 5, checkpoint.shape.d_model)
+    weights = load_head(checkpoint, (2,), tokens=TOKENS + 5, layer=1)
+    reference = transformers_attention(model_through_layer(checkpoint, 1), longer, (2,), layer=1)
+    with torch.no_grad():
+        ours = attention_weights(
+            attention_scores(LayerInput(checkpoint, 1, "cpu")(longer), weights)
+        )
+    assert (ours - reference).abs().max() < TOLERANCE
 
 
 @pytest.mark.parametrize(
