@@ -34,7 +34,10 @@ def main() -> None:
     )
     parser.add_argument("--fps", type=float, default=15, help="frames per second to extract")
     parser.add_argument(
-        "--size", type=int, default=256, help="frame side in pixels = sequence length fed to GPT-2"
+        "--size",
+        type=int,
+        default=256,
+        help="frame side in pixels = sequence length fed to the model",
     )
     parser.add_argument(
         "--fit",

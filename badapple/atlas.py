@@ -18,7 +18,19 @@ independent rows, the typical direction has to. Random init makes the ellipsoid 
 nats a direction for GPT-2 XL's shape); training makes it long and thin (SmolLM2-135M's layer-0
 heads span 0.7-1.4 nats, its deeper ones 50-165), and a head of under a few nats cannot move a
 score the 6 nats between black and white in most directions: its white figures come out
-speckled. Rotary positions rotate q and k (orthogonal maps), so they change no σ.
+speckled. Rotary positions rotate q and k (orthogonal maps), so they change no σ. A norm after
+the projection (Qwen3, Gemma 3) takes each query to w ⊙ v, ‖v‖² = hd, in any direction the
+ellipsoid reaches (all of them, without biases): its span is √hd gm(|w_q|) · √hd gm(|w_k|) · scale,
+whatever the projection's σ, the same for every head of a layer (the norm's weight is shared).
+
+ALiBi (BLOOM, MPT) adds slope_h · j to every score on key j, inputs or not: across a frame of T
+tokens a ramp of slope_h·(T - 1) nats that the head's own scores must undo before they show
+anything (BLOOM-560m's head 0: 181 nats over 257 tokens, its head 15: 1). What is left of the
+span is span - slope_h·(T - 1), at least 0: a steep head is a weak display however wide it is.
+
+A cap (Gemma 2's attn_logit_softcapping: scores become cap·tanh(s/cap)) bounds every score to
+±cap, so a span of S nats along a direction shows as cap·tanh(S/cap): the same for S well under
+the cap (Gemma 2's is 50 nats, eight times the 6 of black to white), never more than the cap.
 
 The measure is absolute, so it judges a display on its own (`WEAK_SPAN_NATS`), and it takes a
 few milliseconds a layer: one Gram matrix and log-determinant per head, no solve.
@@ -41,10 +53,13 @@ WEAK_SPAN_NATS = 6.0
 LAYER_MARGIN_MAE = 0.001
 
 
-def display_spans(attention: dict, heads: int) -> torch.Tensor:
+def display_spans(
+    attention: dict, heads: int, score_bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """Each head's span in nats, [heads], from a layer's norm and query/key weights (the fields
     family.py's `attention` reads, for heads 0..heads-1: `query_key_weight` [d, (H + G)·hd] is
-    every head's query columns, then every key head's)."""
+    every head's query columns, then every key head's), less ALiBi's ramp across the frame where
+    `score_bias` [heads, T] gives one."""
     weight = attention["query_key_weight"].double()  # [d, (H + G)·hd]
     d_model, columns = weight.shape
     key_of_head = torch.tensor(attention["key_of_head"])  # [H]
@@ -58,7 +73,20 @@ def display_spans(attention: dict, heads: int) -> torch.Tensor:
     # log gm(σ) = mean(log σ²) / 2; a dead direction (σ = 0) would give -inf: floor it
     log_gm = torch.linalg.eigvalsh(gram).clamp_min(1e-30).log().mean(dim=-1) / 2  # [H + G]
     log_span = log_gm[:heads] + log_gm[heads + key_of_head] + math.log(d_model)
-    return (log_span.exp() * attention["scale"]).float()  # [H]
+    if attention.get("query_norm") is not None:
+        # normalised after the projection: whatever the ellipsoid's σ, a query is w ⊙ v with
+        # ‖v‖² = hd, any direction, so it moves by up to √hd |w_j| along dimension j
+        query_log_gm = attention["query_norm"].double().abs().clamp_min(1e-30).log().mean()
+        key_log_gm = attention["key_norm"].double().abs().clamp_min(1e-30).log().mean()
+        log_span = torch.full_like(log_span, float(query_log_gm + key_log_gm) + math.log(head_dim))
+    span = log_span.exp() * attention["scale"]  # [H]
+    cap = attention.get("softcap")
+    if cap is not None:  # a score shows capped: ±S nats before the cap are ±cap·tanh(S/cap)
+        span = cap * torch.tanh(span / cap)
+    if score_bias is not None:  # what ALiBi's ramp across the frame leaves of it
+        ramp = (score_bias[:, -1] - score_bias[:, 0]).abs().double()  # slope·(T - 1) [H]
+        span = (span - ramp).clamp(min=0)
+    return span.float()
 
 
 @dataclass(frozen=True)
@@ -95,15 +123,18 @@ class Atlas:
         return {"span_nats": spans, "weak_span_nats": WEAK_SPAN_NATS, "survey": survey}
 
 
-def measure_atlas(checkpoint: Checkpoint, layers: list[int]) -> Atlas:
+def measure_atlas(checkpoint: Checkpoint, layers: list[int], tokens: int = 257) -> Atlas:
     """The spans of every head of `layers` (the others NaN), each layer's norm and query/key
-    weights read from `checkpoint` (which must hold them: `open_checkpoint(attention_layers=)`)."""
+    weights read from `checkpoint` (which must hold them: `open_checkpoint(attention_layers=)`),
+    for frames of `tokens` tokens (the default: 256 rows and the sink; only ALiBi's ramp
+    depends on it)."""
     shape, family = checkpoint.shape, checkpoint.family
     spans = torch.full((shape.layers, shape.heads), math.nan)
     every_head = tuple(range(shape.heads))
+    bias = family.score_bias(checkpoint.config, tokens) if family.score_bias else None
     for layer in layers:
         attention = family.attention(
             checkpoint.config, lambda names: read_tensors(checkpoint, names), every_head, layer
         )
-        spans[layer] = display_spans(attention, shape.heads)
+        spans[layer] = display_spans(attention, shape.heads, bias)
     return Atlas(spans=spans)

@@ -2,7 +2,7 @@
 
     frames        int64 [n]          1-based frame numbers (a chunk's frames need not be
                                      consecutive: see `warm.solve_order`)
-    embeddings    float32 [n, T, d]  the inputs_embeds to feed GPT-2 (--method adam, or any
+    embeddings    float32 [n, T, d]  the inputs_embeds to feed the model (--method adam, or any
                                      method on a deeper --layer, whose inputs are found through
                                      the blocks before it), or the compact exact form of the
                                      reduced solver at layer 0:
@@ -19,7 +19,8 @@ tokens), "seconds_per_frame": the time a frame took (solving, and judging its wa
 "solve_facts": for each frame, how it started and its steps, and at a deeper layer how its
 inputs reached it}. At layer 0 the reduced solver's inputs lie row by row in a small affine
 subspace (reachable.py: the heads' whitened queries and keys, one null-space direction, minus
-wpe), so k = 2·H·64 + 1 numbers a row hold them exactly: 129 instead of 1,600 for one head. A
+wpe), so k = (H+G)·hd + 1 numbers a row hold them exactly (G key heads): 129 instead of 1,600
+for one head of GPT-2 XL. A
 deeper layer's inputs hold the blocks' updates before it too, which fill every dimension: they
 are kept whole (d numbers a row; 1.6 MB a frame for GPT-2 XL at 257 tokens).
 

@@ -32,6 +32,11 @@ class UserError(Exception):
     """A failure the user can fix: the message says what went wrong and what to do."""
 
 
+def first_line(error: Exception) -> str:
+    """An error's own message cut to its first line, to quote inside one of ours."""
+    return str(error).splitlines()[0] if str(error) else type(error).__name__
+
+
 class DamagedFileError(UserError):
     """A file of ours exists but cannot be read back (truncated, corrupt); `path` names it."""
 

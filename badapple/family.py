@@ -14,6 +14,24 @@ code of the locked version, the reference):
     gemma               llama's, with RMSNorm's weight used as (1 + weight); its √d scale is its
                         token embedding's (GemmaTextScaledWordEmbedding), so inputs_embeds are
                         taken as they are
+    qwen3, gemma3_text  llama's (gemma3_text: gemma's, scores scaled by query_pre_attn_scalar^-1/2),
+                        with each head's query and key RMS-normalised after the projection
+                        (q_norm, k_norm: one weight [hd] for all heads), before the rotary
+                        positions; gemma3_text's local and global layers rotate with thetas of
+                        their own (rope_parameters by config.layer_types)
+    mixtral             mistral's attention; its experts (MoE) only live in the blocks before a
+                        deeper played layer, which run through transformers (residual.py), from
+                        its checkpoints' older layout (`as_modules`)
+    smollm3             llama's, but the layers no_rope_layers marks (every 4th) have no rotary:
+                        no positions at all in their scores (`layer_rotary`)
+    granite             llama's, with scores scaled by attention_multiplier instead of 1/√hd, and
+                        inputs_embeds multiplied by embedding_multiplier before layer 0 (played
+                        there as the norm's ε / multiplier², the same map; `input_multiplier`)
+    starcoder2          llama's grouped keys and rotary, with a LayerNorm (bias) and q/k biases
+                        (use_bias)
+    phi3 (Phi-3,        llama's, with one fused qkv_proj [(heads + 2·key heads)·hd, d] laid out
+    Phi-4-mini)         [queries | keys | values], and rotary on the first partial_rotary_factor
+                        of each head's dimensions (Phi-4-mini: 0.75), longrope's scaling included
     gpt_neox (Pythia)   LayerNorm with bias; fused query_key_value [3d, d] laid out head by head
                         as [q, k, v]; rotary positions on the first rotary_pct of each head's
                         dimensions only
@@ -26,12 +44,26 @@ code of the locked version, the reference):
     opt                 learned positions whose row t is table row t + 2; LayerNorm before the
                         attention (the OPTs that normalise after it, and those with a projection
                         of the inputs, are refused); queries scaled by 1/√hd inside
+    gemma2              gemma's, with scores capped, cap·tanh(s/cap) (attn_logit_softcapping),
+                        and scaled by query_pre_attn_scalar^-0.5, not 1/√hd; every other layer
+                        sees a sliding window (4096 tokens in Gemma-2-2B: a frame fits)
+    bloom               ALiBi: no positions in the inputs, slope_h · key position added to head
+                        h's scores; word_embeddings_layernorm on the inputs before block 0, so
+                        layer 0 sees LayerNorm(LayerNorm_e(x)), and only layer 0 is played (the
+                        input norm bounds the residual stream that residual.py steers); fused
+                        query_key_value [3d, d] head by head [q, k, v], as gpt_neox
+    mpt                 ALiBi as bloom's, slope_h · (key position - (T - 1)) with its own slopes;
+                        LayerNorm without bias (no_bias); fused Wqkv [3d, d] laid out [Q; K; V];
+                        softmax_scale or 1/√hd; clip_qkv, qk_ln and the other attention types
+                        are refused (transformers' MptAttention has none of them)
 
 A family also names its blocks (for --layer: the blocks before the played one run through
-transformers, residual.py) and its final norm, and says whether it is causal and pre-LN.
+transformers, residual.py) and its final norm, and says whether it is causal and pre-LN, which
+layers rotate their positions, and what its inputs are multiplied by.
 """
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -67,14 +99,40 @@ class Family:
     # (config, read, heads, layer) -> the HeadWeights fields but the positions
     attention: Callable[[dict, Read, tuple[int, ...], int], dict]
     rotary: bool = False  # positions rotate the queries and keys, rather than add to the input
+    # (config, layer) -> the config whose rope parameters rotate that layer's queries and keys,
+    # or None for a layer without positions (SmolLM3's every 4th): a rotary family whose layers
+    # differ says so here, and rotary_tables reads what it returns
+    layer_rotary: Callable[[dict, int], dict | None] = lambda config, layer: config
+    # what the model multiplies inputs_embeds by before its first block (Granite's
+    # embedding_multiplier): layer 0 sees the inputs that much larger
+    input_multiplier: Callable[[dict], float] = lambda config: 1.0
+    # (tensors as the checkpoint stores them) -> as transformers' modules hold them: the same but
+    # for a family whose checkpoints keep an older layout (Mixtral's experts one by one)
+    as_modules: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] = lambda tensors: (
+        tensors
+    )
     position_offset: Callable[[dict], int] = lambda config: 0  # the table's row of position 0
     # another row every position adds (BERT: token type 0's), as (config) -> its name
     added_row: str | None = None
     causal: bool = True
     pre_layer_norm: bool = True  # every block normalises its input (so --layer works)
+    # ALiBi: (config, tokens) -> [heads, T], added to each head's scores on each key (bloom, mpt)
+    score_bias: Callable[[dict, int], torch.Tensor] | None = None
+    # why a pre-LN family's deeper layers cannot be played after all, if they cannot (bloom)
+    deeper_refused: str | None = None
+
+    @property
+    def deeper_layers(self) -> bool:
+        """Whether --layer L > 0 can be played exactly (residual.py)."""
+        return self.pre_layer_norm and self.deeper_refused is None
 
     def block_prefix(self, layer: int) -> str:
         return self.block.format(layer)
+
+    def rotary_config(self, config: dict, layer: int) -> dict | None:
+        """The config whose rope parameters rotate layer `layer`'s queries and keys, or None
+        where its positions do not rotate them (a table added to the input, or none at all)."""
+        return self.layer_rotary(config, layer) if self.rotary else None
 
     def played_layer_tensors(self, config: dict, layer: int) -> tuple[str, ...]:
         """All that layer `layer`'s attention depends on: the position table, blocks
@@ -233,41 +291,58 @@ def _llama_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _llama_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
-    shape = _llama_shape(config)
+def _grouped_query_keys(
+    shape: Shape,
+    heads: tuple[int, ...],
+    query_weight: torch.Tensor,
+    key_weight: torch.Tensor,
+    query_bias: torch.Tensor | None = None,
+    key_bias: torch.Tensor | None = None,
+) -> dict:
+    """HeadWeights' projections and key_of_head from nn.Linear query and key projections
+    ([heads·hd, d] and [key heads·hd, d], x @ Wᵀ + b) under grouped-query attention: query head
+    h uses key head h // (heads / key heads), so the played heads' keys are those of the key
+    heads they use, each once (two played heads of one group share its key columns)."""
     head_dim, group = shape.head_dim, shape.heads // shape.key_heads
-    tensors = read(list(_llama_attention_tensors(config, layer)))
-    prefix = f"layers.{layer}."
-    norm_weight = tensors[f"{prefix}input_layernorm.weight"]
-    query_weight = tensors[f"{prefix}self_attn.q_proj.weight"]  # [heads·hd, d]
-    key_weight = tensors[f"{prefix}self_attn.k_proj.weight"]  # [key heads·hd, d]
     expected = (shape.heads * head_dim, shape.d_model), (shape.key_heads * head_dim, shape.d_model)
     if (tuple(query_weight.shape), tuple(key_weight.shape)) != expected:
         raise UserError(
-            f"q_proj/k_proj are {tuple(query_weight.shape)}/{tuple(key_weight.shape)}, expected "
-            f"{expected[0]}/{expected[1]}; the checkpoint does not match its config"
+            f"the query/key projections are {tuple(query_weight.shape)}/"
+            f"{tuple(key_weight.shape)}, expected {expected[0]}/{expected[1]}; the checkpoint "
+            "does not match its config"
         )
-    # Grouped-query attention: the played heads' keys are those of the key heads they use, each
-    # once (two played heads of one group share its key columns).
     key_heads = sorted({head // group for head in heads})
     key_of_head = tuple(key_heads.index(head // group) for head in heads)
-
     projections = _linear_query_keys(
         query_weight,
         key_weight,
-        tensors.get(f"{prefix}self_attn.q_proj.bias"),
-        tensors.get(f"{prefix}self_attn.k_proj.bias"),
+        query_bias,
+        key_bias,
         _head_rows(heads, head_dim),
         _head_rows(key_heads, head_dim),
     )
+    return dict(**projections, key_of_head=key_of_head)
+
+
+def _llama_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _llama_shape(config)
+    tensors = read(list(_llama_attention_tensors(config, layer)))
+    prefix = f"layers.{layer}."
+    norm_weight = tensors[f"{prefix}input_layernorm.weight"]
     return dict(
         norm="rms",
         ln_weight=norm_weight,
         ln_bias=torch.zeros_like(norm_weight),
         ln_eps=float(config.get("rms_norm_eps", 1e-6)),
-        **projections,
-        key_of_head=key_of_head,
-        scale=1 / math.sqrt(head_dim),
+        **_grouped_query_keys(
+            shape,
+            heads,
+            tensors[f"{prefix}self_attn.q_proj.weight"],  # [heads·hd, d]
+            tensors[f"{prefix}self_attn.k_proj.weight"],  # [key heads·hd, d]
+            tensors.get(f"{prefix}self_attn.q_proj.bias"),
+            tensors.get(f"{prefix}self_attn.k_proj.bias"),
+        ),
+        scale=1 / math.sqrt(shape.head_dim),
     )
 
 
@@ -305,6 +380,228 @@ GEMMA = Family(
     attention_tensors=_llama_attention_tensors,
     attention=_gemma_attention,
     rotary=True,
+)
+
+
+# --- qwen3, gemma3_text: a norm after the projection ---------------------------------------
+
+
+def _query_key_norm_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    return (
+        *_llama_attention_tensors(config, layer),
+        f"layers.{layer}.self_attn.q_norm.weight",  # [hd], one for every head
+        f"layers.{layer}.self_attn.k_norm.weight",  # [hd]
+    )
+
+
+def _qwen3_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    attention = _llama_attention(config, read, heads, layer)
+    norms = read(
+        [f"layers.{layer}.self_attn.q_norm.weight", f"layers.{layer}.self_attn.k_norm.weight"]
+    )
+    query_norm, key_norm = norms.values()
+    return {
+        **attention,
+        "query_norm": query_norm,
+        "key_norm": key_norm,
+        "query_key_norm_eps": float(config.get("rms_norm_eps", 1e-6)),
+    }
+
+
+QWEN3 = Family(
+    model_types=("qwen3",),
+    example="Qwen/Qwen3-0.6B",
+    name_prefixes=("model.",),
+    position_table=None,
+    block="layers.{}.",
+    final_norm="norm",
+    shape=_llama_shape,
+    attention_tensors=_query_key_norm_tensors,
+    attention=_qwen3_attention,
+    rotary=True,
+)
+
+
+def _gemma3_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    attention = _qwen3_attention(config, read, heads, layer)
+    # Gemma3RMSNorm multiplies by (1 + weight), the input's norm and the query/key norms alike;
+    # the scores are scaled by query_pre_attn_scalar^-1/2, not by head_dim's
+    return {
+        **attention,
+        "ln_weight": 1.0 + attention["ln_weight"],
+        "query_norm": 1.0 + attention["query_norm"],
+        "key_norm": 1.0 + attention["key_norm"],
+        "scale": float(config.get("query_pre_attn_scalar", 256)) ** -0.5,
+    }
+
+
+GEMMA3 = Family(
+    model_types=("gemma3_text",),
+    example="google/gemma-3-270m",
+    name_prefixes=("model.",),
+    position_table=None,
+    block="layers.{}.",
+    final_norm="norm",
+    shape=_llama_shape,
+    attention_tensors=_query_key_norm_tensors,
+    attention=_gemma3_attention,
+    rotary=True,
+)
+
+
+# --- mixtral, smollm3, granite: llama's attention, something else around it -----------------
+
+
+def _mixtral_modules(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Mixtral's checkpoints keep each expert's w1, w3 [I, d] and w2 [d, I] under
+    block_sparse_moe; transformers' MixtralSparseMoeBlock (`mlp`) holds them stacked:
+    experts.gate_up_proj [E, 2·I, d] (w1 then w3, expert by expert) and experts.down_proj
+    [E, d, I], as its own conversion_mapping loads them. Only blocks run through transformers
+    (residual.py) need this; the played layer's attention is stored as it is held."""
+    expert_name = re.compile(r"(.*)block_sparse_moe\.experts\.(\d+)\.(w[123])\.weight$")
+    modules: dict[str, torch.Tensor] = {}
+    experts: dict[str, dict[str, dict[int, torch.Tensor]]] = {}  # block -> w -> expert -> [.]
+    for name, tensor in tensors.items():
+        match = expert_name.match(name)
+        if match:
+            block, expert, part = match[1], int(match[2]), match[3]
+            experts.setdefault(block, {}).setdefault(part, {})[expert] = tensor
+        else:  # the router, block_sparse_moe.gate, is the block's mlp.gate
+            modules[name.replace(".block_sparse_moe.", ".mlp.")] = tensor
+
+    for block, parts in experts.items():
+
+        def stacked(part: str, parts=parts) -> torch.Tensor:  # [E, ., .]
+            return torch.stack([parts[part][expert] for expert in sorted(parts[part])])
+
+        modules[f"{block}mlp.experts.gate_up_proj"] = torch.cat(
+            [stacked("w1"), stacked("w3")], dim=1
+        )  # [E, 2·I, d]
+        modules[f"{block}mlp.experts.down_proj"] = stacked("w2")  # [E, d, I]
+    return modules
+
+
+MIXTRAL = replace(
+    LLAMA,
+    model_types=("mixtral",),  # mistral's attention; the experts only matter in the blocks
+    example="mistralai/Mixtral-8x7B-v0.1",
+    as_modules=_mixtral_modules,
+)
+
+
+def _smollm3_layer_rotary(config: dict, layer: int) -> dict | None:
+    # no_rope_layers[i] is 1 where layer i *uses* rotary (SmolLM3Attention.use_rope); absent,
+    # SmolLM3Config leaves out every no_rope_layer_interval-th layer
+    uses_rope = config.get("no_rope_layers")
+    if uses_rope is None:
+        interval = int(config.get("no_rope_layer_interval", 4))
+        uses_rope = [int((index + 1) % interval != 0) for index in range(layer + 1)]
+    return config if uses_rope[layer] else None
+
+
+SMOLLM3 = replace(
+    LLAMA,
+    model_types=("smollm3",),
+    example="HuggingFaceTB/SmolLM3-3B",
+    layer_rotary=_smollm3_layer_rotary,
+)
+
+
+def _granite_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    attention = _llama_attention(config, read, heads, layer)
+    # GraniteAttention's scaling is attention_multiplier, in place of 1/√hd
+    return {**attention, "scale": float(config.get("attention_multiplier", 1.0))}
+
+
+GRANITE = replace(
+    LLAMA,
+    model_types=("granite",),
+    example="ibm-granite/granite-3.1-2b-instruct",
+    attention=_granite_attention,
+    # GraniteModel multiplies inputs_embeds by it, whether given or looked up
+    input_multiplier=lambda config: float(config.get("embedding_multiplier", 1.0)),
+)
+
+
+# --- starcoder2 ----------------------------------------------------------------------------
+
+
+def _starcoder2_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"layers.{layer}."
+    names = [f"{prefix}input_layernorm.weight", f"{prefix}input_layernorm.bias"]  # nn.LayerNorm
+    names += [f"{prefix}self_attn.q_proj.weight", f"{prefix}self_attn.k_proj.weight"]
+    if config.get("use_bias", True):
+        names += [f"{prefix}self_attn.q_proj.bias", f"{prefix}self_attn.k_proj.bias"]
+    return tuple(names)
+
+
+def _starcoder2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _llama_shape(config)
+    tensors = read(list(_starcoder2_attention_tensors(config, layer)))
+    prefix = f"layers.{layer}."
+    return dict(
+        norm="layer",
+        ln_weight=tensors[f"{prefix}input_layernorm.weight"],
+        ln_bias=tensors[f"{prefix}input_layernorm.bias"],
+        ln_eps=float(config.get("norm_epsilon", 1e-5)),
+        **_grouped_query_keys(
+            shape,
+            heads,
+            tensors[f"{prefix}self_attn.q_proj.weight"],  # [heads·hd, d]
+            tensors[f"{prefix}self_attn.k_proj.weight"],  # [key heads·hd, d]
+            tensors.get(f"{prefix}self_attn.q_proj.bias"),
+            tensors.get(f"{prefix}self_attn.k_proj.bias"),
+        ),
+        scale=1 / math.sqrt(shape.head_dim),
+    )
+
+
+STARCODER2 = replace(
+    LLAMA,
+    model_types=("starcoder2",),
+    example="bigcode/starcoder2-3b",
+    attention_tensors=_starcoder2_attention_tensors,
+    attention=_starcoder2_attention,
+)
+
+
+# --- phi3 (Phi-3, Phi-4-mini) --------------------------------------------------------------
+
+
+def _phi3_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    return (
+        f"layers.{layer}.input_layernorm.weight",  # [d]
+        f"layers.{layer}.self_attn.qkv_proj.weight",  # [(heads + 2·key heads)·hd, d], no bias
+    )
+
+
+def _phi3_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _llama_shape(config)
+    norm_weight, fused = read(list(_phi3_attention_tensors(config, layer))).values()
+    # Phi3Attention splits qkv_proj's output as [all queries | all keys | all values]
+    queries = shape.heads * shape.head_dim
+    keys = shape.key_heads * shape.head_dim
+    if tuple(fused.shape) != (queries + 2 * keys, shape.d_model):
+        raise UserError(
+            f"qkv_proj is {tuple(fused.shape)}, expected {(queries + 2 * keys, shape.d_model)}; "
+            "the checkpoint does not match its config"
+        )
+    return dict(
+        norm="rms",
+        ln_weight=norm_weight,
+        ln_bias=torch.zeros_like(norm_weight),
+        ln_eps=float(config.get("rms_norm_eps", 1e-5)),
+        **_grouped_query_keys(shape, heads, fused[:queries], fused[queries : queries + keys]),
+        scale=1 / math.sqrt(shape.head_dim),
+    )
+
+
+PHI3 = replace(
+    LLAMA,
+    model_types=("phi3",),  # partial rotary: its rope parameters say how much, rotary_tables
+    example="microsoft/Phi-4-mini-instruct",
+    attention_tensors=_phi3_attention_tensors,
+    attention=_phi3_attention,
 )
 
 
@@ -542,8 +839,214 @@ BERT = Family(
 )
 
 
-FAMILIES = (GPT2, LLAMA, GEMMA, GPT_NEOX, GPT_NEO, OPT, BERT)
+# --- gemma2 --------------------------------------------------------------------------------
+
+
+def _gemma2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    attention = _gemma_attention(config, read, heads, layer)
+    # Gemma2Config's defaults; Gemma2Attention scales by query_pre_attn_scalar^-0.5
+    scalar = float(config.get("query_pre_attn_scalar", 256))
+    cap = config.get("attn_logit_softcapping", 50.0)
+    return {**attention, "scale": scalar**-0.5, "softcap": None if cap is None else float(cap)}
+
+
+GEMMA2 = Family(
+    model_types=("gemma2",),
+    example="google/gemma-2-2b",
+    name_prefixes=("model.",),
+    position_table=None,
+    block="layers.{}.",
+    final_norm="norm",
+    shape=_llama_shape,
+    attention_tensors=_llama_attention_tensors,
+    attention=_gemma2_attention,
+    rotary=True,
+)
+
+
+# --- bloom, mpt: ALiBi ---------------------------------------------------------------------
+
+
+def _bloom_shape(config: dict) -> Shape:
+    d_model, heads = _int(config, "hidden_size", "n_embed"), _int(config, "n_head")
+    return Shape(
+        d_model=d_model,
+        heads=heads,
+        key_heads=heads,
+        head_dim=d_model // heads,
+        layers=_int(config, "n_layer"),
+        # ALiBi has no table of positions: the length BLOOM was trained at
+        positions=_int(config, "seq_length", default=2048),
+    )
+
+
+def _bloom_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"h.{layer}."
+    inputs = ("word_embeddings_layernorm.weight", "word_embeddings_layernorm.bias")
+    return (
+        *(inputs if layer == 0 else ()),
+        f"{prefix}input_layernorm.weight",
+        f"{prefix}input_layernorm.bias",
+        f"{prefix}self_attention.query_key_value.weight",  # [3d, d], head by head [q, k, v]
+        f"{prefix}self_attention.query_key_value.bias",
+    )
+
+
+def _bloom_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _bloom_shape(config)
+    hd = shape.head_dim
+    tensors = read(list(_bloom_attention_tensors(config, layer)))
+    prefix = f"h.{layer}."
+    weight = tensors[f"{prefix}self_attention.query_key_value.weight"]
+    bias = tensors[f"{prefix}self_attention.query_key_value.bias"]
+    query_rows = _head_rows(heads, hd, stride=3 * hd)  # BloomAttention._reshape: [H, 3, hd]
+    rows = torch.cat([query_rows, query_rows + hd])
+    eps = float(config.get("layer_norm_epsilon", 1e-5))
+    inputs = {}
+    if layer == 0:  # BloomModel normalises inputs_embeds before block 0
+        inputs = dict(
+            input_ln_weight=tensors["word_embeddings_layernorm.weight"],
+            input_ln_bias=tensors["word_embeddings_layernorm.bias"],
+            input_ln_eps=eps,
+        )
+    return dict(
+        norm="layer",
+        ln_weight=tensors[f"{prefix}input_layernorm.weight"],
+        ln_bias=tensors[f"{prefix}input_layernorm.bias"],
+        ln_eps=eps,
+        query_key_weight=weight[rows].T.contiguous(),
+        query_key_bias=bias[rows].contiguous(),
+        key_of_head=tuple(range(len(heads))),
+        scale=1 / math.sqrt(hd),  # BloomAttention's inv_norm_factor
+        **inputs,
+    )
+
+
+def _bloom_alibi(config: dict, tokens: int) -> torch.Tensor:
+    """[heads, T]: slope_h · j, as BloomModel builds it without an attention mask."""
+    from transformers.models.bloom.modeling_bloom import _get_alibi_slopes
+
+    slopes = _get_alibi_slopes(_bloom_shape(config).heads, torch.device("cpu"))  # [heads]
+    return slopes[:, None] * torch.arange(tokens)  # float32, as there
+
+
+BLOOM = Family(
+    model_types=("bloom",),
+    example="bigscience/bloom-560m",
+    name_prefixes=("transformer.",),
+    position_table=None,
+    block="h.{}.",
+    final_norm="ln_f",
+    shape=_bloom_shape,
+    attention_tensors=_bloom_attention_tensors,
+    attention=_bloom_attention,
+    score_bias=_bloom_alibi,
+    deeper_refused=(
+        "normalises its inputs before block 0 (word_embeddings_layernorm): the stream a deeper "
+        "layer sees stays bounded, and residual.py cannot steer it"
+    ),
+)
+
+
+def _mpt_attention_config(config: dict) -> dict:
+    """attn_config, refused where transformers' MptAttention would not compute what the model
+    does (or what we do): one line naming the setting."""
+    attention = config.get("attn_config") or {}
+    attention_type = attention.get("attn_type", "multihead_attention")
+    unsupported = {
+        "clip_qkv": attention.get("clip_qkv"),  # clamps Q, K and V: no longer an ellipsoid
+        "qk_ln": attention.get("qk_ln", False),  # a norm after the projection
+        "alibi false": not attention.get("alibi", True),  # transformers adds ALiBi regardless
+        f"attn_type {attention_type}": attention_type != "multihead_attention",
+        "no_bias false": not config.get("no_bias", True),  # transformers loads no biases
+    }
+    refused = [name for name, present in unsupported.items() if present]
+    if refused:
+        raise UserError(
+            f"this MPT sets {', '.join(refused)}, which is not supported; only MPTs with ALiBi, "
+            "plain multi-head attention and no biases (as MPT-7B) are"
+        )
+    return attention
+
+
+def _mpt_shape(config: dict) -> Shape:
+    _mpt_attention_config(config)
+    return _shape(config, "d_model", "n_heads", "n_layers", ("max_seq_len",))
+
+
+def _mpt_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"blocks.{layer}."
+    return (f"{prefix}norm_1.weight", f"{prefix}attn.Wqkv.weight")  # [d], [3d, d] as [Q; K; V]
+
+
+def _mpt_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    shape = _mpt_shape(config)
+    hd, d = shape.head_dim, shape.d_model
+    norm_weight, qkv_weight = read(list(_mpt_attention_tensors(config, layer))).values()
+    rows = _head_rows(heads, hd)
+    scale = _mpt_attention_config(config).get("softmax_scale") or 1 / math.sqrt(hd)
+    return dict(
+        norm="layer",
+        ln_weight=norm_weight,
+        ln_bias=torch.zeros_like(norm_weight),  # no_bias: MptBlock's norm_1.bias is None
+        ln_eps=float(config.get("layer_norm_epsilon", 1e-5)),
+        **_linear_query_keys(qkv_weight[:d], qkv_weight[d : 2 * d], None, None, rows, rows),
+        key_of_head=tuple(range(len(heads))),
+        scale=float(scale),
+    )
+
+
+def _mpt_alibi(config: dict, tokens: int) -> torch.Tensor:
+    """[heads, T]: slope_h · (j - (T - 1)), as MptModel builds it (for max_seq_len, of which
+    MptAttention keeps the last T columns: the same numbers)."""
+    from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
+
+    bias_max = _mpt_attention_config(config).get("alibi_bias_max", 8)
+    return build_mpt_alibi_tensor(_mpt_shape(config).heads, tokens, bias_max)[:, 0]  # [H, T]
+
+
+MPT = Family(
+    model_types=("mpt",),
+    example="mosaicml/mpt-7b",
+    name_prefixes=("transformer.",),
+    position_table=None,
+    block="blocks.{}.",
+    final_norm="norm_f",
+    shape=_mpt_shape,
+    attention_tensors=_mpt_attention_tensors,
+    attention=_mpt_attention,
+    score_bias=_mpt_alibi,
+)
+
+
+FAMILIES = (
+    GPT2,
+    LLAMA,
+    GEMMA,
+    QWEN3,
+    GEMMA3,
+    GPT_NEOX,
+    GPT_NEO,
+    OPT,
+    BERT,
+    MIXTRAL,
+    SMOLLM3,
+    GRANITE,
+    STARCODER2,
+    PHI3,
+    GEMMA2,
+    BLOOM,
+    MPT,
+)
 SUPPORTED = tuple(model_type for family in FAMILIES for model_type in family.model_types)
+
+
+# Families whose attention we know but cannot play exactly yet: why, in the refusal's words.
+NOT_YET = {
+    "olmo2": "its attention sees the residual stream unnormalised (its norms come after each "
+    "block) and normalises the queries of all heads together, so what one head can reach "
+    "depends on every other head's projection",
+}
 
 
 def family_of(model_type: str | None, name: str) -> Family:
@@ -551,25 +1054,38 @@ def family_of(model_type: str | None, name: str) -> Family:
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
+    if model_type in NOT_YET:
+        raise UserError(
+            f"{name} is a {model_type} checkpoint, which is not supported yet: "
+            f"{NOT_YET[model_type]}; pass one of the families {', '.join(SUPPORTED)}"
+        )
     raise UserError(
         f"{name} is a {model_type or 'unknown'} checkpoint, which is not supported; pass one "
         f"of the families {', '.join(SUPPORTED)}, such as {GPT2.example}"
     )
 
 
-def rotary_tables(config: dict, head_dim: int, tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+def rotary_tables(
+    config: dict, head_dim: int, tokens: int, layer: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin [T, r] of the rotary positions 0..T-1 on the first r dimensions of each head
-    (r = hd but for partial rotary), as the family's rotary embedding computes them: those
-    dimensions of q become q·cos + rotate_half(q)·sin, the others stay.
+    (r = hd but for partial rotary), as the family's rotary embedding computes them for `layer`:
+    those dimensions of q become q·cos + rotate_half(q)·sin, the others stay. `config` is the
+    played layer's (`Family.rotary_config`).
 
     The frequencies come from transformers' own reading of the config's rope parameters
     (rope_theta, and any scaling such as Llama 3's), which it standardises across versions.
+    Where they differ by the kind of layer (Gemma 3: local sliding-window layers and global
+    ones, each with its theta), `layer`'s kind (config.layer_types) picks them.
     """
     from transformers import AutoConfig
     from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
     parsed = AutoConfig.for_model(**config)
-    rope = parsed.rope_parameters
+    rope, by_kind = parsed.rope_parameters, {}
+    if "rope_type" not in rope and "rope_theta" not in rope:  # {layer kind: its parameters}
+        kind = parsed.layer_types[layer]
+        rope, by_kind = rope[kind], {"layer_type": kind}
     rope_type = rope.get("rope_type", "default")
     # In float32, as the reference computes them: at position 256 an angle's rounding moves a
     # score by ~1e-5 of itself, so float64 here would differ from transformers by that much.
@@ -580,7 +1096,9 @@ def rotary_tables(config: dict, head_dim: int, tokens: int) -> tuple[torch.Tenso
         )
         attention_scaling = 1.0
     elif rope_type in ROPE_INIT_FUNCTIONS:
-        inverse_frequency, attention_scaling = ROPE_INIT_FUNCTIONS[rope_type](parsed, None)
+        inverse_frequency, attention_scaling = ROPE_INIT_FUNCTIONS[rope_type](
+            parsed, None, **by_kind
+        )
     else:
         raise UserError(f"rope type {rope_type} is not supported; its positions are unknown")
     angles = torch.arange(tokens).float()[:, None] * inverse_frequency.float()  # [T, hd/2]

@@ -45,6 +45,10 @@ BEST_WORST = 4  # frames in each half of the best/worst figure
 # A hero target must show shapes, not a near-uniform screen: a black/white picture has
 # std sqrt(p(1 - p)), so 0.25 asks for at least ~7% of the minority colour.
 HERO_MIN_STD = 0.25
+# ... and a figure, not a screen split in two: the outline of its light parts (`outline_length`)
+# at least this many frame widths long. A straight split of the frame, at any angle, has an
+# outline of one width at most; a disc half the frame wide ~1.4; a dancer two or more.
+HERO_MIN_OUTLINE = 1.5
 
 # Every run gets the pixel figures, in the order to read them; only runs whose loss is the
 # original's get the loss figures too (see `figure_files`).
@@ -388,30 +392,54 @@ def target_vs_output(metrics: dict, frames_dir: FramesDir, count: int = GRID_FRA
         )
     axes[0, 0].set_ylabel("target")
     axes[1, 0].set_ylabel("attention")
-    figure.suptitle(f"Target vs GPT-2 {_layer(metrics)} attention, frames spread over the video")
+    figure.suptitle(
+        f"Target vs {model_name(metrics)} {_layer(metrics)} attention, frames spread over the video"
+    )
     return figure
 
 
+def outline_length(picture: np.ndarray) -> float:
+    """How long the outline of a picture's light parts is, in picture widths: its light pixels
+    (>= mid-gray) with a dark 4-neighbour, over its width. [T, T] gray or [T, T, 3] RGB (their
+    mean), in [0, 1]. A row or column of the outline counts one pixel a step, so a straight
+    split is one width long whatever its angle."""
+    gray = picture.mean(axis=-1) if picture.ndim == 3 else picture
+    light = gray >= 0.5  # [T, T]
+    outline = np.zeros_like(light)
+    outline[1:] |= light[1:] & ~light[:-1]  # dark above
+    outline[:-1] |= light[:-1] & ~light[1:]  # dark below
+    outline[:, 1:] |= light[:, 1:] & ~light[:, :-1]  # dark on the left
+    outline[:, :-1] |= light[:, :-1] & ~light[:, 1:]  # dark on the right
+    return float(outline.sum()) / light.shape[1]
+
+
 def pick_hero(metrics: dict, frames_dir: FramesDir) -> dict:
-    """The best frame by corr (`ranked_by_corr`) whose target shows shapes; the best frame
-    outright if none does."""
+    """The frame to show large: the best by corr (`ranked_by_corr`) whose target shows a figure
+    (not near-uniform, HERO_MIN_STD, and not a screen split in two, HERO_MIN_OUTLINE: such a
+    frame plays at corr 1.00 and shows nothing of the video); else the best whose target is
+    not near-uniform; else the best outright."""
     ranked, _ = ranked_by_corr(metrics)
-    for entry in ranked:  # targets read lazily: the first few usually qualify
-        if _target(metrics, frames_dir, entry["frame"]).std() >= HERO_MIN_STD:
+    merit = {}  # frame -> 2: a figure, 1: shapes, 0: near-uniform
+    for entry in ranked:  # targets read lazily: the first few usually show a figure
+        target = _target(metrics, frames_dir, entry["frame"])
+        shapes = target.std() >= HERO_MIN_STD
+        figure = shapes and outline_length(target) >= HERO_MIN_OUTLINE
+        if figure:
             return entry
-    return ranked[0]
+        merit[entry["frame"]] = int(shapes)
+    return max(ranked, key=lambda entry: merit[entry["frame"]])  # the first of the best merit
 
 
 def hero_frame(metrics: dict, frames_dir: FramesDir) -> Figure:
     """One representative frame, large: the target beside the attention map it became."""
     entry = pick_hero(metrics, frames_dir)
-    model = display_model_name(setting(metrics, "model", "gpt2"))
+    model = model_name(metrics)
     figure = _figure(12.5, 6.9)  # room under the map for its label, over it for two title lines
     left, right = figure.subplots(1, 2)
     _show(left, _target(metrics, frames_dir, entry["frame"]))
     left.set_title(f"target, {_frame_title(metrics, entry)}")
     right.imshow(_attention(frames_dir, entry["frame"]))
-    # two lines: a local path or six heads make one line wider than the axes
+    # two lines: a long model name or six heads make one line wider than the axes
     right.set_title(f"{model} {_layer(metrics)}\n{_heads_label(metrics)}: attention weights")
     right.set_xlabel("key token position")
     right.set_ylabel("query token position")
@@ -482,7 +510,7 @@ def display_atlas(metrics: dict) -> Figure:
     ax.set_ylabel("layer")
     ax.set_xticks(range(0, heads, max(1, heads // 12)))
     ax.set_yticks(range(0, layers, max(1, layers // 16)))
-    model = display_model_name(setting(metrics, "model", "gpt2"))
+    model = model_name(metrics)
     ax.set_title(
         f"{model}: display atlas ({len(measured)} heads measured, numbers: survey mae)\n"
         f"played: {_layer(metrics)}, {_heads_label(metrics)} (outlined)",
@@ -491,11 +519,15 @@ def display_atlas(metrics: dict) -> Figure:
     return figure
 
 
-def display_model_name(model: str) -> str:
-    """A model as a title names it: a hub id as it is, a local checkpoint by its folder's name
-    (its whole path would fill the title)."""
-    path = Path(model)
-    return path.name if path.is_absolute() or model.startswith(".") else model
+def model_name(metrics: dict) -> str:
+    """The played model as a title names it: a hub id as it is, a local checkpoint by its
+    folder's name (its whole path would fill the title, and is nothing on another machine).
+    A hub run records the commit it was pinned to, a local one none; runs from before --model
+    played GPT-2."""
+    model = setting(metrics, "model", "gpt2")
+    if setting(metrics, "model_commit") is not None:
+        return model
+    return Path(model).name or model  # "." names no folder: as the user wrote it
 
 
 # --- the loss figures: only where the loss is the original's --------------------------------

@@ -4,15 +4,22 @@ forward, the same for every family (family.py reads each family's tensors into `
 Only the played layer matters, and of it only the queries and keys of the chosen heads, so the
 whole model is never built. Row i of the layer's input X becomes
 
-    H = Norm(X + P);  Q = H Wq + bq;  K = H Wk + bk;  then both rotated by position (rotary
-    families);  S = Q Kᵀ · scale
+    H = Norm(X + P);  Q = H Wq + bq;  K = H Wk + bk;  in some families each head's query and
+    key then RMS-normalised (Qwen3, Gemma 3);  then both rotated by position (rotary
+    families, on the layers that rotate: `Family.rotary_config`);
+    S = cap·tanh((Q Kᵀ · scale + b) / cap)
 
 which is exactly the score the model feeds its softmax. Norm is a LayerNorm (GPT-2: centred,
-γ and β) or an RMSNorm (Llama: not centred, γ only). At layer 0, X is the input embedding and
+γ and β) or an RMSNorm (Llama: not centred, γ only); BLOOM normalises its inputs once more
+before layer 0 (`word_embeddings_layernorm`), so its layer 0 sees Norm(LayerNorm_e(X)). b is
+ALiBi's bias (BLOOM, MPT: slope_h · key position, the same for every row), 0 elsewhere; the
+cap is Gemma 2's `attn_logit_softcapping` (none elsewhere). At layer 0, X is the input embedding and
 P the learned position table (GPT-2's wpe), or 0 where the positions rotate Q and K instead; at
 a deeper layer X is the residual stream entering it, which holds the table's positions already
-(residual.py), and P = 0. Under grouped-query attention several query heads share one key head:
-the keys are held once per key head and each played head takes its own (`key_of_head`).
+(residual.py), and P = 0. A model that multiplies its inputs by m before layer 0 (Granite) has
+layer 0 see Norm(m·X + P), which is Norm(X + P/m) with the norm's ε/m². Under grouped-query
+attention several query heads share one key head: the keys are held once per key head and each
+played head takes its own (`key_of_head`).
 """
 
 from dataclasses import dataclass, fields, replace
@@ -44,6 +51,20 @@ class HeadWeights:
     rotary_cos: torch.Tensor | None = None  # [T, r] rotary positions, None for none
     rotary_sin: torch.Tensor | None = None  # [T, r]
     causal: bool = True  # False: every token sees every other (BERT), the whole square
+    # A norm after the projection (Qwen3, Gemma 3): each head's query becomes
+    # q / sqrt(mean(q²) + ε) ⊙ query_norm, each key likewise, before the rotary positions.
+    # None: no such norm.
+    query_norm: torch.Tensor | None = None  # [hd] its weight (Gemma's 1 + weight, folded in)
+    key_norm: torch.Tensor | None = None  # [hd]
+    query_key_norm_eps: float = 1e-6
+    # ALiBi: added to head h's score on key j, whatever the query: slope_h · (j + constant)
+    score_bias: torch.Tensor | None = None  # [H, T], None for none
+    softcap: float | None = None  # scores become cap·tanh(s / cap) (Gemma 2); None for none
+    # A LayerNorm of the inputs before the layer's own norm (BLOOM's word_embeddings_layernorm,
+    # at layer 0): its gamma [d], beta [d] and eps; None for none
+    input_ln_weight: torch.Tensor | None = None
+    input_ln_bias: torch.Tensor | None = None
+    input_ln_eps: float = 0.0
 
     @property
     def d_model(self) -> int:
@@ -85,6 +106,9 @@ def load_head(
 
     window = checkpoint.config.get("sliding_window")
     windowed = checkpoint.config.get("use_sliding_window", True)  # qwen2 says, mistral doesn't
+    kinds = checkpoint.config.get("layer_types")  # gemma2: every other layer slides
+    if kinds and len(kinds) > layer and kinds[layer] != "sliding_attention":
+        windowed = False  # this layer sees every token (the blocks before run in transformers)
     if window and windowed and tokens > window:
         raise UserError(
             f"{tokens} tokens are more than {checkpoint.name}'s sliding window of {window}: its "
@@ -106,19 +130,35 @@ def load_head(
             position += read([family.added_row])[family.added_row][0]
     else:  # deeper, the residual stream holds the table's positions; rotary ones rotate
         position = torch.zeros(tokens, shape.d_model)
-    rotary = {}
-    if family.rotary:
-        cos, sin = rotary_tables(checkpoint.config, shape.head_dim, tokens)
-        rotary = dict(rotary_cos=cos, rotary_sin=sin)
+    if layer == 0:  # the model multiplies inputs_embeds by m first (Granite's, 12)
+        # Norm(m·X + P) is Norm(X + P/m) with ε/m²: a norm sees its input's scale through ε only
+        multiplier = family.input_multiplier(checkpoint.config)
+        position = position / multiplier
+        attention = {**attention, "ln_eps": attention["ln_eps"] / multiplier**2}
+    extra = {}
+    rotary_config = family.rotary_config(checkpoint.config, layer)
+    if rotary_config is not None:  # None: no rotary, or a layer without positions (SmolLM3's)
+        cos, sin = rotary_tables(rotary_config, shape.head_dim, tokens, layer)
+        extra = dict(rotary_cos=cos, rotary_sin=sin)
+    if family.score_bias:  # ALiBi: the played heads' rows of the model's bias
+        extra["score_bias"] = family.score_bias(checkpoint.config, tokens)[list(heads)]
     return HeadWeights(
-        heads=tuple(heads), position=position, causal=family.causal, **attention, **rotary
+        heads=tuple(heads), position=position, causal=family.causal, **attention, **extra
     )
 
 
 def normalised_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
-    """Norm(X + P): [B, T, d] -> [B, T, d]."""
+    """Norm(X + P), or Norm(LayerNorm_e(X + P)) under an input norm: [B, T, d] -> [B, T, d]."""
     tokens = embeddings.shape[1]
     shifted = embeddings + weights.position[:tokens]
+    if weights.input_ln_weight is not None:
+        shifted = F.layer_norm(
+            shifted,
+            (weights.d_model,),
+            weights.input_ln_weight,
+            weights.input_ln_bias,
+            weights.input_ln_eps,
+        )
     if weights.norm == "layer":
         return F.layer_norm(
             shifted, (weights.d_model,), weights.ln_weight, weights.ln_bias, weights.ln_eps
@@ -128,15 +168,26 @@ def normalised_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Te
 
 
 def split_heads(projected: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tensor, ...]:
-    """Per-head queries and keys, rotated by position, from the projections laid out [Q | K]:
+    """Per-head queries and keys, normalised where the family has a norm after the projection
+    and rotated by position, from the projections laid out [Q | K]:
     [B, T, (H + G)·hd] -> 2 x [B, H, T, hd]. The one way both the forward and the solvers'
     whitened coordinates (reachable.py) become scores."""
     batch, tokens, _ = projected.shape
     heads, hd = len(weights.heads), weights.head_dim
     queries = projected[..., : heads * hd].view(batch, tokens, heads, hd).transpose(1, 2)
     keys = projected[..., heads * hd :].view(batch, tokens, weights.key_heads, hd).transpose(1, 2)
+    if weights.query_norm is not None:
+        eps = weights.query_key_norm_eps
+        queries = rms_normalised(queries, weights.query_norm, eps)
+        keys = rms_normalised(keys, weights.key_norm, eps)  # [B, G, T, hd]
     keys = keys[:, list(weights.key_of_head)]  # [B, H, T, hd]: each head its key head's
     return rotate(queries, weights), rotate(keys, weights)
+
+
+def rms_normalised(vectors: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """A norm after the projection: each [..., hd] vector over its root mean square, times the
+    norm's weight [hd] (in float32, as Qwen3RMSNorm and Gemma3RMSNorm compute it)."""
+    return vectors * torch.rsqrt(vectors.square().mean(dim=-1, keepdim=True) + eps) * weight
 
 
 def rotate(vectors: torch.Tensor, weights: HeadWeights, inverse: bool = False) -> torch.Tensor:
@@ -168,9 +219,21 @@ def queries_keys(hidden: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tens
 
 
 def attention_scores(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
-    """The pre-softmax scores S = Q Kᵀ · scale of each head: [B, T, d] -> [B, H, T, T]."""
+    """The pre-softmax scores S = cap·tanh((Q Kᵀ · scale + b) / cap) of each head:
+    [B, T, d] -> [B, H, T, T]."""
     queries, keys = queries_keys(normalised_input(embeddings, weights), weights)
-    return queries @ keys.transpose(-1, -2) * weights.scale
+    return finished_scores(queries @ keys.transpose(-1, -2) * weights.scale, weights)
+
+
+def finished_scores(products: torch.Tensor, weights: HeadWeights) -> torch.Tensor:
+    """The scores from Q Kᵀ · scale: ALiBi's bias added, then Gemma 2's cap, where the layer has
+    them (as the model does: the cap comes before the mask). [B, H, T, T] -> same."""
+    if weights.score_bias is not None:
+        tokens = products.shape[-1]
+        products = products + weights.score_bias[:, None, :tokens]  # [H, 1, T]: every row's
+    if weights.softcap is not None:
+        products = torch.tanh(products / weights.softcap) * weights.softcap
+    return products
 
 
 def attention_weights(scores: torch.Tensor, causal: bool = True) -> torch.Tensor:

@@ -8,7 +8,7 @@ positions, which rotate them after: head.py) are then
 
 and since zᵢ is centred only the row-centred Ac = A - mean_rows(A) matters. Under an RMSNorm
 (Llama) zᵢ = xᵢ / sqrt(mean(xᵢ²) + ε) is not centred, β = 0, and Ac = A: the same with nothing
-to centre. With G = AcᵀAc = L Lᵀ (Cholesky), the reachable qkᵢ are exactly c + √d·uᵢ Lᵀ for uᵢ
+to centre. With AcᵀAc = L Lᵀ (Cholesky), the reachable qkᵢ are exactly c + √d·uᵢ Lᵀ for uᵢ
 in the open unit ball: a solid ellipsoid. Solvers work on u (whitened: every direction equally
 easy), and `lift_factored` turns u back into real inputs:
 
@@ -21,6 +21,22 @@ easy), and `lift_factored` turns u back into real inputs:
 (P the position table, or 0), so the lifted embeddings reproduce the queries and keys exactly
 (to float precision), with inputs of unit scale rather than the tiny ones a plain rescaling
 would need.
+
+BLOOM normalises its inputs twice: layer 0 sees LN(yᵢ) with yᵢ = LN_e(xᵢ) = γₑ⊙zₑᵢ + βₑ (zₑᵢ
+centred, ‖zₑᵢ‖² < d). The heads still see only ẑᵢ = LN's z of yᵢ, which depends on yᵢ's centred
+part alone and on nothing of its scale but through ε: ẑᵢ is the z of every a·ẑᵢ + t·1 with
+var(a·ẑᵢ) = a² - ε (`lift_factored`'s scale a > 0, any t). So a row is reached when some a gives
+
+    zₑᵢ = M(a·ẑᵢ - βₑ),   M v = Γv - mean(Γv)/mean(Γ1)·Γ1,  Γ = diag(1/γₑ)
+
+(the centred zₑ with γₑ⊙zₑ + βₑ = a·ẑᵢ + t·1: M takes out t) with ‖zₑᵢ‖² = d(1 - εₑ), and then
+xᵢ = zₑᵢ - Pᵢ exactly (LN_e takes it to γₑ⊙zₑᵢ + βₑ). As a grows from the least it may be
+(ẑ = z, no null-space term), ‖zₑ‖² grows with it; a bisection finds each row's a
+(`_input_norm_scales`). Where ‖zₑ‖² is already over d(1 - εₑ) at the least a, no input reaches
+the row: the set reachable through both norms is that ellipsoid less the rows whose least
+a·ẑᵢ the first norm cannot give (its γₑ too small, or βₑ too large, in their directions). Under
+random init (γₑ ≈ 1, βₑ ≈ 0) and a = 1 this is the plain lift, and nothing is lost; a row that
+cannot be reached is an error (`UserError`), never a silent miss.
 """
 
 import math
@@ -37,7 +53,7 @@ BALL_MARGIN = 1e-4
 
 @dataclass(frozen=True)
 class ReachableSpace:
-    """Whitened coordinates of layer 0's queries and keys, for the heads of a `HeadWeights`."""
+    """Whitened coordinates of a layer's queries and keys, for the heads of a `HeadWeights`."""
 
     offset: torch.Tensor  # [D] c: the queries and keys of a row whose z is 0; D = (H+G)·hd
     basis: torch.Tensor  # [D, D] √d·Lᵀ: qk = offset + u @ basis
@@ -58,13 +74,13 @@ def reachable_space(weights: HeadWeights) -> ReachableSpace:
     def on_cpu(tensor: torch.Tensor) -> torch.Tensor:  # moved first, then widened there
         return tensor.cpu().double()
 
-    weight = on_cpu(weights.query_key_weight)  # [d, 2·H·hd]
+    weight = on_cpu(weights.query_key_weight)  # [d, (H+G)·hd]
     scaled = on_cpu(weights.ln_weight)[:, None] * weight  # A = diag(γ) W
     layer_norm = weights.norm == "layer"
     # Ac: under a LayerNorm z is centred, so only this acts; an RMSNorm's z is any vector
     centred = scaled - scaled.mean(dim=0, keepdim=True) if layer_norm else scaled
     offset = on_cpu(weights.ln_bias) @ weight + on_cpu(weights.query_key_bias)
-    gram = centred.T @ centred  # G [2·H·hd, 2·H·hd]
+    gram = centred.T @ centred  # AcᵀAc [(H+G)·hd, (H+G)·hd]
     cholesky, info = torch.linalg.cholesky_ex(gram)
     if info != 0 or centred.shape[1] >= d_model - layer_norm:
         raise UserError(
@@ -126,7 +142,7 @@ def lift_factored(
 ) -> Factored:
     """Inputs whose layer's queries and keys are those of `whitened`, factored.
 
-    [B, T, 2·H·hd] -> coefficients [B, T, 2·H·hd + 1], basis [2·H·hd + 1, d], offset [T, d].
+    [B, T, D] -> coefficients [B, T, D + 1], basis [D + 1, d], offset [T, d]; D = (H+G)·hd.
     Rows must lie inside the ball of `space.radius`. Line by line the lift of the module's
     docstring, with each row's z and null-space term kept as coefficients of fixed vectors:
 
@@ -138,6 +154,10 @@ def lift_factored(
     still takes to ẑᵢ: var(a·ẑᵢ) = a² - ε, and a·ẑᵢ / sqrt(a² - ε + ε) = ẑᵢ. A deeper layer's
     rows are lifted large (residual.py).
     """
+    if weights.input_ln_weight is not None:
+        if scale != 1:
+            raise ValueError("a layer with an input norm is layer 0, lifted at scale 1")
+        return _lift_through_input_norm(whitened, space, weights)
     d_model, tokens = weights.d_model, whitened.shape[1]
     # s in float64 on the CPU (an Apple GPU has none): on the ball's surface d(1-ε) - d‖u‖²
     # cancels to 2e-4 of d, and float32's rounding of ‖u‖² would move s by 5e-4 of itself.
@@ -152,11 +172,103 @@ def lift_factored(
     )
 
 
+def _input_norm_map(weights: HeadWeights) -> tuple[torch.Tensor, torch.Tensor]:
+    """M of the module's docstring as a [d, d] matrix acting on rows (v @ M), and M βₑ [d], in
+    float64 on the CPU."""
+    gamma = weights.input_ln_weight.cpu().double()  # γₑ [d]
+    if bool((gamma == 0).any()):
+        raise UserError(
+            "the model's input LayerNorm has a weight of 0, so its output cannot be steered "
+            "there; this checkpoint cannot be played"
+        )
+    inverse = 1 / gamma  # Γ's diagonal
+    # v @ M = Γv - (mean(Γv) / mean(Γ1)) Γ1: diag(Γ) less the rank-one term taking out the mean
+    mapping = torch.diag(inverse) - torch.outer(inverse, inverse) / inverse.sum()
+    return mapping, weights.input_ln_bias.cpu().double() @ mapping
+
+
+def _input_norm_scales(
+    rows: torch.Tensor, null: torch.Tensor, offset: torch.Tensor, squared: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """Each row's a: ‖a·r + w(a)·m - o‖² = d(1 - εₑ), with r = z M [N, d], m = n M [d],
+    o = M βₑ [d], w(a) = √(a²(d - ‖z‖²) - dε) (a times the null-space term s of
+    `lift_factored` at scale a) and squared = ‖z‖² [N]; float64. -> [N], NaN where no a
+    reaches the row. The norm is a quadratic in a and w, so each row needs three dot products
+    and the search none over d."""
+    d_model = rows.shape[-1]
+    room = d_model - squared  # d - ‖z‖² = d(1 - ‖u‖²)
+    row_row, row_null, row_offset = rows.square().sum(-1), rows @ null, rows @ offset  # [N]
+    null_null, null_offset, offset_offset = null @ null, null @ offset, offset @ offset
+
+    def norms(scale: torch.Tensor) -> torch.Tensor:  # ‖zₑ‖² at each row's scale [N]
+        slack = (scale.square() * room - d_model * eps).clamp(min=0).sqrt()  # w(a)
+        return (
+            scale.square() * row_row
+            + slack.square() * null_null
+            + offset_offset
+            + 2 * scale * slack * row_null
+            - 2 * scale * row_offset
+            - 2 * slack * null_offset
+        )
+
+    wanted = d_model * (1 - eps)  # εₑ and ε: the two norms' eps, one in BLOOM
+    low = (d_model * eps / room).sqrt()  # the least a: w = 0
+    reachable = norms(low) < wanted
+    high = torch.ones_like(low).maximum(low)
+    for _ in range(64):  # double until over: the norm grows like a²
+        over = norms(high) >= wanted
+        if bool(over[reachable].all()):
+            break
+        high = torch.where(over, high, 2 * high)
+    for _ in range(80):  # bisect to float64's precision
+        middle = (low + high) / 2
+        over = norms(middle) >= wanted
+        low, high = torch.where(over, low, middle), torch.where(over, middle, high)
+    return torch.where(reachable, (low + high) / 2, torch.nan)
+
+
+def _lift_through_input_norm(
+    whitened: torch.Tensor, space: ReachableSpace, weights: HeadWeights
+) -> Factored:
+    """`lift_factored` through an input LayerNorm (BLOOM's), as the module's docstring derives:
+    each row lifted at its own scale a, then taken back through the input norm by M.
+
+    [B, T, D] -> coefficients a·[u, s] [B, T, D + 1], basis [lift; n] M [D + 1, d], offset
+    -M βₑ - P [T, d]."""
+    if weights.norm != "layer":
+        raise ValueError("an input norm before an RMSNorm is not handled: it sees the mean")
+    d_model, tokens, device = weights.d_model, whitened.shape[1], whitened.device
+    eps = weights.ln_eps
+    if weights.input_ln_eps != eps:
+        raise ValueError("the input norm's eps must be the layer norm's (BLOOM's are one)")
+    mapping, shifted_bias = _input_norm_map(weights)
+    u = whitened.cpu().double()  # [B, T, D]
+    lift = space.lift.cpu().double() @ mapping  # [D, d]
+    null = space.null_direction.cpu().double() @ mapping  # [d]
+    squared = d_model * u.square().sum(dim=-1)  # ‖z‖² [B, T]
+    scales = _input_norm_scales(
+        (u @ lift).flatten(0, 1), null, shifted_bias, squared.flatten(), eps
+    ).view(squared.shape)  # a [B, T]
+    if bool(scales.isnan().any()):
+        raise UserError(
+            "some rows cannot pass the model's input LayerNorm (its weights are too small, or "
+            "its biases too large, in their directions), so no inputs_embeds give them; play "
+            "another head"
+        )
+    slack = (scales.square() * (d_model - squared) - d_model * eps).clamp(min=0).sqrt()  # a·s
+    coefficients = torch.cat([scales[..., None] * u, slack[..., None]], dim=-1)
+    return Factored(
+        coefficients=coefficients.float().to(device),
+        basis=torch.cat([lift, null[None]]).float().to(device),
+        offset=(-shifted_bias - weights.position[:tokens].cpu().double()).float().to(device),
+    )
+
+
 def whiten_embeddings(
     embeddings: torch.Tensor, space: ReachableSpace, weights: HeadWeights
 ) -> torch.Tensor:
     """The whitened coordinates of existing inputs_embeds (e.g. a saved frame's), the inverse of
-    `lift_factored` on what the heads see: [B, T, d] -> [B, T, 2·H·hd]."""
+    `lift_factored` on what the heads see: [B, T, d] -> [B, T, (H+G)·hd]."""
     hidden = normalised_input(embeddings, weights)  # [B, T, d]
     projected = hidden @ weights.query_key_weight + weights.query_key_bias  # qk [B, T, D]
     # u @ basis = qk - offset, with basis upper triangular

@@ -15,7 +15,8 @@ changes by only ~1/a of a change of the stream: for a large a the fixed point
 
     x ← x + (a·E - h_L(x))        (that is, x = a·E - wpe - r(x))
 
-contracts, each step shrinking the error by ~ (the size of the blocks' updates) / a. r must come
+contracts, each step shrinking the error by ~ (the size of the blocks' updates) / a (a model that
+multiplies its inputs by m first, Granite, steps 1/m of the miss). r must come
 from the model's own causal forward (`LayerInput`: transformers' base model of the family,
 blocks 0..L-1);
 the blocks run without the causal mask give another r.
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from badapple.checkpoint import Checkpoint, read_tensors, wanted_tensor
+from badapple.errors import UserError
 from badapple.head import HeadWeights
 from badapple.reachable import ReachableSpace, lift_factored
 
@@ -89,13 +91,26 @@ def transformers_model(
         else set()
     )
     token_table = model.get_input_embeddings().weight
-    names = [
+    parameters = {
+        name for name, parameter in model.named_parameters() if parameter is not token_table
+    }
+    # As the checkpoint stores them: the needed ones and every tensor of the wanted blocks must be
+    # there (read_tensors says so), the model's others may. family.as_modules turns them into
+    # the modules' names and forms (Mixtral's experts, stored one by one, stacked).
+    stored = sorted(
+        {*needed, *wanted, *(name for name in parameters if name in checkpoint.tensor_files)}
+    )
+    tensors = family.as_modules(read_tensors(checkpoint, stored))
+    model.load_state_dict(
+        {name: tensor for name, tensor in tensors.items() if name in parameters}, strict=False
+    )
+    unloaded = sorted(
         name
-        for name, parameter in model.named_parameters()
-        if parameter is not token_table
-        and (name in needed or wanted_tensor(name, wanted) or name in checkpoint.tensor_files)
-    ]  # the needed and wanted ones must be there (read_tensors says so), the rest may
-    model.load_state_dict(read_tensors(checkpoint, names), strict=False)
+        for name in parameters - tensors.keys()
+        if name in needed or wanted_tensor(name, wanted)
+    )
+    if unloaded:  # a layout of the blocks we do not know: their weights would be random
+        raise UserError(f"{checkpoint.name} lacks {unloaded[0]} in the form transformers holds it")
     return model
 
 
@@ -134,7 +149,7 @@ class LayerInput:
 class Reached:
     """Inputs for each frame of a batch, and what they put in front of the played layer."""
 
-    inputs: torch.Tensor  # [B, T, d] the inputs_embeds to feed GPT-2
+    inputs: torch.Tensor  # [B, T, d] the inputs_embeds to feed the model
     rows: torch.Tensor  # [B, T, d] h_L(inputs): the residual stream the layer sees
     error: torch.Tensor  # [B] the largest relative error of a row: ‖h_L(x)ᵢ - a·Eᵢ‖ / ‖a·Eᵢ‖
     steps: torch.Tensor  # [B] int64: forwards through blocks 0..L-1, every scale counted
@@ -152,7 +167,7 @@ def reach_layer(
     weights: HeadWeights,
 ) -> Reached:
     """Inputs whose residual stream entering the layer has the queries and keys of `whitened`
-    ([B, T, 2·H·hd], in `space`, the played layer's): the fixed point of the module's docstring,
+    ([B, T, (H+G)·hd], in `space`, the played layer's): the fixed point of the module's docstring,
     all frames of the batch in one forward per step, each frame at its own scale."""
     batch = whitened.shape[0]
     device = whitened.device
@@ -167,10 +182,15 @@ def reach_layer(
             ]
         )
 
+    # The model multiplies its inputs by m before block 0 (Granite's embedding_multiplier): a
+    # change of the inputs moves the stream m times as far, so each step moves them 1/m of the
+    # miss (the whole of it would overshoot, and diverge for m > 2).
+    checkpoint = layer_input.checkpoint
+    multiplier = checkpoint.family.input_multiplier(checkpoint.config)
     scale_index = torch.zeros(batch, dtype=torch.int64)
     scales = torch.tensor(SCALES, dtype=torch.float32)
     target = aimed(torch.arange(batch), scales[scale_index])  # a·E [B, T, d]
-    inputs = target.clone()  # the first step subtracts wpe and r
+    inputs = target / multiplier  # the first step subtracts wpe and r
     error = torch.full((batch,), float("inf"), device=device)
     steps_at_scale = torch.zeros(batch, dtype=torch.int64)
     steps = torch.zeros(batch, dtype=torch.int64)
@@ -203,10 +223,10 @@ def reach_layer(
         retry = retry[scale_index[retry] < len(SCALES)]
         stepping = active[contracting]
         # x ← x + (a·E - h_L(x)) for the frames still contracting
-        inputs[stepping] += target[stepping] - rows[contracting.to(rows.device)]
+        inputs[stepping] += (target[stepping] - rows[contracting.to(rows.device)]) / multiplier
         if len(retry):  # start again from a·E at the next scale
             target[retry] = aimed(retry, scales[scale_index[retry]])
-            inputs[retry] = target[retry]
+            inputs[retry] = target[retry] / multiplier
             error[retry] = float("inf")
             steps_at_scale[retry] = 0
     return Reached(

@@ -217,7 +217,7 @@ def resolve(
         warm = replace(warm, check_above_mae=None)
     look = Look(layout, render, contrast, blur, colormap, channels, causal)
     atlas = measure_atlas(
-        checkpoint, [n for n in attention_layers_at_hand(checkpoint) if n in playable]
+        checkpoint, [n for n in attention_layers_at_hand(checkpoint) if n in playable], tokens
     )
     solved_with = {
         # the targets: another video, part of it or frame rate is another run
@@ -295,8 +295,9 @@ def resolve(
 
 
 def _playable_layers(checkpoint: Checkpoint) -> list[int]:
-    """The layers a run can play: every one of a pre-LN model, layer 0 of a post-LN one."""
-    return list(range(checkpoint.shape.layers)) if checkpoint.family.pre_layer_norm else [0]
+    """The layers a run can play: every one of a pre-LN model, layer 0 of a post-LN one (or of
+    BLOOM, family.py)."""
+    return list(range(checkpoint.shape.layers)) if checkpoint.family.deeper_layers else [0]
 
 
 def earlier_display(folder: FramesDir, solved_with: dict) -> Display | None:

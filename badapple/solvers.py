@@ -107,7 +107,7 @@ def solver_settings(
 
 @dataclass(frozen=True)
 class Solution:
-    embeddings: torch.Tensor  # [B, T, d] the inputs_embeds to feed GPT-2
+    embeddings: torch.Tensor  # [B, T, d] the inputs_embeds to feed the model
     loss: torch.Tensor  # [B] each frame's loss against its targets (`fit_loss`), mean over heads
     steps: torch.Tensor  # [B] int64: the optimisation steps each frame took, all starts counted
     # the same embeddings in a compact exact form, where the method has one (reduced); then
@@ -210,13 +210,17 @@ def _whitened_losses(
     """losses_and_gradient in whitened coordinates against row-centred logits, by hand: 1.7x
     faster than autograd.
 
-    With S = Q Kᵀ/√hd and m_i its mean over row i's causal entries, the residual is
-    r = (S - m)·lower - target and the loss Σ r² / (T(T+1)/2). Its gradient with respect to S is
-    2r/(T(T+1)/2) (centring is a projection and r is already centred), then dQ = dS K/√hd,
-    dK = dSᵀ Q/√hd, and du = [dQ | dK] basisᵀ (`_whitened_gradient`). The row means come from
-    prefix sums of K, so only the two matrix products touch all T² entries.
+    With S = Q Kᵀ/√hd + b (b: ALiBi's bias of each key, or 0) and m_i its mean over row i's
+    causal entries, the residual is r = (S - m)·lower - target and the loss Σ r² / (T(T+1)/2).
+    Its gradient with respect to S is 2r/(T(T+1)/2) (centring is a projection and r is already
+    centred), then dQ = dS K/√hd, dK = dSᵀ Q/√hd, and du = [dQ | dK] basisᵀ
+    (`_whitened_gradient`). The row means come from prefix sums of K (and of b), so only the two
+    matrix products touch all T² entries.
+
+    Under a cap (Gemma 2) the scores are C = cap·tanh(S/cap) and r = (C - m)·lower - target
+    with m the row means of C: no prefix sums then, and dS = dC · C'(S), C'(S) = 1 - (C/cap)².
     """
-    heads, scale = len(weights.heads), weights.scale
+    heads, scale, bias, cap = len(weights.heads), weights.scale, weights.score_bias, weights.softcap
 
     def losses_and_gradient(whitened: torch.Tensor, targets: torch.Tensor):
         tokens = whitened.shape[1]
@@ -224,14 +228,27 @@ def _whitened_losses(
         causal_count = torch.arange(1, tokens + 1, device=whitened.device)[:, None]  # [T, 1]
         entries = tokens * (tokens + 1) / 2
         queries, keys = queries_keys_from_whitened(whitened, space, weights)  # 2 x [B, H, T, hd]
-        row_mean = (queries * keys.cumsum(dim=-2)).sum(-1, keepdim=True) * scale / causal_count
         residual = (queries @ keys.transpose(-1, -2)).mul_(scale)  # S [B, H, T, T]
+        if bias is not None:
+            residual.add_(bias[:, None, :tokens])  # b [H, 1, T]
+        if cap is None:
+            row_mean = (queries * keys.cumsum(dim=-2)).sum(-1, keepdim=True) * scale
+            if bias is not None:
+                row_mean += bias[:, :tokens].cumsum(dim=-1)[..., None]  # [H, T, 1]
+            row_mean /= causal_count
+        else:
+            residual.div_(cap).tanh_()  # C / cap
+            cap_slope = 1 - residual.square()  # C'(S) [B, H, T, T]
+            residual.mul_(cap).masked_fill_(~lower, 0.0)  # C, causal entries
+            row_mean = residual.sum(-1, keepdim=True) / causal_count
         residual.sub_(row_mean).masked_fill_(~lower, 0.0).sub_(targets)
         losses = residual.flatten(-2).square().sum(-1).mean(-1) / entries  # [B]
-        residual.mul_(2 / entries / heads)  # dLoss/dS, averaged over heads like the loss
+        residual.mul_(2 / entries / heads)  # dLoss/dS (dLoss/dC under a cap), over heads
+        if cap is not None:
+            residual.mul_(cap_slope)  # dLoss/dS = dLoss/dC · C'(S)
         query_gradient = residual @ keys * scale  # [B, H, T, hd]
         key_gradient = residual.transpose(-1, -2) @ queries * scale
-        return losses, _whitened_gradient(query_gradient, key_gradient, space, weights)
+        return losses, _whitened_gradient(query_gradient, key_gradient, whitened, space, weights)
 
     return losses_and_gradient
 
@@ -242,30 +259,54 @@ def _whitened_shown_losses(
     """losses_and_gradient in whitened coordinates against shown ranges (`targets.shown_range`),
     by hand.
 
-    Each pixel's logit relative to its row's sink is d = S - S[:, :1] = Q K'ᵀ/√hd with
-    K' = K - k_sink (each key less the sink's), and its distance outside the range is
+    Each pixel's logit relative to its row's sink is d = S - S[:, :1] = Q K'ᵀ/√hd + b' with
+    K' = K - k_sink (each key less the sink's) and b' = b - b_sink (ALiBi's bias of each key
+    less the sink's, a constant; 0 without), and its distance outside the range is
     e = d - clamp(d, low, high) (0 where the range is free, so also off the picture). The loss
     is Σ e² / P, P = (T-1)T/2 pixels; its gradient with respect to d is 2e/P, then
     dQ = dd K'/√hd, dK' = ddᵀ Q/√hd, and since every K' holds the sink's key with a minus,
     dK = dK' but for the sink's row, which takes minus their sum. Then du as in
     `_whitened_losses`. Working on d rather than S saves two passes over the T² entries.
+
+    Under a cap (Gemma 2) each score is capped before the sink is taken off: with
+    S = Q Kᵀ/√hd + b and C = cap·tanh(S/cap), d = C - C[:, :1]. Then dS = dd · C'(S),
+    C'(S) = 1 - (C/cap)², but for the sink's column, whose capped score is in every d of its
+    row: dS[i, 0] = -C'(S[i, 0]) Σ_j dd[i, j]. And dQ = dS K/√hd, dK = dSᵀ Q/√hd.
     """
-    heads, scale = len(weights.heads), weights.scale
+    heads, scale, bias, cap = len(weights.heads), weights.scale, weights.score_bias, weights.softcap
 
     def losses_and_gradient(whitened: torch.Tensor, ranges: ShownRange):
         tokens = whitened.shape[1]
         pixels = (tokens - 1) * tokens / 2
         queries, keys = queries_keys_from_whitened(whitened, space, weights)  # 2 x [B, H, T, hd]
-        relative_keys = keys - keys[..., :1, :]  # K' [B, H, T, hd]
-        relative = (queries @ relative_keys.transpose(-1, -2)).mul_(scale)  # d [B, H, T, T]
+        if cap is None:
+            relative_keys = keys - keys[..., :1, :]  # K' [B, H, T, hd]
+            relative = (queries @ relative_keys.transpose(-1, -2)).mul_(scale)  # d [B, H, T, T]
+            if bias is not None:
+                relative.add_((bias[:, :tokens] - bias[:, :1])[:, None])  # b' [H, 1, T]
+        else:
+            relative = (queries @ keys.transpose(-1, -2)).mul_(scale)  # S [B, H, T, T]
+            if bias is not None:
+                relative.add_(bias[:, None, :tokens])
+            relative.div_(cap).tanh_()  # C / cap
+            cap_slope = 1 - relative.square()  # C'(S)
+            relative.mul_(cap)  # C
+            relative.sub_(relative[..., :1].clone())  # d
         outside = relative.sub_(torch.clamp(relative, ranges.low, ranges.high))  # e
         losses = torch.linalg.vector_norm(outside.flatten(-2), dim=-1).square_()  # [B, H]
         losses = losses.mean(-1) / pixels  # [B]
         outside.mul_(2 / pixels / heads)  # dLoss/dd, averaged over heads like the loss
-        query_gradient = outside @ relative_keys * scale  # [B, H, T, hd]
-        key_gradient = outside.transpose(-1, -2) @ queries * scale  # dK'
-        key_gradient[..., 0, :] -= key_gradient.sum(dim=-2)  # the sink's key, in every K'
-        return losses, _whitened_gradient(query_gradient, key_gradient, space, weights)
+        if cap is None:
+            query_gradient = outside @ relative_keys * scale  # [B, H, T, hd]
+            key_gradient = outside.transpose(-1, -2) @ queries * scale  # dK'
+            key_gradient[..., 0, :] -= key_gradient.sum(dim=-2)  # the sink's key, in every K'
+        else:
+            sink_gradient = -outside.sum(dim=-1) * cap_slope[..., 0]  # dS[i, 0] [B, H, T]
+            score_gradient = outside.mul_(cap_slope)  # dS; its sink column is 0 so far
+            score_gradient[..., 0] += sink_gradient
+            query_gradient = score_gradient @ keys * scale  # [B, H, T, hd]
+            key_gradient = score_gradient.transpose(-1, -2) @ queries * scale
+        return losses, _whitened_gradient(query_gradient, key_gradient, whitened, space, weights)
 
     return losses_and_gradient
 
@@ -273,14 +314,21 @@ def _whitened_shown_losses(
 def _whitened_gradient(
     query_gradient: torch.Tensor,
     key_gradient: torch.Tensor,
+    whitened: torch.Tensor,
     space: ReachableSpace,
     weights: HeadWeights,
 ) -> torch.Tensor:
-    """dLoss/du from dLoss/dQ and dLoss/dK of every played head [B, H, T, hd]. The forward
-    (`head.split_heads`) rotated each row by its position and gave each head its key head's
-    keys, so back: rotate by the transpose, and sum the key gradients of the heads that share a
-    key head. The queries and keys are then qk = offset + u basis, laid out [Q | K], so
-    du = [dQ | dK] basisᵀ -> [B, T, D]."""
+    """dLoss/du from dLoss/dQ and dLoss/dK of every played head [B, H, T, hd], at the whitened
+    rows u [B, T, D]. The forward (`head.split_heads`) normalised each head's query and key
+    (where the family has a norm after the projection), rotated each row by its position and
+    gave each head its key head's keys, so back: rotate by the transpose, sum the key gradients
+    of the heads that share a key head, then back through the norm: with x one head's
+    projection, r = sqrt(mean(x²) + ε) and y = x/r ⊙ w,
+
+        dx = (dy ⊙ w)/r - x · (x·(dy ⊙ w)) / (hd·r³)
+
+    The projections are then qk = offset + u basis, laid out [Q | K], so du = [dQ | dK] basisᵀ
+    -> [B, T, D]."""
     batch, heads, tokens, head_dim = query_gradient.shape
     query_gradient = rotate(query_gradient, weights, inverse=True)
     key_gradient = rotate(key_gradient, weights, inverse=True)
@@ -288,9 +336,30 @@ def _whitened_gradient(
         shared = key_gradient.new_zeros(batch, weights.key_heads, tokens, head_dim)
         index = torch.tensor(weights.key_of_head, device=key_gradient.device)
         key_gradient = shared.index_add_(1, index, key_gradient)
+    if weights.query_norm is not None:
+        projected = whitened @ space.basis + space.offset  # x, laid out [Q | K] [B, T, D]
+        queries = projected[..., : heads * head_dim].view(batch, tokens, heads, head_dim)
+        keys = projected[..., heads * head_dim :].view(batch, tokens, -1, head_dim)
+        eps = weights.query_key_norm_eps
+        query_gradient = _through_norm(
+            query_gradient, queries.transpose(1, 2), weights.query_norm, eps
+        )
+        key_gradient = _through_norm(key_gradient, keys.transpose(1, 2), weights.key_norm, eps)
     queries = query_gradient.transpose(1, 2).reshape(batch, tokens, -1)  # [B, T, H·hd]
     keys = key_gradient.transpose(1, 2).reshape(batch, tokens, -1)  # [B, T, G·hd]
     return torch.cat([queries, keys], dim=-1) @ space.basis.T  # [B, T, D]
+
+
+def _through_norm(
+    gradient: torch.Tensor, projected: torch.Tensor, weight: torch.Tensor, eps: float
+) -> torch.Tensor:
+    """dx from dy of y = x/r ⊙ w, r = sqrt(mean(x²) + ε), as `_whitened_gradient` derives it:
+    gradient, projected [B, heads, T, hd], weight [hd] -> [B, heads, T, hd]."""
+    head_dim = projected.shape[-1]
+    inverse_rms = torch.rsqrt(projected.square().mean(dim=-1, keepdim=True) + eps)  # 1/r
+    weighted = gradient * weight  # dy ⊙ w
+    along = (projected * weighted).sum(dim=-1, keepdim=True)  # x·(dy ⊙ w)
+    return weighted * inverse_rms - projected * along * inverse_rms.pow(3) / head_dim
 
 
 def _converged(
@@ -437,7 +506,7 @@ def _solve(
     lifted = variables.to_embeddings(solved)
     factored = lifted if isinstance(lifted, Factored) else None
     embeddings = factored.inputs_embeds() if factored is not None else lifted
-    # Scored on the embeddings themselves: what GPT-2 will see, lift included.
+    # Scored on the embeddings themselves: what the model will see, lift included.
     loss = _frame_losses(attention_scores(embeddings, weights), targets)
     steps = taken + explore_steps * settings.seeds
     return Solution(embeddings=embeddings, loss=loss, steps=steps, factored=factored)

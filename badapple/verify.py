@@ -55,8 +55,9 @@ def verify_frames(
     count: int,
     layer_input: LayerInput | None = None,
 ) -> dict:
-    """Check `count` saved frames, spread over `wanted`, through transformers' GPT2Model: every
-    head of the run from one forward pass of the saved embeddings (sink token included). Its
+    """Check `count` saved frames, spread over `wanted`, through transformers' own base model of
+    the family (`model_through_layer`: GPT2Model, LlamaModel ...): every head of the run from one
+    forward pass of the saved embeddings (sink token included). Its
     attention must match ours (`weights`' forward, on the residual stream `layer_input` gives
     for a deeper layer), and its rendering (`picture`: maps -> (picture, PNG pixels)) must be the
     saved PNG. Raise on a mismatch; return what was checked."""

@@ -2,16 +2,20 @@
 
     uv run python benchmarks/families.py                  # every family, 24 frames of 256x256
     uv run python benchmarks/families.py --families llama,bert --frames 8 --size 64
+    uv run python benchmarks/families.py --families bloom --only "BLOOM-560m, head 15"
 
 Each stand-in is written with transformers (random weights by its own init, one layer, the
 real model's shape below) and saved with save_pretrained. The frames of `clips.dance_video`
 become a frames folder as download.py leaves it (full_video.py's `write_frames_folder`), and
 `optimize.optimize` runs on it at its defaults (head 0; a bidirectional model plays the whole
 square), once per family, and GPT-2 small once more in full frame (heads 0 and 1: the whole
-square, as BERT's one head shows it). Every frame is judged from what it saved, through
-transformers' own base model of the family (full_video.py's `rendered_frames`): mean and worst
-mae and mean corr against the frame (the lower triangle, or the whole square in full frame and
-for BERT). Prints a table and writes docs/benchmarks/families.json.
+square, as BERT's one head shows it); the ALiBi families (BLOOM, MPT) once more on their
+gentlest head, whose bias barely slopes across the frame (STAND_IN_OPTIONS). Every frame is
+judged from what it saved, through transformers' own base model of the family (full_video.py's
+`rendered_frames`): mean and worst mae and mean corr against the frame (the lower triangle, or
+the whole square in full frame and for BERT). Prints a table and writes
+docs/benchmarks/families.json, where the rows of the stand-ins it ran replace theirs and the
+others stay, each row with its own date and frames.
 
 First come the real trained checkpoints (fixtures/real_weights.py), which random init cannot
 stand in for: SmolLM2-135M-Instruct on its default display (layer 0 head 0, weak) and on the one
@@ -42,6 +46,17 @@ from benchmarks.full_video import rendered_frames, write_frames_folder  # noqa: 
 from fixtures.real_weights import minilm_checkpoint, smollm2_checkpoint  # noqa: E402
 
 RESULTS = ROOT / "docs" / "benchmarks" / "families.json"
+BLOOM_560M = dict(hidden_size=1024, n_head=16)  # ALiBi, the input norm
+# ALiBi; its MLP narrowed (expansion 1, not 4): only the attention plays
+MPT_7B = dict(d_model=4096, n_heads=32, max_seq_len=2048, expansion_ratio=1)
+SMOLLM3_3B = dict(
+    hidden_size=2048,
+    num_attention_heads=16,
+    num_key_value_heads=4,
+    intermediate_size=11008,
+    max_position_embeddings=65536,
+    rope_theta=5e6,
+)
 # model_type and config of a one-layer stand-in, named for the model whose shape it has
 STAND_INS = {
     "GPT-2 (small)": ("gpt2", dict(n_embd=768, n_head=12, n_positions=1024)),
@@ -88,6 +103,32 @@ STAND_INS = {
             max_position_embeddings=8192,
         ),
     ),
+    "Qwen3-0.6B": (
+        "qwen3",
+        dict(
+            hidden_size=1024,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            intermediate_size=3072,
+            max_position_embeddings=40960,
+            rope_theta=1e6,
+        ),
+    ),
+    "Gemma-3-270M": (
+        "gemma3_text",
+        dict(
+            hidden_size=640,
+            num_attention_heads=4,
+            num_key_value_heads=1,
+            head_dim=256,
+            intermediate_size=2048,
+            max_position_embeddings=32768,
+            query_pre_attn_scalar=256,
+            sliding_window=512,
+            layer_types=["sliding_attention"],  # its layer 0: local, theta 10k
+        ),
+    ),
     "Pythia-160m": (
         "gpt_neox",
         dict(
@@ -117,6 +158,93 @@ STAND_INS = {
             word_embed_proj_dim=768,
         ),
     ),
+    "Gemma-2-2B": (  # its one layer a sliding one (4096 tokens: the frame fits), scores capped
+        "gemma2",
+        dict(
+            hidden_size=2304,
+            num_attention_heads=8,
+            num_key_value_heads=4,
+            head_dim=256,
+            intermediate_size=9216,
+            max_position_embeddings=8192,
+            query_pre_attn_scalar=256,
+            attn_logit_softcapping=50.0,
+            sliding_window=4096,
+        ),
+    ),
+    "BLOOM-560m": ("bloom", BLOOM_560M),
+    "BLOOM-560m, head 15": ("bloom", BLOOM_560M),
+    "MPT-7B": ("mpt", MPT_7B),
+    "MPT-7B, head 31": ("mpt", MPT_7B),
+    "MPT-7B, head 31, lr 0.005": ("mpt", MPT_7B),
+    # Mixtral-8x7B's attention; its experts' MLPs made small (the played layer 0 does not see
+    # them), so the stand-in fits in memory
+    "Mixtral-8x7B": (
+        "mixtral",
+        dict(
+            hidden_size=4096,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            intermediate_size=256,
+            num_local_experts=8,
+            num_experts_per_tok=2,
+            max_position_embeddings=32768,
+            rope_theta=1e6,
+        ),
+    ),
+    "SmolLM3-3B": ("smollm3", SMOLLM3_3B),
+    # one of its every-4th layers: no rotary, no positions at all in the scores
+    "SmolLM3-3B, a layer without rotary": ("smollm3", {**SMOLLM3_3B, "no_rope_layers": [0]}),
+    "granite-3.1-2b": (
+        "granite",
+        dict(
+            hidden_size=2048,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            intermediate_size=8192,
+            max_position_embeddings=131072,
+            rope_theta=5e6,
+            attention_multiplier=0.015625,  # 1/hd, where a Llama has 1/√hd
+            embedding_multiplier=12.0,
+            residual_multiplier=0.22,
+            rms_norm_eps=1e-5,
+        ),
+    ),
+    "StarCoder2-3B": (
+        "starcoder2",
+        dict(
+            hidden_size=3072,
+            num_attention_heads=24,
+            num_key_value_heads=2,
+            intermediate_size=12288,
+            max_position_embeddings=16384,
+            rope_theta=999999.4420358813,
+            sliding_window=4096,
+            use_bias=True,
+        ),
+    ),
+    "Phi-4-mini": (
+        "phi3",
+        dict(
+            hidden_size=3072,
+            num_attention_heads=24,
+            num_key_value_heads=8,
+            intermediate_size=8192,
+            max_position_embeddings=131072,
+            original_max_position_embeddings=4096,
+            partial_rotary_factor=0.75,  # 96 of each head's 128 dimensions rotate
+            # its longrope: short factors all 1 (the long ones act past 4096 tokens only), and
+            # cos and sin scaled by √(1 + ln 32 / ln 4096) = 1.19
+            rope_scaling=dict(
+                rope_type="longrope",
+                short_factor=[1.0] * 48,
+                long_factor=[1.0] * 48,
+                original_max_position_embeddings=4096,
+            ),
+            rope_theta=10000.0,
+            sliding_window=262144,
+        ),
+    ),
     "BERT-base": (
         "bert",
         dict(
@@ -127,23 +255,52 @@ STAND_INS = {
         ),
     ),
 }
+# ALiBi's head 0 is its steepest: BLOOM-560m's falls 181 nats over a frame's 257 tokens, more
+# than its random heads span (51: the atlas leaves it 0), MPT-7B's 215. These play on the
+# gentlest slope (1 nat), as the atlas ranks them.
+STAND_IN_OPTIONS = {
+    "BLOOM-560m, head 15": dict(head=15),
+    "MPT-7B, head 31": dict(head=31),
+    # its random heads span ~600 nats (d = 4096): a step of lr 0.03 moves a score by ~18, too
+    # coarse to settle; a sixth of it plays
+    "MPT-7B, head 31, lr 0.005": dict(head=31, lr=0.005),
+}
 # real trained checkpoints: name -> (model_type, folder -> path, optimize() keywords)
 REAL = {
     "SmolLM2-135M (real), default": ("llama", smollm2_checkpoint, {}),
     "SmolLM2-135M (real), best": ("llama", smollm2_checkpoint, dict(layer="best", head="best")),
     "all-MiniLM-L6-v2 (real), best": ("bert", lambda _: minilm_checkpoint(), dict(head="best")),
 }
-LAYER_KEYS = {"gpt2": "n_layer", "gpt_neo": "num_layers"}  # the others: num_hidden_layers
+# the others: num_hidden_layers
+LAYER_KEYS = {"gpt2": "n_layer", "gpt_neo": "num_layers", "bloom": "n_layer", "mpt": "n_layers"}
 
 
 def write_stand_in(path: Path, model_type: str, shape: dict) -> Path:
     from transformers import AutoConfig, AutoModel
 
     layers = {LAYER_KEYS.get(model_type, "num_hidden_layers"): 1}
-    config = AutoConfig.for_model(model_type, vocab_size=16, **layers, **shape)
+    # no padding row: a config's pad_token_id (SmolLM3's 128004) lies outside 16 tokens, and
+    # inputs_embeds never look the table up
+    config = AutoConfig.for_model(model_type, vocab_size=16, pad_token_id=None, **layers, **shape)
     torch.manual_seed(0)
     AutoModel.from_config(config).save_pretrained(path)
     return path
+
+
+def merged_rows(results: Path, rows: list[dict]) -> list[dict]:
+    """The rows of `results` as they were, those of the stand-ins just run replaced (or added
+    at the end): a run of some families keeps the others' figures. Each row says when, and on
+    how many frames, it was measured (a file of one run said it once, for all its rows)."""
+    if not results.exists():
+        return rows
+    earlier = json.loads(results.read_text())
+    once = {
+        key: earlier[key] for key in ("written", "frames", "size", "cpu_threads") if key in earlier
+    }
+    kept = [{**once, **row} for row in earlier["families"]]  # a row's own fields win
+    fresh = {row["stand_in"]: row for row in rows}
+    merged = [fresh.pop(row["stand_in"], row) for row in kept]
+    return merged + list(fresh.values())
 
 
 def main() -> None:
@@ -152,6 +309,7 @@ def main() -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--families", help="comma-separated model_types (default: all)")
+    parser.add_argument("--only", help="semicolon-separated stand-in names, of those families")
     parser.add_argument("--frames", type=int, default=24, help="frames of clips.dance_video")
     parser.add_argument("--size", type=int, default=256, help="frame side (even: H.264 4:2:0)")
     parser.add_argument("--device", default="auto", help="optimize()'s: auto, cpu, cuda or mps")
@@ -161,11 +319,17 @@ def main() -> None:
     every = {
         **{name: (kind, write, options) for name, (kind, write, options) in REAL.items()},
         **{
-            name: (kind, lambda path, kind=kind, shape=shape: write_stand_in(path, kind, shape), {})
+            name: (
+                kind,
+                lambda path, kind=kind, shape=shape: write_stand_in(path, kind, shape),
+                STAND_IN_OPTIONS.get(name, {}),
+            )
             for name, (kind, shape) in STAND_INS.items()
         },
     }
     stand_ins = {name: spec for name, spec in every.items() if not wanted or spec[0] in wanted}
+    if args.only:
+        stand_ins = {name: stand_ins[name] for name in args.only.split(";")}
     print(
         f"{args.frames} frames of dance_video {args.size}x{args.size}, "
         f"{torch.get_num_threads()} CPU threads; stand-ins: {', '.join(stand_ins)}"
@@ -203,6 +367,10 @@ def main() -> None:
             row = {
                 "stand_in": name,
                 "model_type": model_type,
+                "written": datetime.now(UTC).isoformat(timespec="seconds"),
+                "frames": args.frames,
+                "size": args.size,
+                "cpu_threads": torch.get_num_threads(),
                 "shape": {
                     "d_model": checkpoint.shape.d_model,
                     "heads": checkpoint.shape.heads,
@@ -227,13 +395,7 @@ def main() -> None:
             }
             rows.append(row)
             print(json.dumps(row))
-    record = {
-        "written": datetime.now(UTC).isoformat(timespec="seconds"),
-        "frames": args.frames,
-        "size": args.size,
-        "cpu_threads": torch.get_num_threads(),
-        "families": rows,
-    }
+    record = {"families": merged_rows(args.out, rows)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     print()

@@ -90,6 +90,16 @@ FAMILY_CONFIGS = {
     "mistral": dict(**_LLAMA_LIKE, rope_theta=1e6),
     "qwen2": dict(**_LLAMA_LIKE),  # q/k/v biases
     "gemma": dict(**{**_LLAMA_LIKE, "num_key_value_heads": 2}, head_dim=12),  # 8 x 12 > d
+    # a norm after the projection; gemma3_text's layer 0 local (a sliding window, theta 10k),
+    # layer 1 global (theta 1e6), scores scaled by query_pre_attn_scalar
+    "qwen3": dict(**_LLAMA_LIKE, head_dim=8),
+    "gemma3_text": dict(
+        **{**_LLAMA_LIKE, "num_key_value_heads": 2},
+        head_dim=12,
+        query_pre_attn_scalar=20,
+        layer_types=["sliding_attention", "full_attention"],
+        sliding_window=64,
+    ),
     # Pythia's rotary_pct: the first quarter of each head's dimensions rotate
     "gpt_neox": dict(**_TINY_FAMILY, rotary_pct=0.25),
     "gpt_neo": dict(  # its own names for the sizes
@@ -104,6 +114,41 @@ FAMILY_CONFIGS = {
         ffn_dim=128,
         word_embed_proj_dim=64,
     ),
+    "mixtral": dict(**_LLAMA_LIKE, num_local_experts=4, num_experts_per_tok=2, rope_theta=1e6),
+    # layer 1 has no rotary (no_rope_layers: 1 where a layer uses it)
+    "smollm3": dict(**_LLAMA_LIKE, no_rope_layers=[1, 0]),
+    # a large ε, so layer 0's norm tells inputs from inputs times embedding_multiplier
+    "granite": dict(
+        **_LLAMA_LIKE,
+        attention_multiplier=0.2,
+        embedding_multiplier=12.0,
+        residual_multiplier=0.22,
+        rms_norm_eps=0.5,
+    ),
+    "starcoder2": dict(**_LLAMA_LIKE, use_bias=True),  # LayerNorm, q/k biases
+    # Phi-4-mini's rotary: on the first 0.75 of each head's dimensions, scaled by longrope
+    "phi3": dict(
+        **_LLAMA_LIKE,
+        partial_rotary_factor=0.75,
+        rope_scaling=dict(
+            rope_type="longrope",
+            short_factor=[1.0, 1.5, 2.0],  # one a rotated pair: 8 · 0.75 / 2
+            long_factor=[2.0, 3.0, 4.0],
+            original_max_position_embeddings=64,
+        ),
+        original_max_position_embeddings=64,
+    ),
+    # A cap that bites (the weights scaled up below reach scores of tens), a scale of its own,
+    # and layer 0 sliding: a window of 64 tokens, more than the tests' frames
+    "gemma2": dict(
+        **{**_LLAMA_LIKE, "num_key_value_heads": 2},
+        head_dim=12,
+        query_pre_attn_scalar=32,
+        attn_logit_softcapping=5.0,
+        sliding_window=64,
+    ),
+    "bloom": dict(hidden_size=64, n_head=8, n_layer=2),  # ALiBi, an input LayerNorm
+    "mpt": dict(d_model=64, n_heads=8, n_layers=2, expansion_ratio=2, max_seq_len=128),
     "bert": dict(**_TINY_FAMILY),
     # two more table rows than the positions: RoBERTa's start at padding_idx + 1 = 2
     "roberta": dict(
@@ -133,7 +178,20 @@ def save_family_checkpoint(directory: Path, model_type: str, seed: int = 0) -> P
         for name, tensor in model.state_dict().items():
             if "norm" in name.lower() or ".ln_" in name:
                 tensor.add_(torch.randn_like(tensor) * 0.1)
-            names = ("q_proj", "k_proj", "query_key_value", "self.query", "self.key")
+            if "q_norm" in name or "k_norm" in name:
+                # a norm after the projection bounds every score by hd·|w_q||w_k|·scale: at
+                # init's weight 1 (Gemma's 1 + 0) that is √hd, ~3 nats for these heads, under
+                # the 6 from black to white; trained norms weigh more (atlas.py)
+                tensor.add_(2.0)
+            names = (
+                "q_proj",
+                "k_proj",
+                "qkv_proj",
+                "query_key_value",
+                "self.query",
+                "self.key",
+                "Wqkv",
+            )
             if any(part in name for part in names):
                 if name.endswith("weight"):
                     tensor.mul_(10.0)

@@ -71,3 +71,60 @@ def test_smollm2_layer_0_is_weak_and_layer_1_strong(smollm2_checkpoint):
     layer, head, span = atlas.ranked()[0]
     assert layer == 1 and span == atlas.spans.max().item()
     assert math.isclose(atlas.span(0, 3), atlas.spans[0].max().item())  # layer 0's widest
+
+
+def test_a_norm_after_the_projection_spans_by_its_weight_not_the_projection(tmp_path):
+    """Qwen3: queries 1/4 as long before the norm are the same queries after it (span
+    unchanged), while the norm's weight halved halves every head's span."""
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path / "qwen3", "qwen3")))
+    heads = checkpoint.shape.heads
+    attention = checkpoint.family.attention(
+        checkpoint.config, lambda names: read_tensors(checkpoint, names), tuple(range(heads)), 0
+    )
+    before = display_spans(attention, heads)
+    weight = attention["query_key_weight"].clone()
+    hd = checkpoint.shape.head_dim
+    weight[:, 3 * hd : 4 * hd] /= 4  # head 3's queries, before the norm
+    torch.testing.assert_close(
+        display_spans({**attention, "query_key_weight": weight}, heads), before
+    )
+    halved = display_spans({**attention, "query_norm": attention["query_norm"] / 2}, heads)
+    torch.testing.assert_close(halved, before / 2)
+    # and the span is what the normalised queries and keys reach: √hd |w| along each dimension
+    expected = hd * math.exp(
+        attention["query_norm"].abs().log().mean() + attention["key_norm"].abs().log().mean()
+    )
+    assert before[0].item() == pytest.approx(expected * attention["scale"], rel=1e-5)
+
+
+def test_a_capped_head_spans_at_most_its_cap(tmp_path):
+    """Gemma 2 caps every score at ±cap (5 nats in the tiny one, whose heads span more): a span
+    S shows as cap·tanh(S/cap), under the cap however wide the head."""
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path / "gemma2", "gemma2")))
+    heads = checkpoint.shape.heads
+    attention = checkpoint.family.attention(
+        checkpoint.config, lambda names: read_tensors(checkpoint, names), tuple(range(heads)), 0
+    )
+    cap = attention["softcap"]
+    capped = display_spans(attention, heads)
+    uncapped = display_spans({**attention, "softcap": None}, heads)
+    assert float(uncapped.max()) > cap  # the cap matters here
+    assert float(capped.max()) < cap
+    assert torch.allclose(capped, cap * torch.tanh(uncapped / cap), rtol=1e-5)
+    assert float(uncapped[0]) == pytest.approx(span_from_singular_values(
+        load_head(checkpoint, (0,), tokens=8), 0), rel=1e-4)  # fmt: skip
+
+
+def test_alibi_s_ramp_across_the_frame_is_taken_off_the_span(tmp_path):
+    """BLOOM's head h adds slope_h · j to its scores on key j: over a frame of T tokens a ramp
+    of slope_h·(T - 1) nats its own scores must undo. A steep head is a weak display."""
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path / "bloom", "bloom")))
+    heads, tokens = checkpoint.shape.heads, 33
+    attention = checkpoint.family.attention(
+        checkpoint.config, lambda names: read_tensors(checkpoint, names), tuple(range(heads)), 0
+    )
+    plain = display_spans(attention, heads)
+    slopes = torch.tensor([2 ** (-(head + 1)) for head in range(heads)])  # BLOOM's, 8 heads
+    spans = measure_atlas(checkpoint, [0], tokens=tokens).spans[0]
+    assert torch.allclose(spans, (plain - slopes * (tokens - 1)).clamp(min=0), atol=1e-4)
+    assert float(spans[0]) < float(plain[0]) - 15  # head 0: a ramp of 16 nats

@@ -155,6 +155,18 @@ def pickle_checkpoint(w: World) -> list:
     return w.optimize(model=model)
 
 
+def damaged_checkpoint(damage: Callable[[bytes], bytes]) -> Callable[[World], list]:
+    """A case: a tiny GPT-2 whose model.safetensors `damage` rewrote, given to optimize.py."""
+
+    def case(w: World) -> list:
+        model = save_checkpoint(w.tmp / "damaged-gpt2", **TINY)
+        file = model / "model.safetensors"
+        file.write_bytes(damage(file.read_bytes()))
+        return w.optimize(model=model)
+
+    return case
+
+
 def empty_directory(w: World) -> list:
     (w.tmp / "empty").mkdir()
     return w.optimize(model=w.tmp / "empty")
@@ -232,6 +244,20 @@ CASES: dict[str, tuple[Callable[[World], list], str]] = {
     ),
     "optimize: --model an empty directory": (empty_directory, "has no config.json"),
     "optimize: --model with only pickle weights": (pickle_checkpoint, "no *.safetensors file"),
+    "optimize: --model with a truncated model.safetensors": (
+        damaged_checkpoint(lambda data: data[: len(data) // 2]),
+        "model.safetensors is damaged (Error while deserializing header: incomplete metadata, file "
+        "not fully covered); download the checkpoint again",
+    ),
+    "optimize: --model whose model.safetensors header is not JSON": (
+        damaged_checkpoint(lambda data: data[:8] + b"[" + data[9:]),
+        "model.safetensors is damaged (Error while deserializing header: invalid JSON in header",
+    ),
+    "optimize: --model whose model.safetensors header is longer than the file": (
+        damaged_checkpoint(lambda data: (len(data) + 1000).to_bytes(8, "little") + data[8:]),
+        "model.safetensors is damaged (Error while deserializing header: invalid header length); "
+        "download the checkpoint again",
+    ),
     "optimize: --chunk-size 0": (
         lambda w: w.optimize("--chunk-size", "0"),
         "--chunk-size must be at least 1",

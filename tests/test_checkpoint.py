@@ -1,6 +1,7 @@
-"""Reading checkpoints in place and by byte ranges, and the hub cache; nothing reaches the network.
+"""Reading checkpoints: in place (checkpoint.py), by byte ranges (ranged_reads.py), and from the
+hub and its cache (hub.py); nothing reaches the network.
 
-A hub id is served from a checkpoint the test writes: `_locate_on_hub` (the one lookup that
+A hub id is served from a checkpoint the test writes: `hub._locate_on_hub` (the one lookup that
 needs the hub) is replaced by a local fsspec filesystem that counts the bytes it hands out.
 """
 
@@ -20,17 +21,13 @@ from safetensors import safe_open
 from transformers import GPT2Config, GPT2Model
 from transformers.initialization import no_init_weights
 
-import badapple.checkpoint as checkpoint_module
+import badapple.hub as hub_module
 from badapple.atlas import measure_atlas
-from badapple.checkpoint import (
-    attention_layers_at_hand,
-    fetch_tensors,
-    open_checkpoint,
-    read_tensors,
-)
+from badapple.checkpoint import attention_layers_at_hand, open_checkpoint, read_tensors
 from badapple.errors import UserError
 from badapple.family import GPT2
 from badapple.head import attention_scores, attention_weights, load_head
+from badapple.ranged_reads import INDEX_FILE, fetch_tensors
 from badapple.residual import LayerInput
 from badapple.verify import model_through_layer, transformers_attention
 from tests.conftest import TINY, save_checkpoint, save_unsupported_checkpoint
@@ -88,7 +85,7 @@ def fake_hub(monkeypatch):
     def serve(directory: Path) -> CountingFileSystem:
         monkeypatch.delenv("HF_HUB_OFFLINE")
         monkeypatch.setattr(
-            checkpoint_module,
+            hub_module,
             "_locate_on_hub",
             lambda repo_id: (filesystem, str(directory), REVISION),
         )
@@ -150,7 +147,7 @@ def save_tiny(directory: Path, dtype: torch.dtype, max_shard_size: str | None) -
     GPT2Model(GPT2Config(**shape)).to(dtype).save_pretrained(
         directory, max_shard_size=max_shard_size
     )
-    assert (directory / checkpoint_module.INDEX_FILE).is_file()
+    assert (directory / INDEX_FILE).is_file()
     return directory
 
 
@@ -164,7 +161,12 @@ def test_ranged_reads_equal_safe_open(tmp_path, dtype, max_shard_size):
 
 
 def test_ranged_reads_find_prefixed_names(tiny_lm_checkpoint):
-    fetched = fetch_tensors(CountingFileSystem(), str(tiny_lm_checkpoint), ATTENTION_TENSORS)
+    fetched = fetch_tensors(
+        CountingFileSystem(),
+        str(tiny_lm_checkpoint),
+        ATTENTION_TENSORS,
+        name_prefixes=GPT2.name_prefixes,
+    )
     for name, expected in stored_tensors(tiny_lm_checkpoint).items():
         assert torch.equal(fetched[name], expected)
 
@@ -186,7 +188,7 @@ def test_a_hub_id_is_fetched_once_then_read_from_the_cache(
     assert filesystem.bytes_read == fetched
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(checkpoint_module, "_locate_on_hub", pytest.fail)
+    monkeypatch.setattr(hub_module, "_locate_on_hub", pytest.fail)
     offline = open_checkpoint(REPO)
     assert filesystem.bytes_read == fetched and offline.revision == REVISION
     for heads in [(0,), (3, 1)]:  # the cache holds every head
@@ -252,7 +254,7 @@ def test_a_deeper_layer_fetches_the_blocks_before_it_and_its_own_attention(
     assert filesystem.bytes_read - fetched <= 8 + header_length + layer_1_bytes
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(checkpoint_module, "_locate_on_hub", pytest.fail)
+    monkeypatch.setattr(hub_module, "_locate_on_hub", pytest.fail)
     assert open_checkpoint(REPO, layer=2).revision == REVISION
     with pytest.raises(UserError, match="holds no copy of its blocks 0..2 and layer 3"):
         open_checkpoint(REPO, layer=3)
@@ -281,6 +283,33 @@ def test_a_damaged_cache_entry_is_fetched_again(tiny_checkpoint, fake_hub):
     assert torch.equal(read_tensors(again, ["wpe.weight"])["wpe.weight"], expected)
 
 
+def test_a_cache_of_the_former_name_is_moved_and_read_without_a_fetch(
+    tiny_checkpoint, fake_hub, monkeypatch, tmp_path
+):
+    """A user's cache from when the folder was badapple-layer0: moved once to the new name, and
+    read as it is, online (nothing fetched again) and offline."""
+    filesystem = fake_hub(tiny_checkpoint)
+    hub_cache = tmp_path / "hub-cache"
+    cache_file = open_checkpoint(REPO).tensor_files["wpe.weight"][0]
+    assert cache_file.is_relative_to(hub_cache / hub_module.CACHE_FOLDER)
+    fetched = filesystem.bytes_read
+    former = hub_cache / hub_module.FORMER_CACHE_FOLDER
+    (hub_cache / hub_module.CACHE_FOLDER).rename(former)  # as an earlier version left it
+
+    again = open_checkpoint(REPO)
+    assert filesystem.bytes_read == fetched  # from the moved cache, not one byte fetched
+    assert again.tensor_files["wpe.weight"][0] == cache_file
+    assert not former.exists()
+
+    (hub_cache / hub_module.CACHE_FOLDER).rename(former)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_module, "_locate_on_hub", pytest.fail)
+    offline = open_checkpoint(REPO)
+    assert offline.revision == REVISION and offline.tensor_files["wpe.weight"][0] == cache_file
+    expected = read_tensors(open_checkpoint(str(tiny_checkpoint)), ["wpe.weight"])["wpe.weight"]
+    assert torch.equal(read_tensors(offline, ["wpe.weight"])["wpe.weight"], expected)
+
+
 def test_an_unreachable_hub_falls_back_to_the_cache(tiny_checkpoint, fake_hub, monkeypatch):
     fake_hub(tiny_checkpoint)
     open_checkpoint(REPO)
@@ -288,7 +317,7 @@ def test_an_unreachable_hub_falls_back_to_the_cache(tiny_checkpoint, fake_hub, m
     def no_network(repo_id):
         raise ConnectionError("Failed to resolve 'huggingface.co'")
 
-    monkeypatch.setattr(checkpoint_module, "_locate_on_hub", no_network)
+    monkeypatch.setattr(hub_module, "_locate_on_hub", no_network)
     with pytest.warns(UserWarning, match="cannot be reached.*cached"):
         assert open_checkpoint(REPO).revision == REVISION
 
@@ -307,7 +336,7 @@ def test_an_unknown_repo_says_so(monkeypatch):
         Exception.__init__(error, "404 Client Error")
         raise error
 
-    monkeypatch.setattr(checkpoint_module, "_locate_on_hub", not_found)
+    monkeypatch.setattr(hub_module, "_locate_on_hub", not_found)
     with pytest.raises(UserError, match="has no such model"):
         open_checkpoint(REPO)
 
@@ -369,6 +398,31 @@ def test_a_damaged_file_is_named(tmp_path, damage, message):
         fetch_tensors(CountingFileSystem(), str(tmp_path), ATTENTION_TENSORS)
 
 
+def header_longer_than_the_file(data: bytes) -> bytes:
+    return (len(data) + 1000).to_bytes(8, "little") + data[8:]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],  # a download cut short
+        lambda data: data[:8] + b"[" + data[9:],  # a header that is not JSON
+        header_longer_than_the_file,
+    ],
+    ids=["truncated", "broken header", "header longer than the file"],
+)
+def test_a_damaged_local_checkpoint_is_named(tmp_path, damage):
+    """safe_open's own error (a SafetensorError, no file name) becomes one line naming the
+    file and the fix, whether it comes as the directory is opened or as a tensor is read."""
+    file = save_checkpoint(tmp_path, **TINY) / "model.safetensors"
+    file.write_bytes(damage(file.read_bytes()))
+    with pytest.raises(UserError) as caught:
+        read_tensors(open_checkpoint(str(tmp_path)), ATTENTION_TENSORS)
+    message = str(caught.value)
+    assert message.startswith(f"{file} is damaged (")
+    assert message.endswith("; download the checkpoint again") and "\n" not in message
+
+
 def test_a_missing_tensor_is_named(tiny_checkpoint):
     with pytest.raises(UserError, match="lacks h.1.ln_1.weight"):
         fetch_tensors(CountingFileSystem(), str(tiny_checkpoint), ["h.1.ln_1.weight"])
@@ -379,6 +433,7 @@ def test_a_missing_tensor_is_named(tiny_checkpoint):
 PEAK_MEMORY_CHILD = """
 import re, sys
 import badapple.checkpoint as checkpoint
+import badapple.hub as hub
 from badapple.head import attention_scores, attention_weights, load_head
 from badapple.residual import LayerInput
 
@@ -387,7 +442,7 @@ if way == "hub":  # ranged reads of the local file, as a hub id, into the cache
     from fsspec.implementations.local import LocalFileSystem
 
     root = directory
-    checkpoint._locate_on_hub = lambda repo_id: (LocalFileSystem(), root, "0" * 40)
+    hub._locate_on_hub = lambda repo_id: (LocalFileSystem(), root, "0" * 40)
     directory = "someone/gpt2-xl-shaped"
 if way != "import":
     load_head(checkpoint.open_checkpoint(directory), (0,), tokens=1024)
@@ -469,5 +524,5 @@ def test_the_atlas_of_a_hub_model_fetches_each_layers_attention_only(
     )
     # offline, a plain layer-0 run finds the other layers' attention in the cache
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(checkpoint_module, "_locate_on_hub", pytest.fail)
+    monkeypatch.setattr(hub_module, "_locate_on_hub", pytest.fail)
     assert attention_layers_at_hand(open_checkpoint(REPO)) == [0, 1, 2, 3]

@@ -724,16 +724,26 @@ def test_chunks_from_before_layers_existed_are_gpt2_layer_0s(
 # --- another family ------------------------------------------------------------------------
 
 
-def test_the_four_scripts_play_on_a_llama(tmp_path, pipeline_run):
-    """A Llama-like checkpoint (RMSNorm, rotary positions, grouped-query attention): the video
-    on its head 5, which shares its key head with head 4, judged through LlamaModel."""
-    model = save_family_checkpoint(tmp_path / "llama", "llama")
+@pytest.mark.parametrize(
+    "model_type, base_model",
+    [
+        ("llama", "LlamaModel"),
+        # a norm on each head's query and key after the projection
+        ("qwen3", "Qwen3Model"),
+        ("gemma3_text", "Gemma3TextModel"),  # and its layer 0 a local one, theta 10k
+    ],
+)
+def test_the_four_scripts_play_on_a_llama(tmp_path, pipeline_run, model_type, base_model):
+    """A Llama-like checkpoint (RMSNorm, rotary positions, grouped-query attention), and the
+    families that normalise queries and keys after projecting them: the video on head 5, which
+    shares its key head with head 4, judged through the family's own base model."""
+    model = save_family_checkpoint(tmp_path / model_type, model_type)
     folder = run_the_rest(pipeline_run, tmp_path, model, "--head", "5", "--verify", "2")
     metrics = json.loads(folder.metrics.read_text())
-    assert metrics["settings"]["model_type"] == "llama"
+    assert metrics["settings"]["model_type"] == model_type
     assert metrics["verify"]["max_abs_difference"] < 1e-4
     reference = model_through_layer(open_checkpoint(str(model)))
-    assert type(reference).__name__ == "LlamaModel"
+    assert type(reference).__name__ == base_model
     errors = []
     for frame, embeddings in saved_embeddings(folder).items():
         maps = transformers_attention(reference, embeddings[None], (5,))[0, 0].numpy()

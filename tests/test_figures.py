@@ -19,6 +19,8 @@ from badapple.errors import UserError
 from badapple.figures import (
     BEST_WORST,
     GRID_FRAMES,
+    HERO_MIN_OUTLINE,
+    HERO_MIN_STD,
     LOSS_FIGURES,
     PIXEL_FIGURES,
     best_worst,
@@ -28,6 +30,7 @@ from badapple.figures import (
     layout_and_heads,
     loss_histogram,
     loss_timeline,
+    outline_length,
     pick_hero,
     pixel_metrics_timeline,
     ranked_by_corr,
@@ -36,6 +39,7 @@ from badapple.figures import (
     write_all_figures,
 )
 from badapple.storage import FramesDir
+from fixtures.clips import make_clip
 
 REPO = Path(__file__).parents[1]
 SIZE = 64  # pixels per side of the fake frames
@@ -274,10 +278,72 @@ def test_all_corr_null(tmp_path: Path) -> None:
 
 
 def test_hero_skips_uniform_targets(tmp_path: Path) -> None:
-    folder = make_run(tmp_path / "frames", count=3)
+    folder = make_run(tmp_path / "frames", count=2)  # frame 1: a disc, frame 2: all black
     metrics = json.loads(folder.metrics.read_text())
     metrics["frames"][1]["corr"] = 0.99  # frame 2 has the best corr but an all-black target
     assert pick_hero(metrics, folder)["frame"] == 1
+
+
+def save_target(folder: FramesDir, frame: int, picture: np.ndarray) -> None:
+    Image.fromarray((picture * 255).round().astype(np.uint8)).save(folder.target_png(frame))
+
+
+def test_the_hero_is_a_figure_not_a_screen_split_in_two(tmp_path: Path) -> None:
+    """A frame half black, half white plays at corr 1.00 and shows nothing of the video: the
+    rule before (the best corr whose target is not near-uniform) chose it; now a dancer that
+    plays a little worse is the hero."""
+    folder = make_run(tmp_path / "frames", count=3)
+    split = np.zeros((SIZE, SIZE))
+    split[:, SIZE // 2 :] = 1.0  # [SIZE, SIZE]: the left half black, the right half white
+    dancer = make_clip("silhouettes", frames=1, size=SIZE)[0]  # [SIZE, SIZE]
+    save_target(folder, 1, split)
+    save_target(folder, 3, dancer)
+    metrics = json.loads(folder.metrics.read_text())
+    metrics["frames"][0]["corr"], metrics["frames"][2]["corr"] = 1.0, 0.9
+    folder.metrics.write_text(json.dumps(metrics))
+
+    ranked, _ = ranked_by_corr(metrics)
+    assert ranked[0]["frame"] == 1 and split.std() >= HERO_MIN_STD  # the rule before took it
+    assert outline_length(split) <= 1.0 < HERO_MIN_OUTLINE <= outline_length(dancer)
+    assert pick_hero(metrics, folder)["frame"] == 3
+    figure = hero_frame(metrics, folder)
+    assert figure.get_suptitle().startswith("Frame 3: corr 0.90")
+    assert np.allclose(shown(figure.axes[0]), dancer, atol=1 / 255)
+
+
+def test_a_split_screen_is_the_hero_when_no_target_shows_a_figure(tmp_path: Path) -> None:
+    """Then the best frame whose target is not near-uniform is, before a uniform one."""
+    folder = make_run(tmp_path / "frames", count=3)
+    split = np.zeros((SIZE, SIZE))
+    split[SIZE // 2 :] = 1.0  # the top half black, the bottom half white
+    save_target(folder, 3, split)
+    metrics = json.loads(folder.metrics.read_text())
+    metrics["frames"][1]["corr"] = 0.99  # frame 2: the best corr, but all black
+    metrics["frames"][2]["corr"] = 0.95  # frame 3, the split: better than frame 1's disc
+    disc = np.asarray(Image.open(folder.target_png(1)), dtype=np.float64) / 255
+    assert outline_length(disc) < HERO_MIN_OUTLINE  # a disc 20 px wide in 64 is no figure
+    assert outline_length(split) < HERO_MIN_OUTLINE
+    assert pick_hero(metrics, folder)["frame"] == 3
+
+
+def test_titles_name_the_model_not_its_path(tmp_path: Path) -> None:
+    """A hub id as it is; a local checkpoint by its folder's name, however it was given."""
+    folder = make_run(tmp_path / "frames", count=3)
+    cases = [  # (--model, the commit a hub run records, what the titles show, what they hide)
+        ("/home/someone/checkpoints/gpt2-xl-finetuned", None, "gpt2-xl-finetuned", "/home"),
+        ("checkpoints/smollm2", None, "smollm2", "checkpoints/"),
+        ("~/models/qwen3-like", None, "qwen3-like", "~"),
+        ("openai-community/gpt2-xl", "0123456789abcdef", "openai-community/gpt2-xl", None),
+    ]
+    for model, commit, name, hidden in cases:
+        metrics = rewrite_metrics(folder, model=model, model_commit=commit)
+        titles = [
+            hero_frame(metrics, folder).axes[1].get_title(),
+            target_vs_output(metrics, folder).get_suptitle(),
+        ]
+        for title in titles:
+            assert f"{name} layer 0" in title, title
+            assert hidden is None or hidden not in title, title
 
 
 def test_missing_metrics(tmp_path: Path) -> None:

@@ -49,3 +49,30 @@ def test_a_head_out_of_range_names_the_range(tiny_checkpoint):
 def test_frames_longer_than_the_context_are_refused(tiny_checkpoint):
     with pytest.raises(UserError, match="smaller --size"):
         load_head(open_checkpoint(str(tiny_checkpoint)), (0,), tokens=65)
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "bloom", "mpt"])
+def test_the_mechanisms_on_the_scores_are_read_into_the_head(tmp_path, model_type):
+    """What load_head says of each: Gemma 2's cap and its query_pre_attn_scalar^-½ scale;
+    ALiBi's slopes of 8 heads, 2^-1 ... 2^-8 (the ALiBi paper's), on the played heads, times
+    the key position (BLOOM) or its distance back from the last (MPT); BLOOM's input norm at
+    layer 0 only."""
+    from tests.conftest import save_family_checkpoint
+
+    folder = str(save_family_checkpoint(tmp_path, model_type))
+    checkpoint = open_checkpoint(folder, layer=0 if model_type == "bloom" else 1)
+    weights = load_head(checkpoint, (0, 6), tokens=10)
+    positions = torch.arange(10.0)
+    slopes = torch.tensor([2.0**-1, 2.0**-7])[:, None]  # heads 0 and 6
+    if model_type == "gemma2":
+        assert weights.softcap == 5.0 and weights.scale == pytest.approx(32**-0.5)
+        assert weights.score_bias is None and weights.input_ln_weight is None
+    elif model_type == "bloom":
+        assert torch.allclose(weights.score_bias, slopes * positions)
+        assert weights.softcap is None and weights.input_ln_weight.shape == (64,)
+        with pytest.raises(UserError, match="word_embeddings_layernorm"):
+            open_checkpoint(folder, layer=1)
+    else:
+        assert torch.allclose(weights.score_bias, slopes * (positions - 9))
+        assert weights.softcap is None and weights.input_ln_weight is None
+        assert load_head(checkpoint, (0,), tokens=10, layer=1).score_bias.shape == (1, 10)

@@ -233,32 +233,66 @@ def test_reduced_shows_a_small_clip_in_true_tone(tiny_checkpoint):
     assert abs(float(np.mean([p[13, :14] for p in pictures])) - 0.5) < 0.05
 
 
-def _gradient_targets(kind: str, generator: torch.Generator):
-    """Targets of 3 frames on 2 heads at 16 tokens, and their loss: row-centred logits
+def _gradient_targets(kind: str, generator: torch.Generator, heads: int = 2):
+    """Targets of 3 frames on `heads` heads at 16 tokens, and their loss: row-centred logits
     (z-score), or shown ranges of frames with black and white rows too (one-sided ranges)."""
     if kind == "logits":
-        return target_logits(torch.rand(3, 2, 16, 16, generator=generator)), logit_space_loss
-    frames = torch.rand(3, 2, 15, 15, generator=generator)
+        return target_logits(torch.rand(3, heads, 16, 16, generator=generator)), logit_space_loss
+    frames = torch.rand(3, heads, 15, 15, generator=generator)
     frames[:, :, :5], frames[:, :, 5:9] = 0.0, 1.0
     return shown_range(frames, DEFAULT_CONTRAST_NATS), shown_range_loss
 
 
+@pytest.mark.parametrize("model", ["gpt2", "qwen3", "gemma3_text"])
 @pytest.mark.parametrize("kind", ["logits", "shown ranges"])
-def test_the_hand_written_gradient_equals_autograds(kind, tiny_eight_heads_checkpoint):
+def test_the_hand_written_gradient_equals_autograds(
+    kind, model, tiny_eight_heads_checkpoint, tmp_path_factory
+):
+    """On GPT-2, and on families with a norm after the projection (its backward by hand too),
+    rotary positions and shared key heads."""
+    from tests.conftest import save_family_checkpoint
+
+    folder = tiny_eight_heads_checkpoint
+    if model != "gpt2":
+        folder = save_family_checkpoint(tmp_path_factory.mktemp(model), model)
+    weights = load_head(open_checkpoint(str(folder)), (1, 6), tokens=16)
+    _check_the_hand_written_gradient(kind, weights)
+
+
+@pytest.mark.parametrize("kind", ["logits", "shown ranges"])
+@pytest.mark.parametrize("model_type", ["gemma2", "mpt", "mpt capped"])
+def test_the_hand_written_gradient_through_the_cap_and_alibi_equals_autograds(
+    kind, model_type, tmp_path
+):
+    """Gemma 2's capped scores (the sink's column capped too), MPT's ALiBi bias, and the two
+    at once (no family has both; the cap then takes the biased scores)."""
+    from tests.conftest import save_family_checkpoint
+
+    family = model_type.split()[0]
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path, family)))
+    weights = load_head(checkpoint, (1, 4, 5), tokens=16)  # gemma2's 4 and 5 share a key head
+    if model_type == "mpt capped":
+        weights = replace(weights, softcap=3.0)
+    _check_the_hand_written_gradient(kind, weights)
+
+
+def _check_the_hand_written_gradient(kind: str, weights) -> None:
+    from badapple.head import finished_scores
     from badapple.reachable import project_to_ball, queries_keys_from_whitened, reachable_space
     from badapple.solvers import _whitened_losses, _whitened_shown_losses
 
-    weights = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (1, 6), tokens=16)
     space = reachable_space(weights)
     generator = torch.Generator().manual_seed(0)
     whitened = project_to_ball(torch.randn(3, 16, space.dims, generator=generator), space.radius)
-    targets, loss = _gradient_targets(kind, generator)
+    targets, loss = _gradient_targets(kind, generator, len(weights.heads))
     by_hand = _whitened_losses if kind == "logits" else _whitened_shown_losses
     losses, gradient = by_hand(space, weights)(whitened, targets)
 
     whitened = whitened.clone().requires_grad_(True)
     queries, keys = queries_keys_from_whitened(whitened, space, weights)
-    scores = queries @ keys.transpose(-1, -2) * weights.scale
+    scores = finished_scores(queries @ keys.transpose(-1, -2) * weights.scale, weights)
+    if weights.softcap is not None:  # the cap bites: its slope is far from 1 somewhere
+        assert float(scores.detach().abs().max()) > 0.8 * weights.softcap
     reference = loss(scores, targets).mean(-1)  # [3], averaged over the heads
     reference.sum().backward()
     assert float(reference.detach().min()) > 0  # something to fit in every frame
