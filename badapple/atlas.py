@@ -42,6 +42,7 @@ from dataclasses import dataclass
 import torch
 
 from badapple.checkpoint import Checkpoint, read_tensors
+from badapple.head import HeadWeights
 
 # Under this span a display is weak: it cannot move a typical score by the 6 nats from black to
 # white (the default --contrast) with room to spare. Measured on SmolLM2-135M (real weights):
@@ -87,6 +88,16 @@ def display_spans(
         ramp = (score_bias[:, -1] - score_bias[:, 0]).abs().double()  # slope·(T - 1) [H]
         span = (span - ramp).clamp(min=0)
     return span.float()
+
+
+def played_spans(weights: HeadWeights) -> torch.Tensor:
+    """Each played head's span [H], `display_spans` of a HeadWeights: how far its scores move
+    as its rows cross the reachable ball (reachable.py), before any cap or ALiBi ramp, which is
+    what a solver's step moves."""
+    names = ("query_key_weight", "ln_weight", "norm", "key_of_head", "scale")
+    attention = {name: getattr(weights, name) for name in names}
+    attention.update(query_norm=weights.query_norm, key_norm=weights.key_norm)
+    return display_spans(attention, len(weights.heads))
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from badapple.atlas import played_spans
 from badapple.head import HeadWeights, attention_scores, rotate
 from badapple.reachable import (
     Factored,
@@ -84,6 +85,16 @@ METHOD_DEFAULTS = {
         converged_fall=0.1,
     ),
 }
+
+
+# The rates of METHOD_DEFAULTS were measured on heads that span up to ~128 nats (atlas.py: the
+# GPT-2-XL-shaped stand-in's 125, SmolLM2's layer 1 head 6's 77). In whitened coordinates a step
+# of one size moves a wider head's scores proportionally further: Mixtral-8x7B's and MPT-7B's
+# random heads span ~585 nats, where a step at lr 0.03 moved a score ~18 nats and their frames
+# never settled (mae 0.047 and 0.100 on 16 frames). So `reduced` scales a wider head's rates
+# down by REFERENCE_SPAN_NATS / span: every step moves a score about as far as on the heads the
+# defaults were measured on.
+REFERENCE_SPAN_NATS = 128.0
 
 
 # Under --render zscore a picture is each row's z-score, stretched and blurred: a fit within 0.1
@@ -544,6 +555,7 @@ def solve_reduced(
     """Adam on each row's whitened queries and keys, inside the reachable ellipsoid, lifted back
     to embeddings at the end. One step costs ~50 MFLOP per frame against ~340 for adam."""
     space = reachable_space(weights)
+    settings = span_scaled(settings, weights)
     losses = _whitened_shown_losses if isinstance(targets, ShownRange) else _whitened_losses
     variables = _Variables(
         losses_and_gradient=losses(space, weights),
@@ -553,6 +565,16 @@ def solve_reduced(
         dims=space.dims,
     )
     return _solve(variables, weights, targets, frames, settings, on_step, starts)
+
+
+def span_scaled(settings: SolverSettings, weights: HeadWeights) -> SolverSettings:
+    """`settings` with their rates scaled to the widest played head (REFERENCE_SPAN_NATS):
+    unchanged up to that span, times REFERENCE_SPAN_NATS / span beyond it."""
+    widest = float(played_spans(weights).max())
+    if widest <= REFERENCE_SPAN_NATS:
+        return settings
+    factor = REFERENCE_SPAN_NATS / widest
+    return replace(settings, lr=settings.lr * factor, lr_min=settings.lr_min * factor)
 
 
 Solver = Callable[..., Solution]

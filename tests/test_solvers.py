@@ -18,6 +18,7 @@ from badapple.solvers import (
     cycle_starts,
     frame_generator,
     solve_adam,
+    solve_frames,
     solve_reduced,
     solver_settings,
 )
@@ -311,3 +312,35 @@ def test_a_zscore_frame_stops_at_the_loss_its_picture_no_longer_shows():
     losses, before = torch.tensor([5e-3, 2e-2]), torch.tensor([1e-2, 4e-2])  # both halved
     assert _converged(losses, before, zscore, 100).tolist() == [True, False]
     assert _converged(losses, before, true_tone, 100).tolist() == [False, False]
+
+
+def test_a_wide_head_takes_steps_scaled_to_its_span(tiny_eight_heads_checkpoint, monkeypatch):
+    """Queries and keys 4x as long: a head 16x as wide (830 nats), where a step of the default
+    rate moves a score ~16x as far. Scaled to its span it plays two frames as the narrow head
+    does; at the unscaled rate one of them never settles."""
+    import badapple.solvers as solvers
+    from badapple.atlas import played_spans
+    from badapple.look import Look
+    from tests.test_residual import disc_frames
+
+    narrow = load_head(open_checkpoint(str(tiny_eight_heads_checkpoint)), (1,), tokens=33)
+    wide = replace(
+        narrow,
+        query_key_weight=narrow.query_key_weight * 4,
+        query_key_bias=narrow.query_key_bias * 4,
+    )
+    assert float(played_spans(wide)[0]) > 4 * solvers.REFERENCE_SPAN_NATS
+    look = Look("half", "sink", 6.0, 0.0, "gray", 1)
+    pictures = disc_frames(2, 32)
+    pictures[1] = 1 - pictures[1]  # a white disc on black too
+
+    def maes() -> list[float]:
+        solution = solve_frames(
+            "reduced", wide, look.aimed(pictures), [1, 2], METHOD_DEFAULTS["reduced"],
+            lambda _: None, {},
+        )  # fmt: skip
+        return [record["mae"] for record in look.judge(wide, pictures, solution.embeddings)]
+
+    assert max(maes()) < 0.01
+    monkeypatch.setattr(solvers, "REFERENCE_SPAN_NATS", math.inf)  # the rate as it was
+    assert max(maes()) > 0.1
