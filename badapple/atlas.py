@@ -94,6 +94,7 @@ def played_spans(weights: HeadWeights) -> torch.Tensor:
     """Each played head's span [H], `display_spans` of a HeadWeights: how far its scores move
     as its rows cross the reachable ball (reachable.py), before any cap or ALiBi ramp, which is
     what a solver's step moves."""
+    weights = weights.to("cpu")  # float64 below: an Apple GPU has none
     names = ("query_key_weight", "ln_weight", "norm", "key_of_head", "scale")
     attention = {name: getattr(weights, name) for name in names}
     attention.update(query_norm=weights.query_norm, key_norm=weights.key_norm)

@@ -269,6 +269,7 @@ def resolve(
         solved_with.update(layer=layer, heads=list(run_heads))
     else:
         _warn_if_weak(checkpoint, atlas, Display(layer, run_heads), one_head)
+    weights = load_head(checkpoint, run_heads, tokens, layer).to(torch_device)  # heads checked
     if warm is not None and display_span(atlas, Display(layer, run_heads)) < WEAK_SPAN_NATS:
         # a weak display (atlas.py) shows no scene well: a long polish gains it little picture
         warm = replace(warm, steps=warm.steps_after_a_miss)
@@ -280,7 +281,7 @@ def resolve(
         layer=layer,
         heads=run_heads,
         tokens=tokens,
-        weights=load_head(checkpoint, run_heads, tokens, layer).to(torch_device),
+        weights=weights,
         layer_input=LayerInput(checkpoint, layer, torch_device) if layer else None,
         device=torch_device,
         look=look,
