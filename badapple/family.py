@@ -324,6 +324,21 @@ def _grouped_query_keys(
     return dict(**projections, key_of_head=key_of_head)
 
 
+def _self_attn_query_keys(
+    shape: Shape, heads: tuple[int, ...], tensors: dict[str, torch.Tensor], prefix: str
+) -> dict:
+    """`_grouped_query_keys` of a layer's separate self_attn.q_proj and k_proj ([heads·hd, d],
+    [key heads·hd, d]), with their biases where the checkpoint has them."""
+    return _grouped_query_keys(
+        shape,
+        heads,
+        tensors[f"{prefix}self_attn.q_proj.weight"],
+        tensors[f"{prefix}self_attn.k_proj.weight"],
+        tensors.get(f"{prefix}self_attn.q_proj.bias"),
+        tensors.get(f"{prefix}self_attn.k_proj.bias"),
+    )
+
+
 def _llama_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
     shape = _llama_shape(config)
     tensors = read(list(_llama_attention_tensors(config, layer)))
@@ -334,14 +349,7 @@ def _llama_attention(config: dict, read: Read, heads: tuple[int, ...], layer: in
         ln_weight=norm_weight,
         ln_bias=torch.zeros_like(norm_weight),
         ln_eps=float(config.get("rms_norm_eps", 1e-6)),
-        **_grouped_query_keys(
-            shape,
-            heads,
-            tensors[f"{prefix}self_attn.q_proj.weight"],  # [heads·hd, d]
-            tensors[f"{prefix}self_attn.k_proj.weight"],  # [key heads·hd, d]
-            tensors.get(f"{prefix}self_attn.q_proj.bias"),
-            tensors.get(f"{prefix}self_attn.k_proj.bias"),
-        ),
+        **_self_attn_query_keys(shape, heads, tensors, prefix),
         scale=1 / math.sqrt(shape.head_dim),
     )
 
@@ -544,14 +552,7 @@ def _starcoder2_attention(config: dict, read: Read, heads: tuple[int, ...], laye
         ln_weight=tensors[f"{prefix}input_layernorm.weight"],
         ln_bias=tensors[f"{prefix}input_layernorm.bias"],
         ln_eps=float(config.get("norm_epsilon", 1e-5)),
-        **_grouped_query_keys(
-            shape,
-            heads,
-            tensors[f"{prefix}self_attn.q_proj.weight"],  # [heads·hd, d]
-            tensors[f"{prefix}self_attn.k_proj.weight"],  # [key heads·hd, d]
-            tensors.get(f"{prefix}self_attn.q_proj.bias"),
-            tensors.get(f"{prefix}self_attn.k_proj.bias"),
-        ),
+        **_self_attn_query_keys(shape, heads, tensors, prefix),
         scale=1 / math.sqrt(shape.head_dim),
     )
 

@@ -108,13 +108,18 @@ def reachable_space(weights: HeadWeights) -> ReachableSpace:
     )
 
 
+def whitened_projections(whitened: torch.Tensor, space: ReachableSpace) -> torch.Tensor:
+    """The queries and keys of whitened rows as the projection gives them (before any norm
+    after it, rotary or head split): qk = offset + u basis, [B, T, D] laid out as [Q | K]."""
+    return whitened @ space.basis + space.offset
+
+
 def queries_keys_from_whitened(
     whitened: torch.Tensor, space: ReachableSpace, weights: HeadWeights
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head queries and keys of whitened rows, as the forward has them (each head its key
     head's keys, rotated by position): [B, T, D] -> 2 x [B, H, T, hd]."""
-    projected = whitened @ space.basis + space.offset  # [B, T, D], laid out as [Q | K]
-    return split_heads(projected, weights)
+    return split_heads(whitened_projections(whitened, space), weights)
 
 
 def project_to_ball(whitened: torch.Tensor, radius: float) -> torch.Tensor:

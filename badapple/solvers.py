@@ -30,15 +30,15 @@ from dataclasses import dataclass, replace
 import torch
 
 from badapple.atlas import played_spans
-from badapple.head import HeadWeights, attention_scores, rotate
+from badapple.head import HeadWeights, attention_scores, rotate, split_heads
 from badapple.reachable import (
     Factored,
     ReachableSpace,
     lift_factored,
     project_to_ball,
-    queries_keys_from_whitened,
     reachable_space,
     whiten_embeddings,
+    whitened_projections,
 )
 from badapple.targets import ShownRange, Target, causal_mask, fit_loss
 
@@ -238,7 +238,8 @@ def _whitened_losses(
         lower = causal_mask(tokens, whitened.device)  # [T, T]
         causal_count = torch.arange(1, tokens + 1, device=whitened.device)[:, None]  # [T, 1]
         entries = tokens * (tokens + 1) / 2
-        queries, keys = queries_keys_from_whitened(whitened, space, weights)  # 2 x [B, H, T, hd]
+        projected = whitened_projections(whitened, space)  # qk [B, T, D]
+        queries, keys = split_heads(projected, weights)  # 2 x [B, H, T, hd]
         residual = (queries @ keys.transpose(-1, -2)).mul_(scale)  # S [B, H, T, T]
         if bias is not None:
             residual.add_(bias[:, None, :tokens])  # b [H, 1, T]
@@ -259,7 +260,7 @@ def _whitened_losses(
             residual.mul_(cap_slope)  # dLoss/dS = dLoss/dC · C'(S)
         query_gradient = residual @ keys * scale  # [B, H, T, hd]
         key_gradient = residual.transpose(-1, -2) @ queries * scale
-        return losses, _whitened_gradient(query_gradient, key_gradient, whitened, space, weights)
+        return losses, _whitened_gradient(query_gradient, key_gradient, projected, space, weights)
 
     return losses_and_gradient
 
@@ -289,7 +290,8 @@ def _whitened_shown_losses(
     def losses_and_gradient(whitened: torch.Tensor, ranges: ShownRange):
         tokens = whitened.shape[1]
         pixels = (tokens - 1) * tokens / 2
-        queries, keys = queries_keys_from_whitened(whitened, space, weights)  # 2 x [B, H, T, hd]
+        projected = whitened_projections(whitened, space)  # qk [B, T, D]
+        queries, keys = split_heads(projected, weights)  # 2 x [B, H, T, hd]
         if cap is None:
             relative_keys = keys - keys[..., :1, :]  # K' [B, H, T, hd]
             relative = (queries @ relative_keys.transpose(-1, -2)).mul_(scale)  # d [B, H, T, T]
@@ -317,7 +319,7 @@ def _whitened_shown_losses(
             score_gradient[..., 0] += sink_gradient
             query_gradient = score_gradient @ keys * scale  # [B, H, T, hd]
             key_gradient = score_gradient.transpose(-1, -2) @ queries * scale
-        return losses, _whitened_gradient(query_gradient, key_gradient, whitened, space, weights)
+        return losses, _whitened_gradient(query_gradient, key_gradient, projected, space, weights)
 
     return losses_and_gradient
 
@@ -325,13 +327,14 @@ def _whitened_shown_losses(
 def _whitened_gradient(
     query_gradient: torch.Tensor,
     key_gradient: torch.Tensor,
-    whitened: torch.Tensor,
+    projected: torch.Tensor,
     space: ReachableSpace,
     weights: HeadWeights,
 ) -> torch.Tensor:
-    """dLoss/du from dLoss/dQ and dLoss/dK of every played head [B, H, T, hd], at the whitened
-    rows u [B, T, D]. The forward (`head.split_heads`) normalised each head's query and key
-    (where the family has a norm after the projection), rotated each row by its position and
+    """dLoss/du from dLoss/dQ and dLoss/dK of every played head [B, H, T, hd], at the rows'
+    projections qk = offset + u basis [B, T, D] (the forward's, before any norm). The forward
+    (`head.split_heads`) normalised each head's query and key (where the family has a norm
+    after the projection), rotated each row by its position and
     gave each head its key head's keys, so back: rotate by the transpose, sum the key gradients
     of the heads that share a key head, then back through the norm: with x one head's
     projection, r = sqrt(mean(x²) + ε) and y = x/r ⊙ w,
@@ -348,7 +351,6 @@ def _whitened_gradient(
         index = torch.tensor(weights.key_of_head, device=key_gradient.device)
         key_gradient = shared.index_add_(1, index, key_gradient)
     if weights.query_norm is not None:
-        projected = whitened @ space.basis + space.offset  # x, laid out [Q | K] [B, T, D]
         queries = projected[..., : heads * head_dim].view(batch, tokens, heads, head_dim)
         keys = projected[..., heads * head_dim :].view(batch, tokens, -1, head_dim)
         eps = weights.query_key_norm_eps
