@@ -22,6 +22,10 @@ speckled. Rotary positions rotate q and k (orthogonal maps), so they change no �
 the projection (Qwen3, Gemma 3) takes each query to w ⊙ v, ‖v‖² = hd, in any direction the
 ellipsoid reaches (all of them, without biases): its span is √hd gm(|w_q|) · √hd gm(|w_k|) · scale,
 whatever the projection's σ, the same for every head of a layer (the norm's weight is shared).
+OLMo 2 normalises every head's queries together: a head may take the whole of a row's energy
+(|q| up to √(heads·hd) |w|), but then no other direction of that row is free, and a picture
+asks every row for its own query and key; at an even share a head's query is w ⊙ v, ‖v‖² = hd,
+as above, so its span is the same formula with the head's own slice of the weights.
 
 ALiBi (BLOOM, MPT) adds slope_h · j to every score on key j, inputs or not: across a frame of T
 tokens a ramp of slope_h·(T - 1) nats that the head's own scores must undo before they show
@@ -76,10 +80,13 @@ def display_spans(
     log_span = log_gm[:heads] + log_gm[heads + key_of_head] + math.log(d_model)
     if attention.get("query_norm") is not None:
         # normalised after the projection: whatever the ellipsoid's σ, a query is w ⊙ v with
-        # ‖v‖² = hd, any direction, so it moves by up to √hd |w_j| along dimension j
-        query_log_gm = attention["query_norm"].double().abs().clamp_min(1e-30).log().mean()
-        key_log_gm = attention["key_norm"].double().abs().clamp_min(1e-30).log().mean()
-        log_span = torch.full_like(log_span, float(query_log_gm + key_log_gm) + math.log(head_dim))
+        # ‖v‖² = hd, any direction, so it moves by up to √hd |w_j| along dimension j; a norm
+        # over all heads (OLMo 2) gives each head its own weights [heads, 1, hd]
+        query_log_gm = _log_geometric_mean(attention["query_norm"])  # [] or [H]
+        key_log_gm = _log_geometric_mean(attention["key_norm"])  # [] or [G]
+        if key_log_gm.dim():
+            key_log_gm = key_log_gm[key_of_head]
+        log_span = (query_log_gm + key_log_gm + math.log(head_dim)).expand(heads).clone()
     span = log_span.exp() * attention["scale"]  # [H]
     cap = attention.get("softcap")
     if cap is not None:  # a score shows capped: ±S nats before the cap are ±cap·tanh(S/cap)
@@ -88,6 +95,13 @@ def display_spans(
         ramp = (score_bias[:, -1] - score_bias[:, 0]).abs().double()  # slope·(T - 1) [H]
         span = (span - ramp).clamp(min=0)
     return span.float()
+
+
+def _log_geometric_mean(norm_weight: torch.Tensor) -> torch.Tensor:
+    """log gm(|w|) of a norm's weight after the projection: [hd] -> [], [heads, 1, hd] -> [heads]
+    (a dead dimension, w = 0, floored rather than -inf)."""
+    logs = norm_weight.double().abs().clamp_min(1e-30).log()
+    return logs.mean() if logs.dim() == 1 else logs.flatten(1).mean(dim=1)
 
 
 def played_spans(weights: HeadWeights) -> torch.Tensor:

@@ -19,6 +19,11 @@ code of the locked version, the reference):
                         (q_norm, k_norm: one weight [hd] for all heads), before the rotary
                         positions; gemma3_text's local and global layers rotate with thetas of
                         their own (rope_parameters by config.layer_types)
+    olmo2               llama's projections, grouped keys and rotary, but no norm before the
+                        attention (it normalises each block's outputs instead, post_attention_
+                        and post_feedforward_layernorm): the attention sees the residual stream
+                        as it is; then q_norm and k_norm RMS-normalise every head's queries at
+                        once (and every key head's keys), one weight [heads·hd] across them
     mixtral             mistral's attention; its experts (MoE) only live in the blocks before a
                         deeper played layer, which run through transformers (residual.py), from
                         its checkpoints' older layout (`as_modules`)
@@ -115,7 +120,9 @@ class Family:
     # another row every position adds (BERT: token type 0's), as (config) -> its name
     added_row: str | None = None
     causal: bool = True
-    pre_layer_norm: bool = True  # every block normalises its input (so --layer works)
+    # every block's update is bounded whatever the stream's scale, as it normalises its input
+    # (or its outputs: OLMo 2), so --layer works (residual.py)
+    pre_layer_norm: bool = True
     # ALiBi: (config, tokens) -> [heads, T], added to each head's scores on each key (bloom, mpt)
     score_bias: Callable[[dict, int], torch.Tensor] | None = None
     # why a pre-LN family's deeper layers cannot be played after all, if they cannot (bloom)
@@ -453,6 +460,63 @@ GEMMA3 = Family(
     shape=_llama_shape,
     attention_tensors=_query_key_norm_tensors,
     attention=_gemma3_attention,
+    rotary=True,
+)
+
+
+# --- olmo2: no norm before the attention, one norm over all heads after the projection ------
+
+
+def _olmo2_attention_tensors(config: dict, layer: int) -> tuple[str, ...]:
+    prefix = f"layers.{layer}.self_attn."
+    return (
+        f"{prefix}q_proj.weight",  # [heads·hd, d]
+        f"{prefix}k_proj.weight",  # [key heads·hd, d]
+        f"{prefix}q_norm.weight",  # [heads·hd]: over every head's query at once
+        f"{prefix}k_norm.weight",  # [key heads·hd]
+    )
+
+
+def _olmo2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int) -> dict:
+    if config.get("attention_bias"):
+        raise UserError(
+            "its query/key projections have biases (attention_bias), which OLMo 2's norm over "
+            "all heads is not played with; play a checkpoint without them"
+        )
+    shape = _llama_shape(config)
+    tensors = read(list(_olmo2_attention_tensors(config, layer)))
+    prefix = f"layers.{layer}.self_attn."
+    attention = _self_attn_query_keys(shape, heads, tensors, f"layers.{layer}.")
+    hd, group = shape.head_dim, shape.heads // shape.key_heads
+    key_heads = sorted({head // group for head in heads})  # as _grouped_query_keys has them
+    query_norm, key_norm = tensors[f"{prefix}q_norm.weight"], tensors[f"{prefix}k_norm.weight"]
+    return dict(
+        **attention,
+        norm="none",  # the stream as it is: ones and zeros keep the norm's fields a no-op
+        ln_weight=torch.ones(shape.d_model),
+        ln_bias=torch.zeros(shape.d_model),
+        ln_eps=0.0,
+        scale=1 / math.sqrt(hd),
+        query_norm=query_norm[_head_rows(heads, hd)].view(len(heads), 1, hd),
+        key_norm=key_norm[_head_rows(key_heads, hd)].view(len(key_heads), 1, hd),
+        query_key_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
+        every_query_weight=tensors[f"{prefix}q_proj.weight"].T.contiguous(),  # [d, heads·hd]
+        every_key_weight=tensors[f"{prefix}k_proj.weight"].T.contiguous(),
+    )
+
+
+# Its blocks normalise their updates rather than their inputs, so each update is bounded
+# whatever the stream's scale, and residual.py reaches a deeper layer as in a pre-LN model.
+OLMO2 = Family(
+    model_types=("olmo2",),
+    example="allenai/OLMo-2-0425-1B",
+    name_prefixes=("model.",),
+    position_table=None,
+    block="layers.{}.",
+    final_norm="norm",
+    shape=_llama_shape,
+    attention_tensors=_olmo2_attention_tensors,
+    attention=_olmo2_attention,
     rotary=True,
 )
 
@@ -1026,6 +1090,7 @@ FAMILIES = (
     GEMMA,
     QWEN3,
     GEMMA3,
+    OLMO2,
     GPT_NEOX,
     GPT_NEO,
     OPT,
@@ -1042,24 +1107,11 @@ FAMILIES = (
 SUPPORTED = tuple(model_type for family in FAMILIES for model_type in family.model_types)
 
 
-# Families whose attention we know but cannot play exactly yet: why, in the refusal's words.
-NOT_YET = {
-    "olmo2": "its attention sees the residual stream unnormalised (its norms come after each "
-    "block) and normalises the queries of all heads together, so what one head can reach "
-    "depends on every other head's projection",
-}
-
-
 def family_of(model_type: str | None, name: str) -> Family:
     """The family of a config's model_type; one line naming the supported ones otherwise."""
     for family in FAMILIES:
         if model_type in family.model_types:
             return family
-    if model_type in NOT_YET:
-        raise UserError(
-            f"{name} is a {model_type} checkpoint, which is not supported yet: "
-            f"{NOT_YET[model_type]}; pass one of the families {', '.join(SUPPORTED)}"
-        )
     raise UserError(
         f"{name} is a {model_type or 'unknown'} checkpoint, which is not supported; pass one "
         f"of the families {', '.join(SUPPORTED)}, such as {GPT2.example}"

@@ -5,21 +5,23 @@ Only the played layer matters, and of it only the queries and keys of the chosen
 whole model is never built. Row i of the layer's input X becomes
 
     H = Norm(X + P);  Q = H Wq + bq;  K = H Wk + bk;  in some families each head's query and
-    key then RMS-normalised (Qwen3, Gemma 3);  then both rotated by position (rotary
-    families, on the layers that rotate: `Family.rotary_config`);
+    key then RMS-normalised (Qwen3, Gemma 3), or every head's queries together and every
+    key head's keys together (OLMo 2);  then both rotated by position (rotary families, on
+    the layers that rotate: `Family.rotary_config`);
     S = cap·tanh((Q Kᵀ · scale + b) / cap)
 
-which is exactly the score the model feeds its softmax. Norm is a LayerNorm (GPT-2: centred,
-γ and β) or an RMSNorm (Llama: not centred, γ only); BLOOM normalises its inputs once more
-before layer 0 (`word_embeddings_layernorm`), so its layer 0 sees Norm(LayerNorm_e(X)). b is
-ALiBi's bias (BLOOM, MPT: slope_h · key position, the same for every row), 0 elsewhere; the
-cap is Gemma 2's `attn_logit_softcapping` (none elsewhere). At layer 0, X is the input embedding and
-P the learned position table (GPT-2's wpe), or 0 where the positions rotate Q and K instead; at
-a deeper layer X is the residual stream entering it, which holds the table's positions already
-(residual.py), and P = 0. A model that multiplies its inputs by m before layer 0 (Granite) has
-layer 0 see Norm(m·X + P), which is Norm(X + P/m) with the norm's ε/m². Under grouped-query
-attention several query heads share one key head: the keys are held once per key head and each
-played head takes its own (`key_of_head`).
+which is exactly the score the model feeds its softmax. Norm is a LayerNorm (GPT-2: centred, γ
+and β), an RMSNorm (Llama: not centred, γ only) or none (OLMo 2, whose norms come after each
+block's attention and MLP: its attention sees the stream as it is); BLOOM normalises its inputs
+once more before layer 0 (`word_embeddings_layernorm`), so its layer 0 sees
+Norm(LayerNorm_e(X)). b is ALiBi's bias (BLOOM, MPT: slope_h · key position, the same for every
+row), 0 elsewhere; the cap is Gemma 2's `attn_logit_softcapping` (none elsewhere). At layer 0, X
+is the input embedding and P the learned position table (GPT-2's wpe), or 0 where the positions
+rotate Q and K instead; at a deeper layer X is the residual stream entering it, which holds the
+table's positions already (residual.py), and P = 0. A model that multiplies its inputs by m
+before layer 0 (Granite) has layer 0 see Norm(m·X + P), which is Norm(X + P/m) with the norm's
+ε/m². Under grouped-query attention several query heads share one key head: the keys are held
+once per key head and each played head takes its own (`key_of_head`).
 """
 
 from dataclasses import dataclass, fields, replace
@@ -38,7 +40,7 @@ class HeadWeights:
 
     heads: tuple[int, ...]  # which heads, in the order their maps come out
     position: torch.Tensor  # [T, d] the table added to the input; zeros deeper or rotary
-    norm: str  # "layer" (LayerNorm) or "rms" (RMSNorm)
+    norm: str  # "layer" (LayerNorm), "rms" (RMSNorm) or "none" (the input as it is: OLMo 2)
     ln_weight: torch.Tensor  # [d] the norm's gamma
     ln_bias: torch.Tensor  # [d] its beta (zeros for RMSNorm)
     # The heads' query columns, head after head, then the key columns of the key heads they
@@ -57,6 +59,12 @@ class HeadWeights:
     query_norm: torch.Tensor | None = None  # [hd] its weight (Gemma's 1 + weight, folded in)
     key_norm: torch.Tensor | None = None  # [hd]
     query_key_norm_eps: float = 1e-6
+    # OLMo 2's norm over all heads at once: the mean in q / sqrt(mean(q²) + ε) runs over every
+    # head's query (every key head's key), so it needs every head's projection, and its weight
+    # differs head by head: query_norm is then the played heads' share [H, 1, hd], key_norm
+    # [G, 1, hd]. None: the norm (if any) is each head's own.
+    every_query_weight: torch.Tensor | None = None  # [d, heads·hd] all the layer's query columns
+    every_key_weight: torch.Tensor | None = None  # [d, key heads·hd]
     # ALiBi: added to head h's score on key j, whatever the query: slope_h · (j + constant)
     score_bias: torch.Tensor | None = None  # [H, T], None for none
     softcap: float | None = None  # scores become cap·tanh(s / cap) (Gemma 2); None for none
@@ -151,6 +159,8 @@ def normalised_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Te
     """Norm(X + P), or Norm(LayerNorm_e(X + P)) under an input norm: [B, T, d] -> [B, T, d]."""
     tokens = embeddings.shape[1]
     shifted = embeddings + weights.position[:tokens]
+    if weights.norm == "none":
+        return shifted
     if weights.input_ln_weight is not None:
         shifted = F.layer_norm(
             shifted,
@@ -167,17 +177,27 @@ def normalised_input(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Te
     return shifted * torch.rsqrt(mean_square + weights.ln_eps) * weights.ln_weight
 
 
-def split_heads(projected: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tensor, ...]:
+def split_heads(
+    projected: torch.Tensor,
+    weights: HeadWeights,
+    mean_squares: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, ...]:
     """Per-head queries and keys, normalised where the family has a norm after the projection
     and rotated by position, from the projections laid out [Q | K]:
     [B, T, (H + G)·hd] -> 2 x [B, H, T, hd]. The one way both the forward and the solvers'
-    whitened coordinates (reachable.py) become scores."""
+    whitened coordinates (reachable.py) become scores. Under a norm over all heads (OLMo 2)
+    `mean_squares` are each row's mean(q²) over every head's query and mean(k²) over every
+    key head's key, [B, T] each (`joint_mean_squares`)."""
     batch, tokens, _ = projected.shape
     heads, hd = len(weights.heads), weights.head_dim
     queries = projected[..., : heads * hd].view(batch, tokens, heads, hd).transpose(1, 2)
     keys = projected[..., heads * hd :].view(batch, tokens, weights.key_heads, hd).transpose(1, 2)
-    if weights.query_norm is not None:
-        eps = weights.query_key_norm_eps
+    eps = weights.query_key_norm_eps
+    if weights.every_query_weight is not None:
+        query_squares, key_squares = mean_squares  # [B, T] each
+        queries = queries * torch.rsqrt(query_squares + eps)[:, None, :, None] * weights.query_norm
+        keys = keys * torch.rsqrt(key_squares + eps)[:, None, :, None] * weights.key_norm
+    elif weights.query_norm is not None:
         queries = rms_normalised(queries, weights.query_norm, eps)
         keys = rms_normalised(keys, weights.key_norm, eps)  # [B, G, T, hd]
     keys = keys[:, list(weights.key_of_head)]  # [B, H, T, hd]: each head its key head's
@@ -212,10 +232,24 @@ def rotate(vectors: torch.Tensor, weights: HeadWeights, inverse: bool = False) -
     return torch.cat([rotated, rest], dim=-1) if rest.shape[-1] else rotated
 
 
+def joint_mean_squares(
+    hidden: torch.Tensor, weights: HeadWeights
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """What a norm over all heads (OLMo 2) divides by: each row's mean(q²) over every head's
+    query and mean(k²) over every key head's key, [B, T, d] -> 2 x [B, T]; None without one."""
+    if weights.every_query_weight is None:
+        return None
+    return (
+        (hidden @ weights.every_query_weight).square().mean(dim=-1),
+        (hidden @ weights.every_key_weight).square().mean(dim=-1),
+    )
+
+
 def queries_keys(hidden: torch.Tensor, weights: HeadWeights) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head queries and keys from the norm's output: [B, T, d] -> 2 x [B, H, T, hd]."""
     # One matmul for queries and keys together: a skinny [d, 64] one runs far below peak.
-    return split_heads(hidden @ weights.query_key_weight + weights.query_key_bias, weights)
+    projected = hidden @ weights.query_key_weight + weights.query_key_bias
+    return split_heads(projected, weights, joint_mean_squares(hidden, weights))
 
 
 def attention_scores(embeddings: torch.Tensor, weights: HeadWeights) -> torch.Tensor:

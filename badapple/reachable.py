@@ -37,6 +37,24 @@ the row: the set reachable through both norms is that ellipsoid less the rows wh
 a·ẑᵢ the first norm cannot give (its γₑ too small, or βₑ too large, in their directions). Under
 random init (γₑ ≈ 1, βₑ ≈ 0) and a = 1 this is the plain lift, and nothing is lost; a row that
 cannot be reached is an error (`UserError`), never a silent miss.
+
+OLMo 2 has no norm before its attention, and normalises the projections instead, over every
+head at once: a row x gives head h the query q_h = (x Wq)_h / sqrt(mean((x Wq)²) + ε) ⊙ w_h,
+its key likewise over every key head. Its scores then depend on x's direction only (ε aside),
+but what one head reaches depends on every other head's projection: a query can be all of a
+row's query energy (|q_h| up to √(heads·hd)) only where the other heads' are 0, and the same x
+fixes the key. No ellipsoid describes that; we play a subspace of inputs that reaches
+both ends, where the whole energy is in the played head's query or key, and all between:
+
+    x = u @ lift,   lift [D, d] rows: the least inputs that put a query (key) into one played
+                    head alone (rows of Wq's, Wk's pseudo-inverse), and a few that add energy
+                    to the other heads alone (`MASS_DIRECTIONS`)
+    mean((x Wq)²) = Σ λ_j u_j²,  mean((x Wk)²) = Σ (1 - λ_j) u_j²
+
+with the basis chosen so that both energies are diagonal (whitened against their sum, then
+the query energy's eigenvectors: λ in [0, 1]). The solver keeps u on the unit sphere (the
+scores see only its direction), its queries and keys are u @ basis normalised by those two
+sums, and the lift is u @ lift itself: exact, no null-space term, at any scale.
 """
 
 import math
@@ -49,6 +67,11 @@ from badapple.head import HeadWeights, normalised_input, split_heads
 
 # Keep ‖u‖² below 1 - ε (with this margin) so the null-space term of the lift stays real.
 BALL_MARGIN = 1e-4
+# Under a norm over all heads: inputs adding query (key) energy to the other heads only, so a
+# played head's query and key can each be less than the whole of their row's energy.
+MASS_DIRECTIONS = 2  # of each
+# A direction of the joint basis whose energy is under this share of the largest is dropped.
+RANK_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -58,8 +81,16 @@ class ReachableSpace:
     offset: torch.Tensor  # [D] c: the queries and keys of a row whose z is 0; D = (H+G)·hd
     basis: torch.Tensor  # [D, D] √d·Lᵀ: qk = offset + u @ basis
     lift: torch.Tensor  # [D, d] √d·L⁻¹Acᵀ: z = u @ lift
-    null_direction: torch.Tensor  # [d] unit, orthogonal to Ac's columns (centred: LayerNorm)
+    # [d] unit, orthogonal to Ac's columns (centred: LayerNorm); 0 where a norm over all heads
+    # needs none
+    null_direction: torch.Tensor
     radius: float  # largest ‖u‖ a solver may use
+    # Under a norm over all heads (OLMo 2): mean(q²) of every head's queries is u² @
+    # query_energy, mean(k²) u² @ key_energy [D]; x = u @ lift exactly, and unlift [d, D] takes
+    # x back. None otherwise.
+    query_energy: torch.Tensor | None = None
+    key_energy: torch.Tensor | None = None
+    unlift: torch.Tensor | None = None
 
     @property
     def dims(self) -> int:
@@ -67,8 +98,11 @@ class ReachableSpace:
 
 
 def reachable_space(weights: HeadWeights) -> ReachableSpace:
-    """The ellipsoid of `weights`' queries and keys: computed in float64 on the CPU (an Apple GPU
-    has no float64), returned in float32 on the weights' device."""
+    """The ellipsoid of `weights`' queries and keys (or, under a norm over all heads, the
+    subspace of `_joint_norm_space`): computed in float64 on the CPU (an Apple GPU has no
+    float64), returned in float32 on the weights' device."""
+    if weights.every_query_weight is not None:
+        return _joint_norm_space(weights)
     d_model, device = weights.d_model, weights.position.device
 
     def on_cpu(tensor: torch.Tensor) -> torch.Tensor:  # moved first, then widened there
@@ -108,10 +142,117 @@ def reachable_space(weights: HeadWeights) -> ReachableSpace:
     )
 
 
+def _joint_norm_space(weights: HeadWeights) -> ReachableSpace:
+    """The subspace of inputs of the module's docstring (OLMo 2), line by line: float64 on the
+    CPU, float32 on the weights' device."""
+    every_query = weights.every_query_weight.cpu().double()  # Wq [d, heads·hd]
+    every_key = weights.every_key_weight.cpu().double()  # Wk [d, key heads·hd]
+    played = weights.query_key_weight.cpu().double()  # [d, (H + G)·hd]
+    hd = weights.head_dim
+    # The played heads' columns in Wq and Wk: query head h uses key head h // group.
+    group = every_query.shape[1] // every_key.shape[1]
+    key_heads = sorted({head // group for head in weights.heads})
+    query_columns = _head_columns(weights.heads, hd)
+    key_columns = _head_columns(key_heads, hd)
+    generator = torch.Generator().manual_seed(0)
+    # the least inputs putting 1 into one played column alone, then MASS_DIRECTIONS spreading
+    # energy over the other heads' columns at random (no head favoured), for Wq and for Wk
+    query_rows = _least_norm_inputs(every_query, _wanted(query_columns, every_query, generator))
+    key_rows = _least_norm_inputs(every_key, _wanted(key_columns, every_key, generator))
+    masses = torch.cat([query_rows[len(query_columns) :], key_rows[len(key_columns) :]])
+    # off the played columns' span, the mass directions move no played projection
+    played_basis, _ = torch.linalg.qr(played)  # [d, (H + G)·hd] orthonormal
+    masses -= masses @ played_basis @ played_basis.T
+    # Not the played columns themselves as well (2(H + G)·hd more directions): on 16 frames of
+    # an OLMo-2-1B stand-in they took 2.4 times the time for mae 0.0016 rather than 0.0024,
+    # and with its projections spread as trained ones are (singular values over 100x) mae
+    # 0.081 rather than 0.011. Nor more MASS_DIRECTIONS: 8 of each played 0.0019 and 0.0062,
+    # where 2 play 0.0016 and 0.0056 (at the rates of `solvers.span_scaled`).
+    directions = torch.cat(
+        [query_rows[: len(query_columns)], key_rows[: len(key_columns)], masses]
+    )  # [k, d]
+    # an orthonormal basis V of their span (dropping what is dependent)
+    _, singular, right = torch.linalg.svd(directions, full_matrices=False)
+    span = right[singular > singular[0] * RANK_TOLERANCE]  # V [D0, d]
+    query_gram = _energy_gram(span, every_query)  # V Wq Wqᵀ Vᵀ / (heads·hd) [D0, D0]
+    key_gram = _energy_gram(span, every_key)
+    # whiten against the sum of the two energies, then diagonalise the query energy
+    total, eigenvectors = torch.linalg.eigh(query_gram + key_gram)
+    kept = total > total.max() * RANK_TOLERANCE
+    whitening = eigenvectors[:, kept] / total[kept].sqrt()  # W [D0, D]: Wᵀ (Gq + Gk) W = I
+    query_energy, rotation = torch.linalg.eigh(whitening.T @ query_gram @ whitening)  # λ, U
+    lift = (whitening @ rotation).T @ span  # [D, d]
+    device = weights.position.device
+
+    def out(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.float().to(device)
+
+    return ReachableSpace(
+        offset=out(torch.zeros(played.shape[1], dtype=torch.float64)),
+        basis=out(lift @ played),
+        lift=out(lift),
+        null_direction=out(torch.zeros(weights.d_model, dtype=torch.float64)),
+        radius=1.0,
+        query_energy=out(query_energy.clamp(0, 1)),
+        key_energy=out((1 - query_energy).clamp(0, 1)),
+        unlift=out(torch.linalg.pinv(lift)),
+    )
+
+
+def _head_columns(heads, head_dim: int) -> torch.Tensor:
+    """The columns of `heads` in a projection laid out head after head."""
+    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
+
+
+def _wanted(columns: torch.Tensor, projection: torch.Tensor, generator) -> torch.Tensor:
+    """Outputs of a projection W [d, n] to aim inputs at: a 1 in each of `columns` alone, then
+    MASS_DIRECTIONS random ones that are 0 there. -> [len(columns) + MASS_DIRECTIONS, n]"""
+    outputs = projection.shape[1]
+    one_hot = torch.zeros(len(columns), outputs, dtype=torch.float64)
+    one_hot[torch.arange(len(columns)), columns] = 1.0
+    spread = torch.randn(MASS_DIRECTIONS, outputs, generator=generator, dtype=torch.float64)
+    spread[:, columns] = 0.0
+    return torch.cat([one_hot, spread])
+
+
+def _least_norm_inputs(projection: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+    """The least inputs x with x W = each row of `wanted` (as near as W allows): `wanted` @
+    pinv(W) for W [d, n], wanted [k, n] -> [k, d], through the smaller Gram matrix by Cholesky
+    (a tenth of the time of an SVD of a 2048-wide W), by pinv where that is singular."""
+    d_model, outputs = projection.shape
+    if outputs <= d_model:  # pinv(W) = (WᵀW)⁻¹Wᵀ
+        factor, info = torch.linalg.cholesky_ex(projection.T @ projection)
+        if info == 0:
+            return torch.cholesky_solve(wanted.T, factor).T @ projection.T
+    else:  # pinv(W) = Wᵀ(WWᵀ)⁻¹
+        factor, info = torch.linalg.cholesky_ex(projection @ projection.T)
+        if info == 0:
+            return torch.cholesky_solve((wanted @ projection.T).T, factor).T
+    return wanted @ torch.linalg.pinv(projection)
+
+
+def _energy_gram(span: torch.Tensor, projection: torch.Tensor) -> torch.Tensor:
+    """The mean square of a projection's outputs as a quadratic form on the span's
+    coordinates: V W Wᵀ Vᵀ / n for V [D0, d], W [d, n] -> [D0, D0]."""
+    projected = span @ projection
+    return projected @ projected.T / projection.shape[1]
+
+
 def whitened_projections(whitened: torch.Tensor, space: ReachableSpace) -> torch.Tensor:
     """The queries and keys of whitened rows as the projection gives them (before any norm
     after it, rotary or head split): qk = offset + u basis, [B, T, D] laid out as [Q | K]."""
     return whitened @ space.basis + space.offset
+
+
+def whitened_mean_squares(
+    whitened: torch.Tensor, space: ReachableSpace
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Under a norm over all heads, what it divides by (`head.joint_mean_squares`) for
+    whitened rows: u² @ query_energy, u² @ key_energy, [B, T, D] -> 2 x [B, T]; else None."""
+    if space.query_energy is None:
+        return None
+    squares = whitened.square()
+    return squares @ space.query_energy, squares @ space.key_energy
 
 
 def queries_keys_from_whitened(
@@ -119,7 +260,16 @@ def queries_keys_from_whitened(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-head queries and keys of whitened rows, as the forward has them (each head its key
     head's keys, rotated by position): [B, T, D] -> 2 x [B, H, T, hd]."""
-    return split_heads(whitened_projections(whitened, space), weights)
+    projected = whitened_projections(whitened, space)
+    return split_heads(projected, weights, whitened_mean_squares(whitened, space))
+
+
+def project_to_sphere(whitened: torch.Tensor) -> torch.Tensor:
+    """Scale every row onto the unit sphere: [..., D] -> same (a joint norm's scores see only
+    a row's direction, so this moves no score but keeps every step the same size)."""
+    return whitened / whitened.norm(dim=-1, keepdim=True).clamp(
+        min=torch.finfo(whitened.dtype).tiny
+    )
 
 
 def project_to_ball(whitened: torch.Tensor, radius: float) -> torch.Tensor:
@@ -164,6 +314,12 @@ def lift_factored(
             raise ValueError("a layer with an input norm is layer 0, lifted at scale 1")
         return _lift_through_input_norm(whitened, space, weights)
     d_model, tokens = weights.d_model, whitened.shape[1]
+    if space.query_energy is not None:  # a norm over all heads: x = u @ lift, exactly
+        return Factored(
+            coefficients=whitened * scale if scale != 1 else whitened,
+            basis=space.lift,
+            offset=-weights.position[:tokens],
+        )
     # s in float64 on the CPU (an Apple GPU has none): on the ball's surface d(1-ε) - d‖u‖²
     # cancels to 2e-4 of d, and float32's rounding of ‖u‖² would move s by 5e-4 of itself.
     squared_norm = whitened.cpu().double().square().sum(dim=-1, keepdim=True)  # ‖u‖² [B, T, 1]
@@ -275,6 +431,8 @@ def whiten_embeddings(
     """The whitened coordinates of existing inputs_embeds (e.g. a saved frame's), the inverse of
     `lift_factored` on what the heads see: [B, T, d] -> [B, T, (H+G)·hd]."""
     hidden = normalised_input(embeddings, weights)  # [B, T, d]
+    if space.unlift is not None:  # a norm over all heads: the rows' direction in the subspace
+        return project_to_sphere(hidden @ space.unlift)
     projected = hidden @ weights.query_key_weight + weights.query_key_bias  # qk [B, T, D]
     # u @ basis = qk - offset, with basis upper triangular
     return torch.linalg.solve_triangular(

@@ -36,8 +36,10 @@ from badapple.reachable import (
     ReachableSpace,
     lift_factored,
     project_to_ball,
+    project_to_sphere,
     reachable_space,
     whiten_embeddings,
+    whitened_mean_squares,
     whitened_projections,
 )
 from badapple.targets import ShownRange, Target, causal_mask, fit_loss
@@ -239,7 +241,8 @@ def _whitened_losses(
         causal_count = torch.arange(1, tokens + 1, device=whitened.device)[:, None]  # [T, 1]
         entries = tokens * (tokens + 1) / 2
         projected = whitened_projections(whitened, space)  # qk [B, T, D]
-        queries, keys = split_heads(projected, weights)  # 2 x [B, H, T, hd]
+        mean_squares = whitened_mean_squares(whitened, space)  # under a norm over all heads
+        queries, keys = split_heads(projected, weights, mean_squares)  # 2 x [B, H, T, hd]
         residual = (queries @ keys.transpose(-1, -2)).mul_(scale)  # S [B, H, T, T]
         if bias is not None:
             residual.add_(bias[:, None, :tokens])  # b [H, 1, T]
@@ -260,7 +263,9 @@ def _whitened_losses(
             residual.mul_(cap_slope)  # dLoss/dS = dLoss/dC · C'(S)
         query_gradient = residual @ keys * scale  # [B, H, T, hd]
         key_gradient = residual.transpose(-1, -2) @ queries * scale
-        return losses, _whitened_gradient(query_gradient, key_gradient, projected, space, weights)
+        return losses, _whitened_gradient(
+            query_gradient, key_gradient, projected, whitened, space, weights
+        )
 
     return losses_and_gradient
 
@@ -291,7 +296,8 @@ def _whitened_shown_losses(
         tokens = whitened.shape[1]
         pixels = (tokens - 1) * tokens / 2
         projected = whitened_projections(whitened, space)  # qk [B, T, D]
-        queries, keys = split_heads(projected, weights)  # 2 x [B, H, T, hd]
+        mean_squares = whitened_mean_squares(whitened, space)  # under a norm over all heads
+        queries, keys = split_heads(projected, weights, mean_squares)  # 2 x [B, H, T, hd]
         if cap is None:
             relative_keys = keys - keys[..., :1, :]  # K' [B, H, T, hd]
             relative = (queries @ relative_keys.transpose(-1, -2)).mul_(scale)  # d [B, H, T, T]
@@ -319,7 +325,9 @@ def _whitened_shown_losses(
             score_gradient[..., 0] += sink_gradient
             query_gradient = score_gradient @ keys * scale  # [B, H, T, hd]
             key_gradient = score_gradient.transpose(-1, -2) @ queries * scale
-        return losses, _whitened_gradient(query_gradient, key_gradient, projected, space, weights)
+        return losses, _whitened_gradient(
+            query_gradient, key_gradient, projected, whitened, space, weights
+        )
 
     return losses_and_gradient
 
@@ -328,6 +336,7 @@ def _whitened_gradient(
     query_gradient: torch.Tensor,
     key_gradient: torch.Tensor,
     projected: torch.Tensor,
+    whitened: torch.Tensor,
     space: ReachableSpace,
     weights: HeadWeights,
 ) -> torch.Tensor:
@@ -341,8 +350,14 @@ def _whitened_gradient(
 
         dx = (dy ⊙ w)/r - x · (x·(dy ⊙ w)) / (hd·r³)
 
+    Under a norm over all heads (OLMo 2) the mean square m is not x's own but u² @ λ
+    (`reachable.whitened_mean_squares`; u² @ (1 - λ) for the keys), the same for every head of
+    a row, so r = sqrt(m + ε) and
+
+        dx = (dy ⊙ w)/r,   dm = -Σ_heads x·(dy ⊙ w) / (2r³),   du gains 2u ⊙ λ dm
+
     The projections are then qk = offset + u basis, laid out [Q | K], so du = [dQ | dK] basisᵀ
-    -> [B, T, D]."""
+    (plus the norm's term) -> [B, T, D]."""
     batch, heads, tokens, head_dim = query_gradient.shape
     query_gradient = rotate(query_gradient, weights, inverse=True)
     key_gradient = rotate(key_gradient, weights, inverse=True)
@@ -350,17 +365,31 @@ def _whitened_gradient(
         shared = key_gradient.new_zeros(batch, weights.key_heads, tokens, head_dim)
         index = torch.tensor(weights.key_of_head, device=key_gradient.device)
         key_gradient = shared.index_add_(1, index, key_gradient)
-    if weights.query_norm is not None:
-        queries = projected[..., : heads * head_dim].view(batch, tokens, heads, head_dim)
-        keys = projected[..., heads * head_dim :].view(batch, tokens, -1, head_dim)
-        eps = weights.query_key_norm_eps
+    queries = projected[..., : heads * head_dim].view(batch, tokens, heads, head_dim)
+    keys = projected[..., heads * head_dim :].view(batch, tokens, -1, head_dim)
+    eps, norm_term = weights.query_key_norm_eps, 0.0
+    if space.query_energy is not None:
+        squares = whitened_mean_squares(whitened, space)  # m of the queries, of the keys [B, T]
+        gradients = []
+        for gradient, rows, weight, square, energy in (
+            (query_gradient, queries, weights.query_norm, squares[0], space.query_energy),
+            (key_gradient, keys, weights.key_norm, squares[1], space.key_energy),
+        ):
+            inverse_rms = torch.rsqrt(square + eps)[:, None, :, None]  # 1/r [B, 1, T, 1]
+            weighted = gradient * weight  # dy ⊙ w [B, heads, T, hd]
+            along = (weighted * rows.transpose(1, 2)).sum(dim=(1, 3))  # Σ x·(dy ⊙ w) [B, T]
+            square_gradient = -along * inverse_rms[:, 0, :, 0].pow(3) / 2  # dm [B, T]
+            norm_term = norm_term + 2 * whitened * square_gradient[..., None] * energy
+            gradients.append(weighted * inverse_rms)  # dx
+        query_gradient, key_gradient = gradients
+    elif weights.query_norm is not None:
         query_gradient = _through_norm(
             query_gradient, queries.transpose(1, 2), weights.query_norm, eps
         )
         key_gradient = _through_norm(key_gradient, keys.transpose(1, 2), weights.key_norm, eps)
     queries = query_gradient.transpose(1, 2).reshape(batch, tokens, -1)  # [B, T, H·hd]
     keys = key_gradient.transpose(1, 2).reshape(batch, tokens, -1)  # [B, T, G·hd]
-    return torch.cat([queries, keys], dim=-1) @ space.basis.T  # [B, T, D]
+    return torch.cat([queries, keys], dim=-1) @ space.basis.T + norm_term  # [B, T, D]
 
 
 def _through_norm(
@@ -561,7 +590,12 @@ def solve_reduced(
     losses = _whitened_shown_losses if isinstance(targets, ShownRange) else _whitened_losses
     variables = _Variables(
         losses_and_gradient=losses(space, weights),
-        project=lambda whitened: project_to_ball(whitened, space.radius),
+        # on the ball, or (a norm over all heads: only a row's direction counts) on its surface
+        project=(
+            project_to_sphere
+            if space.query_energy is not None
+            else lambda whitened: project_to_ball(whitened, space.radius)
+        ),
         to_embeddings=lambda whitened: lift_factored(whitened, space, weights),
         from_embeddings=lambda embeddings: whiten_embeddings(embeddings, space, weights),
         dims=space.dims,
@@ -573,6 +607,17 @@ def span_scaled(settings: SolverSettings, weights: HeadWeights) -> SolverSetting
     """`settings` with their rates scaled to the widest played head (REFERENCE_SPAN_NATS):
     unchanged up to that span, times REFERENCE_SPAN_NATS / span beyond it."""
     widest = float(played_spans(weights).max())
+    if weights.every_query_weight is not None:
+        # Under a norm over all heads the span is a head's at an even share of its row's
+        # energy, but a row may put its whole energy in the head, √(heads) times as long a
+        # query (a key √(key heads) times): a step moves a score up to that much further. At
+        # the rate of the span alone, 16 frames of an OLMo-2-1B stand-in played at mae 0.0024
+        # (at 0.02: 0.0016), and with its projections and norm weights spread as trained ones
+        # are (singular values over 100x, weights log-normal) at 0.011 (at 0.01: 0.0056).
+        head_dim = weights.head_dim
+        heads = weights.every_query_weight.shape[1] // head_dim
+        key_heads = weights.every_key_weight.shape[1] // head_dim
+        widest *= math.sqrt(heads * key_heads)
     if widest <= REFERENCE_SPAN_NATS:
         return settings
     factor = REFERENCE_SPAN_NATS / widest

@@ -129,6 +129,28 @@ STAND_INS = {
             layer_types=["sliding_attention"],  # its layer 0: local, theta 10k
         ),
     ),
+    "OLMo-2-1B, spread as trained, --head best": (  # SPREAD_AS_TRAINED
+        "olmo2",
+        dict(
+            hidden_size=2048,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            intermediate_size=8192,
+            max_position_embeddings=4096,
+            rope_theta=500000.0,
+        ),
+    ),
+    "OLMo-2-1B": (  # no norm before the attention; q_norm and k_norm over all 16 heads
+        "olmo2",
+        dict(
+            hidden_size=2048,
+            num_attention_heads=16,
+            num_key_value_heads=16,
+            intermediate_size=8192,
+            max_position_embeddings=4096,
+            rope_theta=500000.0,
+        ),
+    ),
     "Pythia-160m": (
         "gpt_neox",
         dict(
@@ -262,7 +284,14 @@ STAND_IN_OPTIONS = {
     # which the run says; --head best is what a user is told to run
     "BLOOM-560m, --head best": dict(head="best"),
     "MPT-7B, --head best": dict(head="best"),
+    "OLMo-2-1B, spread as trained, --head best": dict(head="best"),
 }
+# Random init makes every direction of a head alike, which trained weights are not. These
+# stand-ins are spread as trained ones are (`spread_as_trained`): no trained OLMo 2 is to be had
+# here, and its norm after the projection is what the reduced solver's subspace must survive.
+SPREAD_AS_TRAINED = {"OLMo-2-1B, spread as trained, --head best"}
+# singular values of the query and key projections over e^±2.3 (100x), norm weights e^(0.7 z)
+SPREAD_LOG_RANGE, SPREAD_NORM_LOG_STD, SPREAD_NORM_SCALE = 2.3, 0.7, 1.5
 # real trained checkpoints: name -> (model_type, folder -> path, optimize() keywords)
 REAL = {
     "SmolLM2-135M (real), default": ("llama", smollm2_checkpoint, {}),
@@ -282,6 +311,31 @@ def write_stand_in(path: Path, model_type: str, shape: dict) -> Path:
     config = AutoConfig.for_model(model_type, vocab_size=16, pad_token_id=None, **layers, **shape)
     torch.manual_seed(0)
     AutoModel.from_config(config).save_pretrained(path)
+    return path
+
+
+def spread_as_trained(path: Path) -> Path:
+    """Rewrite a stand-in's query and key projections with their singular values spread
+    log-uniformly over 100x (same singular vectors, same mean), and its norms after the
+    projection (q_norm, k_norm) log-normal around 1.5, as trained heads are long and thin
+    where random init is round (README: The display atlas)."""
+    from safetensors.torch import load_file, save_file
+
+    file = path / "model.safetensors"
+    tensors = load_file(str(file))
+    generator = torch.Generator().manual_seed(1)
+    for name, tensor in tensors.items():
+        if name.endswith(("q_proj.weight", "k_proj.weight")):
+            left, singular, right = torch.linalg.svd(tensor.double(), full_matrices=False)
+            logs = torch.empty(len(singular)).uniform_(
+                -SPREAD_LOG_RANGE, SPREAD_LOG_RANGE, generator=generator
+            )
+            spread = singular.mean() * logs.double().exp()
+            tensors[name] = ((left * spread) @ right).float().contiguous()
+        if name.endswith(("q_norm.weight", "k_norm.weight")):
+            logs = SPREAD_NORM_LOG_STD * torch.randn(len(tensor), generator=generator)
+            tensors[name] = (SPREAD_NORM_SCALE * logs.exp()).contiguous()
+    save_file(tensors, str(file), metadata={"format": "pt"})
     return path
 
 
@@ -319,7 +373,11 @@ def main() -> None:
         **{
             name: (
                 kind,
-                lambda path, kind=kind, shape=shape: write_stand_in(path, kind, shape),
+                lambda path, kind=kind, shape=shape, name=name: (
+                    spread_as_trained(write_stand_in(path, kind, shape))
+                    if name in SPREAD_AS_TRAINED
+                    else write_stand_in(path, kind, shape)
+                ),
                 STAND_IN_OPTIONS.get(name, {}),
             )
             for name, (kind, shape) in STAND_INS.items()

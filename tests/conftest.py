@@ -93,6 +93,8 @@ FAMILY_CONFIGS = {
     # a norm after the projection; gemma3_text's layer 0 local (a sliding window, theta 10k),
     # layer 1 global (theta 1e6), scores scaled by query_pre_attn_scalar
     "qwen3": dict(**_LLAMA_LIKE, head_dim=8),
+    # no norm before the attention; q_norm over all 8 heads' queries, k_norm over 4 key heads'
+    "olmo2": dict(**_LLAMA_LIKE),
     "gemma3_text": dict(
         **{**_LLAMA_LIKE, "num_key_value_heads": 2},
         head_dim=12,

@@ -97,6 +97,26 @@ def test_a_norm_after_the_projection_spans_by_its_weight_not_the_projection(tmp_
     assert before[0].item() == pytest.approx(expected * attention["scale"], rel=1e-5)
 
 
+def test_a_norm_over_all_heads_spans_each_head_by_its_own_weights(tmp_path):
+    """OLMo 2: one norm weight across every head's queries, so a head whose share of it is
+    scaled by 4 spans 4 times as far, and the others not at all further; the key head it uses
+    (heads 6 and 7 share key head 3) likewise moves both of its query heads."""
+    checkpoint = open_checkpoint(str(save_family_checkpoint(tmp_path / "olmo2", "olmo2")))
+    heads = checkpoint.shape.heads
+    attention = checkpoint.family.attention(
+        checkpoint.config, lambda names: read_tensors(checkpoint, names), tuple(range(heads)), 0
+    )
+    before = display_spans(attention, heads)
+    assert len(set(before.tolist())) == heads  # each head its own weights: no two alike
+    query_norm, key_norm = attention["query_norm"].clone(), attention["key_norm"].clone()
+    query_norm[2] *= 4
+    key_norm[3] *= 4
+    after = display_spans({**attention, "query_norm": query_norm, "key_norm": key_norm}, heads)
+    factor = torch.ones(heads)
+    factor[2], factor[6:8] = 4.0, 4.0
+    torch.testing.assert_close(after, before * factor)
+
+
 def test_a_capped_head_spans_at_most_its_cap(tmp_path):
     """Gemma 2 caps every score at ±cap (5 nats in the tiny one, whose heads span more): a span
     S shows as cap·tanh(S/cap), under the cap however wide the head."""

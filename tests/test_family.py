@@ -167,16 +167,6 @@ def test_a_sliding_window_shorter_than_the_frame_gets_one_line(tmp_path):
     assert load_head(checkpoint, (0,), tokens=8).heads == (0,)
 
 
-def test_a_family_we_cannot_play_yet_says_why(tmp_path):
-    """OLMo 2, a real checkpoint written by transformers: one line with the reason."""
-    from transformers import AutoConfig, AutoModel
-
-    config = AutoConfig.for_model("olmo2", vocab_size=16, **FAMILY_CONFIGS["llama"])
-    AutoModel.from_config(config).save_pretrained(tmp_path)
-    with pytest.raises(UserError, match="olmo2 checkpoint, which is not supported yet: its att"):
-        open_checkpoint(str(tmp_path))
-
-
 # --- what the newer families add: a layer without positions, an input multiplier, stored
 # experts, and --verify through each family's own model ---------------------------------------
 
@@ -264,6 +254,8 @@ def small_frames(tmp_path_factory) -> Path:
         ("phi3", 0, "Phi3Model"),
         ("smollm3", 0, "SmolLM3Model"),
         ("smollm3", 1, "SmolLM3Model"),  # the layer without positions
+        ("olmo2", 0, "Olmo2Model"),  # no norm before the attention, one over all heads after
+        ("olmo2", 1, "Olmo2Model"),  # reached through a block that normalises its outputs
     ],
 )
 def test_verify_plays_through_the_familys_own_model(
@@ -300,6 +292,8 @@ def test_verify_plays_through_the_familys_own_model(
         ("bloom", dict(score_bias=None)),
         ("bloom", dict(input_ln_weight=None, input_ln_bias=None)),
         ("mpt", dict(score_bias=None)),
+        # OLMo 2's norm over all heads, taken as each head's own
+        ("olmo2", dict(every_query_weight=None, every_key_weight=None)),
     ],
 )
 def test_each_mechanism_changes_the_maps(tmp_path, model_type, left_out):

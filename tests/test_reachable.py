@@ -198,3 +198,65 @@ def test_nothing_in_float64_lands_on_the_solve_device(tiny_eight_heads_checkpoin
     # and the device gives the CPU's answer
     assert torch.equal(got_lift, expected_lift.coefficients)
     assert torch.isfinite(warm.loss.cpu()).all()
+
+
+# --- a norm over all heads (OLMo 2): a subspace of inputs ----------------------------------
+
+
+@pytest.fixture(scope="module")
+def olmo2_checkpoint(tmp_path_factory):
+    from tests.conftest import save_family_checkpoint
+
+    return save_family_checkpoint(tmp_path_factory.mktemp("olmo2"), "olmo2")
+
+
+def test_a_norm_over_all_heads_sees_diagonal_energies_and_exact_lifts(olmo2_checkpoint):
+    """Heads 1 and 6 (key heads 0 and 3): the lifted inputs' mean squares over every head's
+    queries and keys are u² @ λ and u² @ (1 - λ), their queries and keys are the solver's,
+    and whitening them back (at any scale: the norm sees a row's direction) gives u."""
+    from badapple.head import joint_mean_squares, normalised_input, queries_keys
+    from badapple.reachable import project_to_sphere, whitened_mean_squares
+
+    weights = load_head(open_checkpoint(str(olmo2_checkpoint)), (1, 6), tokens=12)
+    space = reachable_space(weights)
+    generator = torch.Generator().manual_seed(0)
+    whitened = project_to_sphere(torch.randn(2, 12, space.dims, generator=generator))
+    inputs = lift_factored(whitened, space, weights).inputs_embeds()
+    for ours, solvers in zip(
+        joint_mean_squares(normalised_input(inputs, weights), weights),
+        whitened_mean_squares(whitened, space),
+        strict=True,
+    ):
+        torch.testing.assert_close(ours, solvers, rtol=1e-4, atol=1e-6)
+    for ours, solvers in zip(
+        queries_keys(normalised_input(inputs, weights), weights),
+        queries_keys_from_whitened(whitened, space, weights),
+        strict=True,
+    ):
+        torch.testing.assert_close(ours, solvers, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(whiten_embeddings(inputs * 7, space, weights), whitened)
+
+
+def test_a_norm_over_all_heads_reaches_a_query_of_the_whole_energy(olmo2_checkpoint):
+    """The subspace holds the inputs that put a row's every query into one played head (its
+    query is then √(heads·hd) long before the norm's weight, all the row has) and ones whose
+    played query is 0 but for the others' energy: both ends of what the head can show."""
+    from badapple.head import joint_mean_squares
+
+    checkpoint = open_checkpoint(str(olmo2_checkpoint))
+    weights = load_head(checkpoint, (1,), tokens=4)
+    space = reachable_space(weights)
+    every_query = weights.every_query_weight  # [d, heads·hd]
+    hd = weights.head_dim
+    # the least input whose queries are all in head 1's first column
+    wanted = torch.zeros(1, every_query.shape[1])
+    wanted[0, hd] = 1.0
+    alone = wanted @ torch.linalg.pinv(every_query)  # [1, d]
+    inside = lift_factored(whiten_embeddings(alone[None], space, weights), space, weights)
+    inside = inside.inputs_embeds()[0]  # what the subspace makes of it
+    assert torch.nn.functional.cosine_similarity(inside, alone).item() > 0.9999
+    played = inside @ weights.query_key_weight[:, :hd]  # head 1's query before the norm
+    whole = joint_mean_squares(inside, weights)[0] * every_query.shape[1]  # Σ over every query
+    assert (played.square().sum() / whole).item() == pytest.approx(1.0, abs=1e-4)
+    # and rows with energy in the other heads only: u the played projections do not see
+    assert int(torch.linalg.matrix_rank(space.basis)) < space.dims

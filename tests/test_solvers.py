@@ -244,7 +244,7 @@ def _gradient_targets(kind: str, generator: torch.Generator, heads: int = 2):
     return shown_range(frames, DEFAULT_CONTRAST_NATS), shown_range_loss
 
 
-@pytest.mark.parametrize("model", ["gpt2", "qwen3", "gemma3_text"])
+@pytest.mark.parametrize("model", ["gpt2", "qwen3", "gemma3_text", "olmo2"])
 @pytest.mark.parametrize("kind", ["logits", "shown ranges"])
 def test_the_hand_written_gradient_equals_autograds(
     kind, model, tiny_eight_heads_checkpoint, tmp_path_factory
