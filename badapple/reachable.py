@@ -217,16 +217,21 @@ def _wanted(columns: torch.Tensor, projection: torch.Tensor, generator) -> torch
 
 def _least_norm_inputs(projection: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
     """The least inputs x with x W = each row of `wanted` (as near as W allows): `wanted` @
-    pinv(W) for W [d, n], wanted [k, n] -> [k, d], through the smaller Gram matrix by Cholesky
-    (a tenth of the time of an SVD of a 2048-wide W), by pinv where that is singular."""
+    pinv(W) for W [d, n], wanted [k, n] -> [k, d]. A square W (OLMo 2's) by one LU solve, else
+    through the smaller Gram matrix by Cholesky, and by pinv where either is singular (for a
+    4096-wide W on two cores: 0.8 s for the LU, 2.0 s for the Gram and its Cholesky)."""
     d_model, outputs = projection.shape
-    if outputs <= d_model:  # pinv(W) = (WᵀW)⁻¹Wᵀ
+    if outputs == d_model:  # x = wanted W⁻¹
+        solution, info = torch.linalg.solve_ex(projection, wanted, left=False)
+        if int(info) == 0:
+            return solution
+    elif outputs < d_model:  # pinv(W) = (WᵀW)⁻¹Wᵀ
         factor, info = torch.linalg.cholesky_ex(projection.T @ projection)
-        if info == 0:
+        if int(info) == 0:
             return torch.cholesky_solve(wanted.T, factor).T @ projection.T
     else:  # pinv(W) = Wᵀ(WWᵀ)⁻¹
         factor, info = torch.linalg.cholesky_ex(projection @ projection.T)
-        if info == 0:
+        if int(info) == 0:
             return torch.cholesky_solve((wanted @ projection.T).T, factor).T
     return wanted @ torch.linalg.pinv(projection)
 

@@ -103,6 +103,18 @@ STAND_INS = {
             max_position_embeddings=8192,
         ),
     ),
+    "Qwen3-0.6B, spread as trained, --head best": (  # SPREAD_AS_TRAINED
+        "qwen3",
+        dict(
+            hidden_size=1024,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+            head_dim=128,
+            intermediate_size=3072,
+            max_position_embeddings=40960,
+            rope_theta=1e6,
+        ),
+    ),
     "Qwen3-0.6B": (
         "qwen3",
         dict(
@@ -285,11 +297,15 @@ STAND_IN_OPTIONS = {
     "BLOOM-560m, --head best": dict(head="best"),
     "MPT-7B, --head best": dict(head="best"),
     "OLMo-2-1B, spread as trained, --head best": dict(head="best"),
+    "Qwen3-0.6B, spread as trained, --head best": dict(head="best"),
 }
 # Random init makes every direction of a head alike, which trained weights are not. These
-# stand-ins are spread as trained ones are (`spread_as_trained`): no trained OLMo 2 is to be had
-# here, and its norm after the projection is what the reduced solver's subspace must survive.
-SPREAD_AS_TRAINED = {"OLMo-2-1B, spread as trained, --head best"}
+# stand-ins are spread as trained ones are (`spread_as_trained`): no trained Qwen3 or OLMo 2 is
+# to be had here, and a norm after the projection weighs its dimensions as trained.
+SPREAD_AS_TRAINED = {
+    "OLMo-2-1B, spread as trained, --head best",
+    "Qwen3-0.6B, spread as trained, --head best",
+}
 # singular values of the query and key projections over e^±2.3 (100x), norm weights e^(0.7 z)
 SPREAD_LOG_RANGE, SPREAD_NORM_LOG_STD, SPREAD_NORM_SCALE = 2.3, 0.7, 1.5
 # real trained checkpoints: name -> (model_type, folder -> path, optimize() keywords)
