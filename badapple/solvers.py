@@ -35,8 +35,7 @@ from badapple.reachable import (
     Factored,
     ReachableSpace,
     lift_factored,
-    project_to_ball,
-    project_to_sphere,
+    project_to_space,
     reachable_space,
     whiten_embeddings,
     whitened_mean_squares,
@@ -389,7 +388,10 @@ def _whitened_gradient(
         key_gradient = _through_norm(key_gradient, keys.transpose(1, 2), weights.key_norm, eps)
     queries = query_gradient.transpose(1, 2).reshape(batch, tokens, -1)  # [B, T, H·hd]
     keys = key_gradient.transpose(1, 2).reshape(batch, tokens, -1)  # [B, T, G·hd]
-    return torch.cat([queries, keys], dim=-1) @ space.basis.T + norm_term  # [B, T, D]
+    projected_gradient = torch.cat([queries, keys], dim=-1)  # [B, T, D]
+    if space.projection_scale is not None:  # basis is ρ·I
+        return projected_gradient * space.projection_scale + norm_term
+    return projected_gradient @ space.basis.T + norm_term
 
 
 def _through_norm(
@@ -590,12 +592,7 @@ def solve_reduced(
     losses = _whitened_shown_losses if isinstance(targets, ShownRange) else _whitened_losses
     variables = _Variables(
         losses_and_gradient=losses(space, weights),
-        # on the ball, or (a norm over all heads: only a row's direction counts) on its surface
-        project=(
-            project_to_sphere
-            if space.query_energy is not None
-            else lambda whitened: project_to_ball(whitened, space.radius)
-        ),
+        project=lambda rows: project_to_space(rows, space),
         to_embeddings=lambda whitened: lift_factored(whitened, space, weights),
         from_embeddings=lambda embeddings: whiten_embeddings(embeddings, space, weights),
         dims=space.dims,

@@ -16,7 +16,7 @@ import torch
 from badapple.checkpoint import open_checkpoint
 from badapple.errors import UserError
 from badapple.head import attention_scores, attention_weights, load_head
-from badapple.reachable import lift_factored, project_to_ball, reachable_space
+from badapple.reachable import lift_factored, project_to_ball, project_to_space, reachable_space
 from badapple.residual import LayerInput, reach_layer
 from badapple.verify import model_through_layer, transformers_attention
 from tests.conftest import FAMILY_CONFIGS, save_family_checkpoint
@@ -48,7 +48,7 @@ def test_lifted_rows_reproduce_the_solved_map(family_checkpoint):
     checkpoint = open_checkpoint(str(family_checkpoint))
     weights = load_head(checkpoint, (2, 3, 6), tokens=TOKENS)
     space = reachable_space(weights)
-    whitened = project_to_ball(torch.randn(2, TOKENS, space.dims), space.radius)
+    whitened = project_to_space(torch.randn(2, TOKENS, space.dims), space)
     embeddings = lift_factored(whitened, space, weights).inputs_embeds()
     reference = transformers_attention(model_through_layer(checkpoint), embeddings, (2, 3, 6))
     with torch.no_grad():
@@ -64,7 +64,7 @@ def test_a_deeper_layer_is_reached_exactly(family_checkpoint):
         return
     weights = load_head(checkpoint, (1, 6), tokens=TOKENS, layer=1)
     space = reachable_space(weights)
-    whitened = project_to_ball(torch.randn(2, TOKENS, space.dims), space.radius)
+    whitened = project_to_space(torch.randn(2, TOKENS, space.dims), space)
     reached = reach_layer(LayerInput(checkpoint, 1, "cpu"), whitened, space, weights)
     assert bool(reached.converged.all())
     reference = transformers_attention(
@@ -101,7 +101,7 @@ def test_a_bidirectional_lift_reproduces_the_solved_map(bidirectional_checkpoint
     checkpoint = open_checkpoint(str(bidirectional_checkpoint))
     weights = load_head(checkpoint, (1, 6), tokens=TOKENS)
     space = reachable_space(weights)
-    whitened = project_to_ball(torch.randn(2, TOKENS, space.dims), space.radius)
+    whitened = project_to_space(torch.randn(2, TOKENS, space.dims), space)
     embeddings = lift_factored(whitened, space, weights).inputs_embeds()
     reference = transformers_attention(model_through_layer(checkpoint), embeddings, (1, 6))
     with torch.no_grad():
