@@ -169,7 +169,13 @@ def _direction_coordinates(basis: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     the rows' scale that of u, so the rates stay those measured in u. Measured on 16 frames of
     the Qwen3-0.6B stand-in spread as trained (benchmarks/families.py) on its head 15: mae 0.0022
     in x, 0.0057 in u, in 306 steps a frame rather than 481; its round stand-in 0.0009 (0.0010),
-    Gemma-3-270M's 0.0006 (0.0008)."""
+    Gemma-3-270M's 0.0006 (0.0008).
+
+    Only under such a norm: elsewhere the scores see the projections' lengths too, and a row
+    must travel the ellipsoid's long axes, up to σ_max/ρ in x where u reaches them at 1. On
+    SmolLM2-135M (real) x left its weak layer 0 (long axes 40-100× the rest) at mae 0.40 over
+    the 640-frame video (u: 0.029), though its best display went from 0.0011 (p99 0.0089) to
+    0.0009 (0.0053)."""
     rho = basis.diagonal().abs().log().mean().exp()
     eye = torch.eye(len(basis), dtype=basis.dtype)
     return rho * eye, rho * torch.linalg.solve_triangular(basis, eye, upper=True)
