@@ -4,18 +4,18 @@
     uv run python benchmarks/families.py --families llama,bert --frames 8 --size 64
     uv run python benchmarks/families.py --families bloom --only "BLOOM-560m, --head best"
 
-Each stand-in is written with transformers (random weights by its own init, one layer, the
-real model's shape below) and saved with save_pretrained. The frames of `clips.dance_video`
-become a frames folder as download.py leaves it (full_video.py's `write_frames_folder`), and
+Each stand-in is written with transformers (random weights by its own init, one layer, the real
+model's shape below) and saved with save_pretrained. The frames of `clips.dance_video` become a
+frames folder as download.py leaves it (full_video.py's `write_frames_folder`), and
 `optimize.optimize` runs on it at its defaults (head 0; a bidirectional model plays the whole
 square), once per family, and GPT-2 small once more in full frame (heads 0 and 1: the whole
 square, as BERT's one head shows it); the ALiBi families (BLOOM, MPT) once more with --head
 best, since their head 0's bias is the steepest (STAND_IN_OPTIONS); and the families with a norm
 after the projection (Qwen3, OLMo 2) once more spread as trained weights are, with --head best
-(SPREAD_AS_TRAINED), since random init is round where trained heads are long and thin. Every frame is
-judged from what it saved, through transformers' own base model of the family (full_video.py's
-`rendered_frames`): mean and worst mae and mean corr against the frame (the lower triangle, or
-the whole square in full frame and for BERT). Prints a table and writes
+(SPREAD_AS_TRAINED), since random init is round where trained heads are long and thin. Every
+frame is judged from what it saved, through transformers' own base model of the family
+(full_video.py's `rendered_frames`): mean and worst mae and mean corr against the frame (the
+lower triangle, or the whole square in full frame and for BERT). Prints a table and writes
 docs/benchmarks/families.json, where the rows of the stand-ins it ran replace theirs and the
 others stay, each row with its own date and frames.
 
