@@ -507,17 +507,12 @@ def _olmo2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: in
 
 # Its blocks normalise their updates rather than their inputs, so each update is bounded
 # whatever the stream's scale, and residual.py reaches a deeper layer as in a pre-LN model.
-OLMO2 = Family(
+OLMO2 = replace(
+    LLAMA,
     model_types=("olmo2",),
     example="allenai/OLMo-2-0425-1B",
-    name_prefixes=("model.",),
-    position_table=None,
-    block="layers.{}.",
-    final_norm="norm",
-    shape=_llama_shape,
     attention_tensors=_olmo2_attention_tensors,
     attention=_olmo2_attention,
-    rotary=True,
 )
 
 

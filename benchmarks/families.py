@@ -51,6 +51,23 @@ RESULTS = ROOT / "docs" / "benchmarks" / "families.json"
 BLOOM_560M = dict(hidden_size=1024, n_head=16)  # ALiBi, the input norm
 # ALiBi; its MLP narrowed (expansion 1, not 4): only the attention plays
 MPT_7B = dict(d_model=4096, n_heads=32, max_seq_len=2048, expansion_ratio=1)
+QWEN3_0_6B = dict(  # a norm after each head's projection
+    hidden_size=1024,
+    num_attention_heads=16,
+    num_key_value_heads=8,
+    head_dim=128,
+    intermediate_size=3072,
+    max_position_embeddings=40960,
+    rope_theta=1e6,
+)
+OLMO2_1B = dict(  # no norm before the attention; q_norm and k_norm over all 16 heads
+    hidden_size=2048,
+    num_attention_heads=16,
+    num_key_value_heads=16,
+    intermediate_size=8192,
+    max_position_embeddings=4096,
+    rope_theta=500000.0,
+)
 SMOLLM3_3B = dict(
     hidden_size=2048,
     num_attention_heads=16,
@@ -107,27 +124,11 @@ STAND_INS = {
     ),
     "Qwen3-0.6B, spread as trained, --head best": (  # SPREAD_AS_TRAINED
         "qwen3",
-        dict(
-            hidden_size=1024,
-            num_attention_heads=16,
-            num_key_value_heads=8,
-            head_dim=128,
-            intermediate_size=3072,
-            max_position_embeddings=40960,
-            rope_theta=1e6,
-        ),
+        QWEN3_0_6B,
     ),
     "Qwen3-0.6B": (
         "qwen3",
-        dict(
-            hidden_size=1024,
-            num_attention_heads=16,
-            num_key_value_heads=8,
-            head_dim=128,
-            intermediate_size=3072,
-            max_position_embeddings=40960,
-            rope_theta=1e6,
-        ),
+        QWEN3_0_6B,
     ),
     "Gemma-3-270M": (
         "gemma3_text",
@@ -145,25 +146,11 @@ STAND_INS = {
     ),
     "OLMo-2-1B, spread as trained, --head best": (  # SPREAD_AS_TRAINED
         "olmo2",
-        dict(
-            hidden_size=2048,
-            num_attention_heads=16,
-            num_key_value_heads=16,
-            intermediate_size=8192,
-            max_position_embeddings=4096,
-            rope_theta=500000.0,
-        ),
+        OLMO2_1B,
     ),
     "OLMo-2-1B": (  # no norm before the attention; q_norm and k_norm over all 16 heads
         "olmo2",
-        dict(
-            hidden_size=2048,
-            num_attention_heads=16,
-            num_key_value_heads=16,
-            intermediate_size=8192,
-            max_position_embeddings=4096,
-            rope_theta=500000.0,
-        ),
+        OLMO2_1B,
     ),
     "Pythia-160m": (
         "gpt_neox",
