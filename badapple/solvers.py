@@ -356,7 +356,8 @@ def _whitened_gradient(
         dx = (dy ⊙ w)/r,   dm = -Σ_heads x·(dy ⊙ w) / (2r³),   du gains 2u ⊙ λ dm
 
     The projections are then qk = offset + u basis, laid out [Q | K], so du = [dQ | dK] basisᵀ
-    (plus the norm's term) -> [B, T, D]."""
+    (plus the norm's term) -> [B, T, D]; for the rows x of a norm after each head's projection
+    basis is ρ·I (`reachable._direction_coordinates`), and the product is by ρ."""
     batch, heads, tokens, head_dim = query_gradient.shape
     query_gradient = rotate(query_gradient, weights, inverse=True)
     key_gradient = rotate(key_gradient, weights, inverse=True)
