@@ -384,17 +384,11 @@ def _gemma_attention(config: dict, read: Read, heads: tuple[int, ...], layer: in
     return {**attention, "ln_weight": 1.0 + attention["ln_weight"]}
 
 
-GEMMA = Family(
+GEMMA = replace(
+    LLAMA,
     model_types=("gemma",),
     example="google/gemma-2b",
-    name_prefixes=("model.",),
-    position_table=None,
-    block="layers.{}.",
-    final_norm="norm",
-    shape=_llama_shape,
-    attention_tensors=_llama_attention_tensors,
     attention=_gemma_attention,
-    rotary=True,
 )
 
 
@@ -423,17 +417,12 @@ def _qwen3_attention(config: dict, read: Read, heads: tuple[int, ...], layer: in
     }
 
 
-QWEN3 = Family(
+QWEN3 = replace(
+    LLAMA,
     model_types=("qwen3",),
     example="Qwen/Qwen3-0.6B",
-    name_prefixes=("model.",),
-    position_table=None,
-    block="layers.{}.",
-    final_norm="norm",
-    shape=_llama_shape,
     attention_tensors=_query_key_norm_tensors,
     attention=_qwen3_attention,
-    rotary=True,
 )
 
 
@@ -450,17 +439,12 @@ def _gemma3_attention(config: dict, read: Read, heads: tuple[int, ...], layer: i
     }
 
 
-GEMMA3 = Family(
+GEMMA3 = replace(
+    LLAMA,
     model_types=("gemma3_text",),
     example="google/gemma-3-270m",
-    name_prefixes=("model.",),
-    position_table=None,
-    block="layers.{}.",
-    final_norm="norm",
-    shape=_llama_shape,
     attention_tensors=_query_key_norm_tensors,
     attention=_gemma3_attention,
-    rotary=True,
 )
 
 
@@ -910,17 +894,11 @@ def _gemma2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: i
     return {**attention, "scale": scalar**-0.5, "softcap": None if cap is None else float(cap)}
 
 
-GEMMA2 = Family(
+GEMMA2 = replace(
+    LLAMA,
     model_types=("gemma2",),
     example="google/gemma-2-2b",
-    name_prefixes=("model.",),
-    position_table=None,
-    block="layers.{}.",
-    final_norm="norm",
-    shape=_llama_shape,
-    attention_tensors=_llama_attention_tensors,
     attention=_gemma2_attention,
-    rotary=True,
 )
 
 
