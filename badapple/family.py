@@ -183,7 +183,13 @@ def _shape(
     )
 
 
-def _head_rows(heads: list[int] | tuple[int, ...], head_dim: int, stride: int = 0) -> torch.Tensor:
+def played_key_heads(heads: tuple[int, ...] | list[int], group: int) -> list[int]:
+    """The key heads that `heads` use under grouped-query attention, each once, in order: query
+    head h uses key head h // group (group = heads / key heads; 1 without grouping)."""
+    return sorted({head // group for head in heads})
+
+
+def head_rows(heads: list[int] | tuple[int, ...], head_dim: int, stride: int = 0) -> torch.Tensor:
     """The indices of each head's head_dim numbers in a projection, head after head: head h's
     start at h·stride (stride: head_dim, the heads side by side, unless given)."""
     stride = stride or head_dim
@@ -236,7 +242,7 @@ def _gpt2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int
             f"c_attn is {tuple(qkv_weight.shape)}, expected ({d}, {3 * d}) for a GPT-2 layer; "
             "the checkpoint does not match its config"
         )
-    query_columns = _head_rows(heads, head_dim)
+    query_columns = head_rows(heads, head_dim)
     columns = torch.cat([query_columns, query_columns + d])  # K follows Q in c_attn's output
     scale = 1 / math.sqrt(head_dim) if config.get("scale_attn_weights", True) else 1.0
     if config.get("scale_attn_by_inverse_layer_idx", False):
@@ -318,15 +324,15 @@ def _grouped_query_keys(
             f"{tuple(key_weight.shape)}, expected {expected[0]}/{expected[1]}; the checkpoint "
             "does not match its config"
         )
-    key_heads = sorted({head // group for head in heads})
+    key_heads = played_key_heads(heads, group)
     key_of_head = tuple(key_heads.index(head // group) for head in heads)
     projections = _linear_query_keys(
         query_weight,
         key_weight,
         query_bias,
         key_bias,
-        _head_rows(heads, head_dim),
-        _head_rows(key_heads, head_dim),
+        head_rows(heads, head_dim),
+        head_rows(key_heads, head_dim),
     )
     return dict(**projections, key_of_head=key_of_head)
 
@@ -472,7 +478,7 @@ def _olmo2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: in
     prefix = f"layers.{layer}.self_attn."
     attention = _self_attn_query_keys(shape, heads, tensors, f"layers.{layer}.")
     hd, group = shape.head_dim, shape.heads // shape.key_heads
-    key_heads = sorted({head // group for head in heads})  # as _grouped_query_keys has them
+    key_heads = played_key_heads(heads, group)
     query_norm, key_norm = tensors[f"{prefix}q_norm.weight"], tensors[f"{prefix}k_norm.weight"]
     return dict(
         **attention,
@@ -481,8 +487,8 @@ def _olmo2_attention(config: dict, read: Read, heads: tuple[int, ...], layer: in
         ln_bias=torch.zeros(shape.d_model),
         ln_eps=0.0,
         scale=1 / math.sqrt(hd),
-        query_norm=query_norm[_head_rows(heads, hd)].view(len(heads), 1, hd),
-        key_norm=key_norm[_head_rows(key_heads, hd)].view(len(key_heads), 1, hd),
+        query_norm=query_norm[head_rows(heads, hd)].view(len(heads), 1, hd),
+        key_norm=key_norm[head_rows(key_heads, hd)].view(len(key_heads), 1, hd),
         query_key_norm_eps=float(config.get("rms_norm_eps", 1e-6)),
         every_query_weight=tensors[f"{prefix}q_proj.weight"].T.contiguous(),  # [d, heads·hd]
         every_key_weight=tensors[f"{prefix}k_proj.weight"].T.contiguous(),
@@ -673,7 +679,7 @@ def _neox_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int
     prefix = f"layers.{layer}."
     weight = tensors[f"{prefix}attention.query_key_value.weight"]
     bias = tensors.get(f"{prefix}attention.query_key_value.bias", torch.zeros(weight.shape[0]))
-    query_rows = _head_rows(heads, hd, stride=3 * hd)  # head by head [q, k, v]
+    query_rows = head_rows(heads, hd, stride=3 * hd)  # head by head [q, k, v]
     rows = torch.cat([query_rows, query_rows + hd])  # each head's k follows its q
     return dict(
         norm="layer",
@@ -733,7 +739,7 @@ def _neo_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int)
     ln_weight, ln_bias, query_weight, key_weight = read(
         list(_neo_attention_tensors(config, layer))
     ).values()
-    rows = _head_rows(heads, hd)
+    rows = head_rows(heads, hd)
     return dict(
         norm="layer",
         ln_weight=ln_weight,
@@ -787,7 +793,7 @@ def _opt_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int)
     hd = shape.head_dim
     tensors = read(list(_opt_attention_tensors(config, layer)))
     prefix = f"decoder.layers.{layer}."
-    rows = _head_rows(heads, hd)
+    rows = head_rows(heads, hd)
     projections = _linear_query_keys(
         tensors[f"{prefix}self_attn.q_proj.weight"],
         tensors[f"{prefix}self_attn.k_proj.weight"],
@@ -854,7 +860,7 @@ def _bert_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int
     ln_weight, ln_bias, query_weight, query_bias, key_weight, key_bias = read(
         list(_bert_attention_tensors(config, layer))
     ).values()
-    rows = _head_rows(heads, hd)
+    rows = head_rows(heads, hd)
     return dict(
         norm="layer",
         ln_weight=ln_weight,
@@ -937,7 +943,7 @@ def _bloom_attention(config: dict, read: Read, heads: tuple[int, ...], layer: in
     prefix = f"h.{layer}."
     weight = tensors[f"{prefix}self_attention.query_key_value.weight"]
     bias = tensors[f"{prefix}self_attention.query_key_value.bias"]
-    query_rows = _head_rows(heads, hd, stride=3 * hd)  # BloomAttention._reshape: [H, 3, hd]
+    query_rows = head_rows(heads, hd, stride=3 * hd)  # BloomAttention._reshape: [H, 3, hd]
     rows = torch.cat([query_rows, query_rows + hd])
     eps = float(config.get("layer_norm_epsilon", 1e-5))
     inputs = {}
@@ -1021,7 +1027,7 @@ def _mpt_attention(config: dict, read: Read, heads: tuple[int, ...], layer: int)
     shape = _mpt_shape(config)
     hd, d = shape.head_dim, shape.d_model
     norm_weight, qkv_weight = read(list(_mpt_attention_tensors(config, layer))).values()
-    rows = _head_rows(heads, hd)
+    rows = head_rows(heads, hd)
     scale = _mpt_attention_config(config).get("softmax_scale") or 1 / math.sqrt(hd)
     return dict(
         norm="layer",

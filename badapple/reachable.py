@@ -65,6 +65,7 @@ from dataclasses import dataclass
 import torch
 
 from badapple.errors import UserError
+from badapple.family import head_rows, played_key_heads
 from badapple.head import HeadWeights, normalised_input, split_heads
 
 # Keep ‖u‖² below 1 - ε (with this margin) so the null-space term of the lift stays real.
@@ -188,11 +189,10 @@ def _joint_norm_space(weights: HeadWeights) -> ReachableSpace:
     every_key = weights.every_key_weight.cpu().double()  # Wk [d, key heads·hd]
     played = weights.query_key_weight.cpu().double()  # [d, (H + G)·hd]
     hd = weights.head_dim
-    # The played heads' columns in Wq and Wk: query head h uses key head h // group.
+    # The played heads' columns in Wq and Wk, and those of the key heads they use.
     group = every_query.shape[1] // every_key.shape[1]
-    key_heads = sorted({head // group for head in weights.heads})
-    query_columns = _head_columns(weights.heads, hd)
-    key_columns = _head_columns(key_heads, hd)
+    query_columns = head_rows(weights.heads, hd)
+    key_columns = head_rows(played_key_heads(weights.heads, group), hd)
     generator = torch.Generator().manual_seed(0)
     # the least inputs putting 1 into one played column alone, then MASS_DIRECTIONS spreading
     # energy over the other heads' columns at random (no head favoured), for Wq and for Wk
@@ -236,11 +236,6 @@ def _joint_norm_space(weights: HeadWeights) -> ReachableSpace:
         key_energy=out((1 - query_energy).clamp(0, 1)),
         unlift=out(torch.linalg.pinv(lift)),
     )
-
-
-def _head_columns(heads, head_dim: int) -> torch.Tensor:
-    """The columns of `heads` in a projection laid out head after head."""
-    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads])
 
 
 def _wanted(columns: torch.Tensor, projection: torch.Tensor, generator) -> torch.Tensor:
