@@ -658,10 +658,18 @@ def solve_frames(
             group_starts,
         )
         parts.append((group, solution))
+    return in_order(parts, list(range(len(frames))))
+
+
+def in_order(parts: list[tuple[list, Solution]], order: list) -> Solution:
+    """The Solutions of groups of one batch, [(the group's keys, its Solution)], as one with
+    its frames in `order` (the keys of every group, as frames or indices, in the batch's
+    order)."""
     if len(parts) == 1:
         return parts[0][1]
-    order = torch.tensor([index for group, _ in parts for index in group])
-    return concatenate([solution for _, solution in parts]).take(torch.argsort(order))
+    solved = [key for group, _ in parts for key in group]
+    kept = torch.tensor([solved.index(key) for key in order])
+    return concatenate([solution for _, solution in parts]).take(kept)
 
 
 def concatenate(parts: list[Solution]) -> Solution:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from badapple.solvers import Solution, SolverSettings, concatenate
+from badapple.solvers import Solution, SolverSettings, concatenate, in_order
 
 FLAT_SPREAD = 1e-6  # a frame whose pixels vary less than this (variance) is flat
 # A scene whose cold solve ended above this many times the check's level is one the display
@@ -225,8 +225,4 @@ def _solve_by_polish(
         (group, solve(group, {frame: starts[frame] for frame in group if frame in starts}, steps))
         for steps, group in groups.items()
     ]
-    if len(parts) == 1:
-        return parts[0][1]
-    order = [frame for group, _ in parts for frame in group]
-    kept = torch.tensor([order.index(frame) for frame in frames])
-    return concatenate([solution for _, solution in parts]).take(kept)
+    return in_order(parts, frames)
