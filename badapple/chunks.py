@@ -44,7 +44,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 
-from badapple.errors import UserError
+from badapple.errors import UserError, caused_by_interrupt
 from badapple.reachable import Factored
 from badapple.storage import write_atomic
 
@@ -145,7 +145,9 @@ def chunk_info(path: Path) -> ChunkInfo | None:
         return None
     except PermissionError as error:  # whole, maybe: never taken for damage and deleted
         raise UserError(f"cannot read {path} ({error.strerror}); check its permissions") from None
-    except (OSError, SafetensorError, KeyError, ValueError, RuntimeError):
+    except (OSError, SafetensorError, KeyError, ValueError, RuntimeError) as error:
+        if caused_by_interrupt(error):  # a Ctrl-C, not damage: the chunk must not be deleted
+            raise
         return None
     if frames.ndim != 1 or len(frames) != rows or not isinstance(record, dict):
         return None

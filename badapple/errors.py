@@ -63,12 +63,10 @@ def exit_on_error(script: str, resume: str = "run the same command to resume") -
     except UserError as error:
         sys.exit(f"{script}: error: {error}")
     except KeyboardInterrupt:
-        print(
-            f"\n{script}: interrupted; finished work is saved, {resume}",
-            file=sys.stderr,
-        )
-        sys.exit(INTERRUPTED_EXIT_CODE)
+        _exit_interrupted(script, resume)
     except OSError as error:
+        if caused_by_interrupt(error):
+            _exit_interrupted(script, resume)
         if error.errno == errno.ENOSPC:
             sys.exit(
                 f"{script}: error: the disk is full ({error.filename or 'while writing'}); "
@@ -76,6 +74,10 @@ def exit_on_error(script: str, resume: str = "run the same command to resume") -
             )
         if error.errno in _UNWRITABLE and error.filename is not None:
             sys.exit(f"{script}: error: {_unwritable(error)}; pick a writable location")
+        raise
+    except Exception as error:
+        if caused_by_interrupt(error):
+            _exit_interrupted(script, resume)
         raise
     finally:
         warnings.formatwarning = previous_format
@@ -85,6 +87,27 @@ def exit_on_error(script: str, resume: str = "run the same command to resume") -
 
 def _raise_keyboard_interrupt(signum: int, frame) -> None:
     raise KeyboardInterrupt
+
+
+def caused_by_interrupt(error: BaseException) -> bool:
+    """Whether a Ctrl-C or SIGTERM lies behind `error`.
+
+    The signal raises KeyboardInterrupt in whatever line runs when it comes, and some lines
+    wrap it: Python 3.11 turns one raised while a class is being made (PIL defines its image
+    plugins lazily, on the first save) into a RuntimeError whose cause is the interrupt.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _exit_interrupted(script: str, resume: str) -> None:
+    print(f"\n{script}: interrupted; finished work is saved, {resume}", file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT_CODE)
 
 
 def _unwritable(error: OSError) -> str:

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from badapple import chunks
 from badapple.checkpoint import open_checkpoint
 from badapple.chunks import (
     chunk_info,
@@ -62,6 +63,26 @@ def test_a_damaged_or_foreign_chunk_says_none(tmp_path, damage):
     else:
         path.unlink()
     assert chunk_info(path) is None
+
+
+def test_a_ctrl_c_while_a_chunk_is_read_is_not_taken_for_damage(tmp_path, monkeypatch):
+    """An interrupt that Python wrapped on its way out (a RuntimeError caused by it, as CI saw
+    in PIL) goes on up, rather than have resume delete a whole chunk as damaged."""
+    path = tmp_path / "chunk_00001.safetensors"
+    write_chunk(path, [1], torch.zeros(1, 4, 8), SETTINGS, seconds_per_frame=0.1)
+
+    def interrupted(*args, **kwargs):
+        raise RuntimeError("wrapped") from KeyboardInterrupt()
+
+    monkeypatch.setattr(chunks, "safe_open", interrupted)
+    with pytest.raises(RuntimeError, match="wrapped"):
+        chunk_info(path)
+
+    def damaged(*args, **kwargs):
+        raise RuntimeError("a reader's own error")
+
+    monkeypatch.setattr(chunks, "safe_open", damaged)
+    assert chunk_info(path) is None  # a RuntimeError of its own is still damage
 
 
 def test_target_digests_come_back_with_their_frames(tmp_path):

@@ -3,8 +3,6 @@
 import errno
 import fcntl
 import os
-import signal
-import time
 from pathlib import Path
 
 import numpy as np
@@ -67,18 +65,6 @@ def test_the_refusal_names_the_script_that_holds_the_lock(tmp_path):
         with pytest.raises(UserError, match="another optimize.py \\(pid 4242\\)"):
             with frames_lock(tmp_path, "download.py"):
                 pass
-
-
-def test_sigterm_stops_like_ctrl_c(capsys):
-    before = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(SystemExit) as stopped, exit_on_error("optimize.py"):
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler raises at the latest here
-    assert stopped.value.code == 130
-    assert "interrupted; finished work is saved, run the same command to resume" in (
-        capsys.readouterr().err
-    )
-    assert signal.getsignal(signal.SIGTERM) is before  # put back
 
 
 def inside_a_file(folder: Path) -> Path:
