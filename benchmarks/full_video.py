@@ -274,6 +274,12 @@ def main() -> None:
         "minilm: all-MiniLM-L6-v2's (a BERT: the whole square); "
         "default, hard: GPT-2-XL-shaped random stand-ins",
     )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="any local checkpoint folder, in place of --checkpoint's (e.g. a stand-in of "
+        "benchmarks/families.py: write_stand_in, spread_as_trained)",
+    )
     parser.add_argument("--device", default="auto", help="optimize()'s: auto, cpu, cuda or mps")
     parser.add_argument("--chunk-size", type=int, default=64, help="optimize()'s")
     parser.add_argument(
@@ -299,13 +305,15 @@ def main() -> None:
     print(
         f"{frame_count} frames ({frame_count / FPS:.0f} s) of dance_video {args.size}x"
         f"{args.size}, seed {args.seed}: {len(scenes)} scenes, {len(cuts)} hard cuts; "
-        f"checkpoint {args.checkpoint}, {torch.get_num_threads()} CPU threads"
+        f"checkpoint {args.model or args.checkpoint}, {torch.get_num_threads()} CPU threads"
     )
 
     with tempfile.TemporaryDirectory() as temporary:
         work = args.keep or Path(temporary)
         work.mkdir(parents=True, exist_ok=True)
-        if args.checkpoint in REAL:
+        if args.model:
+            checkpoint = args.model
+        elif args.checkpoint in REAL:
             checkpoint = REAL[args.checkpoint](work / "checkpoints" / args.checkpoint)
         else:
             checkpoint = write_checkpoints(work / "checkpoints", (args.checkpoint,))[
@@ -357,7 +365,7 @@ def main() -> None:
             "download.download",
             "encode_mae": encode_mae,
         },
-        "checkpoint": args.checkpoint,
+        "checkpoint": str(args.model) if args.model else args.checkpoint,
         "device": metrics["device"],
         "cpu_threads": torch.get_num_threads(),
         "optimize_keywords": {

@@ -1,8 +1,11 @@
 """Running the four scripts as a user does (subprocesses), and checking what they print."""
 
+import io
 import os
+import runpy
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,6 +26,27 @@ def command(script: str, *args) -> list[str]:
 def run(script: str, *args, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         command(script, *args), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300
+    )
+
+
+def run_here(script: str, *args) -> subprocess.CompletedProcess:
+    """The script's main() in this process, as `run` would run it in another, for its quick
+    refusals: a second interpreter spends 2 s importing torch before it says one line.
+    A SystemExit's message goes to stderr, as the interpreter would print it."""
+    argv, sys.argv = sys.argv, [script, *map(str, args)]
+    stdout, stderr = io.StringIO(), io.StringIO()
+    returncode = 0
+    try:
+        with redirect_stdout(stdout), redirect_stderr(stderr):
+            runpy.run_path(str(REPO / script), run_name="__main__")
+    except SystemExit as stop:
+        if isinstance(stop.code, str):
+            print(stop.code, file=stderr)
+        returncode = stop.code if isinstance(stop.code, int) else 1
+    finally:
+        sys.argv = argv
+    return subprocess.CompletedProcess(
+        [script, *args], returncode, stdout.getvalue(), stderr.getvalue()
     )
 
 

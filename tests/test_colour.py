@@ -23,7 +23,7 @@ from badapple.targets import DEFAULT_CONTRAST_NATS, shown_range
 from badapple.verify import model_through_layer, transformers_attention
 from badapple.video import probe
 from tests.media import make_colour_clip
-from tests.scripts import FPS, SIZE, assert_ok, assert_user_error, run
+from tests.scripts import FPS, SIZE, assert_ok, assert_user_error, run, run_here
 
 pytestmark = pytest.mark.slow
 COUNT = 10  # frames: 1 s at FPS
@@ -148,7 +148,7 @@ def test_bad_colour_flags_get_one_line(
     frames = tmp_path / "frames"
     shutil.copytree(downloaded, frames)
     model = ["--model", tiny_sixteen_heads_checkpoint]
-    result = run("optimize.py", *model, "--frames-dir", frames, *STEPS, *flags)
+    result = run_here("optimize.py", *model, "--frames-dir", frames, *STEPS, *flags)
     assert_user_error(result, message)
     assert not (frames / "output").exists()  # nothing started, nothing lost
 
