@@ -51,12 +51,14 @@ both ends, where the whole energy is in the played head's query or key, and all 
     x = u @ lift,   lift [D, d] rows: the least inputs that put a query (key) into one played
                     head alone (rows of Wq's, Wk's pseudo-inverse), and a few that add energy
                     to the other heads alone (`MASS_DIRECTIONS`)
-    mean((x Wq)²) = Σ λ_j u_j²,  mean((x Wk)²) = Σ (1 - λ_j) u_j²
+    mean((x Wq)²) = u E uᵀ,  mean((x Wk)²) = ‖u‖² - u E uᵀ
 
-with the basis chosen so that both energies are diagonal (whitened against their sum, then
-the query energy's eigenvectors: λ in [0, 1]). The solver keeps u on the unit sphere (the
-scores see only its direction), its queries and keys are u @ basis normalised by those two
-sums, and the lift is u @ lift itself: exact, no null-space term, at any scale.
+with the basis whitened against the sum of the two energies (so that they add up to ‖u‖²),
+then turned so that its axes are the directions that move the played queries and keys most,
+each weighted by the norm's weight (`_weighted_axes`): E, the query energy, is a symmetric
+[D, D] form with eigenvalues in [0, 1]. The solver keeps u on the unit sphere (the scores see
+only its direction), its queries and keys are u @ basis normalised by those two energies, and
+the lift is u @ lift itself: exact, no null-space term, at any scale.
 """
 
 import math
@@ -88,11 +90,10 @@ class ReachableSpace:
     # needs none
     null_direction: torch.Tensor
     radius: float  # largest ‖u‖ a solver may use
-    # Under a norm over all heads (OLMo 2): mean(q²) of every head's queries is u² @
-    # query_energy, mean(k²) u² @ key_energy [D]; x = u @ lift exactly, and unlift [d, D] takes
-    # x back. None otherwise.
+    # Under a norm over all heads (OLMo 2): mean(q²) of every head's queries is u E uᵀ for
+    # query_energy E [D, D], mean(k²) of every key head's keys ‖u‖² - u E uᵀ; x = u @ lift
+    # exactly, and unlift [d, D] takes x back. None otherwise.
     query_energy: torch.Tensor | None = None
-    key_energy: torch.Tensor | None = None
     unlift: torch.Tensor | None = None
     # Under a norm after each head's projection (Qwen3, Gemma 3) the solver's rows are not u but
     # x = u @ basis / ρ (`_direction_coordinates`): basis is then ρ·I, `projection_scale` ρ (a
@@ -215,12 +216,15 @@ def _joint_norm_space(weights: HeadWeights) -> ReachableSpace:
     span = right[singular > singular[0] * RANK_TOLERANCE]  # V [D0, d]
     query_gram = _energy_gram(span, every_query)  # V Wq Wqᵀ Vᵀ / (heads·hd) [D0, D0]
     key_gram = _energy_gram(span, every_key)
-    # whiten against the sum of the two energies, then diagonalise the query energy
+    # whiten against the sum of the two energies, then turn to the weighted axes
     total, eigenvectors = torch.linalg.eigh(query_gram + key_gram)
     kept = total > total.max() * RANK_TOLERANCE
     whitening = eigenvectors[:, kept] / total[kept].sqrt()  # W [D0, D]: Wᵀ (Gq + Gk) W = I
-    query_energy, rotation = torch.linalg.eigh(whitening.T @ query_gram @ whitening)  # λ, U
-    lift = (whitening @ rotation).T @ span  # [D, d]
+    whitened_lift = whitening.T @ span  # [D, d]: Gq + Gk is now ‖u‖²
+    norm_weight = torch.cat([weights.query_norm.flatten(), weights.key_norm.flatten()])
+    axes = _weighted_axes(whitened_lift @ played, norm_weight.cpu().double())  # R [D, D]
+    lift = axes.T @ whitened_lift  # [D, d]: u = u_whitened @ R, an orthogonal turn
+    query_energy = _energy_gram(lift, every_query)  # E = Rᵀ Wᵀ Gq W R [D, D]
     device = weights.position.device
 
     def out(tensor: torch.Tensor) -> torch.Tensor:
@@ -232,10 +236,30 @@ def _joint_norm_space(weights: HeadWeights) -> ReachableSpace:
         lift=out(lift),
         null_direction=out(torch.zeros(weights.d_model, dtype=torch.float64)),
         radius=1.0,
-        query_energy=out(query_energy.clamp(0, 1)),
-        key_energy=out((1 - query_energy).clamp(0, 1)),
+        query_energy=out((query_energy + query_energy.T) / 2),
         unlift=out(torch.linalg.pinv(lift)),
     )
+
+
+def _weighted_axes(basis: torch.Tensor, norm_weight: torch.Tensor) -> torch.Tensor:
+    """The turn R [D, D] (orthogonal) of a joint-norm space's whitened coordinates whose axes
+    are the directions that move the played queries and keys most, each projection column
+    weighted by the norm's weight: the left singular vectors of basis ⊙ w, basis [D, (H+G)·hd],
+    w [(H+G)·hd].
+
+    The norm's weight w multiplies each dimension of a query and key after the norm, so a
+    score moves with the weighted projections, and trained weights spread: the products
+    w_q·w_k over a head's dimensions span 200× on the OLMo-2-1B stand-in spread as trained
+    (benchmarks/families.py), where random init makes them all 1. The few dimensions with the
+    largest weights then carry most of the scores, and Adam's rates, one per axis, can take
+    them apart only where they lie along axes. Whitening fixes the coordinates' lengths but
+    not their turn, and the query energy's eigenvectors (the axes before) lie along none.
+    Measured on 17 frames of fades and dips to gray (the dance video's 38-42, 53-58, 84-89)
+    on that stand-in's head 5: mae 0.0150 on these axes, 0.0275 on the query energy's
+    eigenvectors (the axes before), 0.0291 on random ones, 0.0206 on basis' own singular
+    vectors, unweighted; on its round stand-in 0.0044 (0.0056 before)."""
+    left, _, _ = torch.linalg.svd(basis * norm_weight, full_matrices=True)
+    return left
 
 
 def _wanted(columns: torch.Tensor, projection: torch.Tensor, generator) -> torch.Tensor:
@@ -286,14 +310,19 @@ def whitened_projections(whitened: torch.Tensor, space: ReachableSpace) -> torch
 
 
 def whitened_mean_squares(
-    whitened: torch.Tensor, space: ReachableSpace
+    whitened: torch.Tensor, space: ReachableSpace, query_side: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Under a norm over all heads, what it divides by (`head.joint_mean_squares`) for
-    whitened rows: u² @ query_energy, u² @ key_energy, [B, T, D] -> 2 x [B, T]; else None."""
+    whitened rows: u E uᵀ and ‖u‖² - u E uᵀ, [B, T, D] -> 2 x [B, T]; else None.
+    `query_side`: u E [B, T, D] where the caller has it already (the solver's gradient needs
+    it too: one [D, D] product a step, not two)."""
     if space.query_energy is None:
         return None
-    squares = whitened.square()
-    return squares @ space.query_energy, squares @ space.key_energy
+    if query_side is None:
+        query_side = whitened @ space.query_energy
+    query_squares = (query_side * whitened).sum(dim=-1)
+    # the key energy is the rest of ‖u‖² (clamped: rounding must not make it negative)
+    return query_squares, (whitened.square().sum(dim=-1) - query_squares).clamp(min=0)
 
 
 def queries_keys_from_whitened(

@@ -240,7 +240,8 @@ def _whitened_losses(
         causal_count = torch.arange(1, tokens + 1, device=whitened.device)[:, None]  # [T, 1]
         entries = tokens * (tokens + 1) / 2
         projected = whitened_projections(whitened, space)  # qk [B, T, D]
-        mean_squares = whitened_mean_squares(whitened, space)  # under a norm over all heads
+        query_side = None if space.query_energy is None else whitened @ space.query_energy
+        mean_squares = whitened_mean_squares(whitened, space, query_side)  # norm over all heads
         queries, keys = split_heads(projected, weights, mean_squares)  # 2 x [B, H, T, hd]
         residual = (queries @ keys.transpose(-1, -2)).mul_(scale)  # S [B, H, T, T]
         if bias is not None:
@@ -263,7 +264,14 @@ def _whitened_losses(
         query_gradient = residual @ keys * scale  # [B, H, T, hd]
         key_gradient = residual.transpose(-1, -2) @ queries * scale
         return losses, _whitened_gradient(
-            query_gradient, key_gradient, projected, whitened, space, weights
+            query_gradient,
+            key_gradient,
+            projected,
+            query_side,
+            mean_squares,
+            whitened,
+            space,
+            weights,
         )
 
     return losses_and_gradient
@@ -295,7 +303,8 @@ def _whitened_shown_losses(
         tokens = whitened.shape[1]
         pixels = (tokens - 1) * tokens / 2
         projected = whitened_projections(whitened, space)  # qk [B, T, D]
-        mean_squares = whitened_mean_squares(whitened, space)  # under a norm over all heads
+        query_side = None if space.query_energy is None else whitened @ space.query_energy
+        mean_squares = whitened_mean_squares(whitened, space, query_side)  # norm over all heads
         queries, keys = split_heads(projected, weights, mean_squares)  # 2 x [B, H, T, hd]
         if cap is None:
             relative_keys = keys - keys[..., :1, :]  # K' [B, H, T, hd]
@@ -325,7 +334,14 @@ def _whitened_shown_losses(
             query_gradient = score_gradient @ keys * scale  # [B, H, T, hd]
             key_gradient = score_gradient.transpose(-1, -2) @ queries * scale
         return losses, _whitened_gradient(
-            query_gradient, key_gradient, projected, whitened, space, weights
+            query_gradient,
+            key_gradient,
+            projected,
+            query_side,
+            mean_squares,
+            whitened,
+            space,
+            weights,
         )
 
     return losses_and_gradient
@@ -335,12 +351,15 @@ def _whitened_gradient(
     query_gradient: torch.Tensor,
     key_gradient: torch.Tensor,
     projected: torch.Tensor,
+    query_side: torch.Tensor | None,
+    mean_squares: tuple[torch.Tensor, torch.Tensor] | None,
     whitened: torch.Tensor,
     space: ReachableSpace,
     weights: HeadWeights,
 ) -> torch.Tensor:
     """dLoss/du from dLoss/dQ and dLoss/dK of every played head [B, H, T, hd], at the rows'
-    projections qk = offset + u basis [B, T, D] (the forward's, before any norm). The forward
+    projections qk = offset + u basis [B, T, D] (the forward's, before any norm; under a norm
+    over all heads, with the forward's u E [B, T, D] and `whitened_mean_squares`). The forward
     (`head.split_heads`) normalised each head's query and key (where the family has a norm
     after the projection), rotated each row by its position and
     gave each head its key head's keys, so back: rotate by the transpose, sum the key gradients
@@ -349,11 +368,12 @@ def _whitened_gradient(
 
         dx = (dy ⊙ w)/r - x · (x·(dy ⊙ w)) / (hd·r³)
 
-    Under a norm over all heads (OLMo 2) the mean square m is not x's own but u² @ λ
-    (`reachable.whitened_mean_squares`; u² @ (1 - λ) for the keys), the same for every head of
-    a row, so r = sqrt(m + ε) and
+    Under a norm over all heads (OLMo 2) the mean square m is not x's own but u E uᵀ
+    (`reachable.whitened_mean_squares`; ‖u‖² - u E uᵀ for the keys), the same for every head
+    of a row, so r = sqrt(m + ε) and
 
-        dx = (dy ⊙ w)/r,   dm = -Σ_heads x·(dy ⊙ w) / (2r³),   du gains 2u ⊙ λ dm
+        dx = (dy ⊙ w)/r,   dm = -Σ_heads x·(dy ⊙ w) / (2r³),   du gains 2 u E dm
+                                                              (the keys': 2 (u - u E) dm)
 
     The projections are then qk = offset + u basis, laid out [Q | K], so du = [dQ | dK] basisᵀ
     (plus the norm's term) -> [B, T, D]; for the rows x of a norm after each head's projection
@@ -369,17 +389,17 @@ def _whitened_gradient(
     keys = projected[..., heads * head_dim :].view(batch, tokens, -1, head_dim)
     eps, norm_term = weights.query_key_norm_eps, 0.0
     if space.query_energy is not None:
-        squares = whitened_mean_squares(whitened, space)  # m of the queries, of the keys [B, T]
+        # u E [B, T, D] is ½ dm/du of the queries, u - u E that of the keys
         gradients = []
-        for gradient, rows, weight, square, energy in (
-            (query_gradient, queries, weights.query_norm, squares[0], space.query_energy),
-            (key_gradient, keys, weights.key_norm, squares[1], space.key_energy),
+        for gradient, rows, weight, square, half_slope in (
+            (query_gradient, queries, weights.query_norm, mean_squares[0], query_side),
+            (key_gradient, keys, weights.key_norm, mean_squares[1], whitened - query_side),
         ):
             inverse_rms = torch.rsqrt(square + eps)[:, None, :, None]  # 1/r [B, 1, T, 1]
             weighted = gradient * weight  # dy ⊙ w [B, heads, T, hd]
             along = (weighted * rows.transpose(1, 2)).sum(dim=(1, 3))  # Σ x·(dy ⊙ w) [B, T]
             square_gradient = -along * inverse_rms[:, 0, :, 0].pow(3) / 2  # dm [B, T]
-            norm_term = norm_term + 2 * whitened * square_gradient[..., None] * energy
+            norm_term = norm_term + 2 * half_slope * square_gradient[..., None]
             gradients.append(weighted * inverse_rms)  # dx
         query_gradient, key_gradient = gradients
     elif weights.query_norm is not None:

@@ -210,9 +210,9 @@ def olmo2_checkpoint(tmp_path_factory):
     return save_family_checkpoint(tmp_path_factory.mktemp("olmo2"), "olmo2")
 
 
-def test_a_norm_over_all_heads_sees_diagonal_energies_and_exact_lifts(olmo2_checkpoint):
+def test_a_norm_over_all_heads_sees_the_space_s_energies_and_exact_lifts(olmo2_checkpoint):
     """Heads 1 and 6 (key heads 0 and 3): the lifted inputs' mean squares over every head's
-    queries and keys are u² @ λ and u² @ (1 - λ), their queries and keys are the solver's,
+    queries and keys are u E uᵀ and ‖u‖² - u E uᵀ, their queries and keys are the solver's,
     and whitening them back (at any scale: the norm sees a row's direction) gives u."""
     from badapple.head import joint_mean_squares, normalised_input, queries_keys
     from badapple.reachable import project_to_sphere, whitened_mean_squares
