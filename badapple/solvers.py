@@ -264,14 +264,7 @@ def _whitened_losses(
         query_gradient = residual @ keys * scale  # [B, H, T, hd]
         key_gradient = residual.transpose(-1, -2) @ queries * scale
         return losses, _whitened_gradient(
-            query_gradient,
-            key_gradient,
-            projected,
-            query_side,
-            mean_squares,
-            whitened,
-            space,
-            weights,
+            query_gradient, key_gradient, projected, query_side, whitened, space, weights
         )
 
     return losses_and_gradient
@@ -334,14 +327,7 @@ def _whitened_shown_losses(
             query_gradient = score_gradient @ keys * scale  # [B, H, T, hd]
             key_gradient = score_gradient.transpose(-1, -2) @ queries * scale
         return losses, _whitened_gradient(
-            query_gradient,
-            key_gradient,
-            projected,
-            query_side,
-            mean_squares,
-            whitened,
-            space,
-            weights,
+            query_gradient, key_gradient, projected, query_side, whitened, space, weights
         )
 
     return losses_and_gradient
@@ -352,14 +338,13 @@ def _whitened_gradient(
     key_gradient: torch.Tensor,
     projected: torch.Tensor,
     query_side: torch.Tensor | None,
-    mean_squares: tuple[torch.Tensor, torch.Tensor] | None,
     whitened: torch.Tensor,
     space: ReachableSpace,
     weights: HeadWeights,
 ) -> torch.Tensor:
     """dLoss/du from dLoss/dQ and dLoss/dK of every played head [B, H, T, hd], at the rows'
     projections qk = offset + u basis [B, T, D] (the forward's, before any norm; under a norm
-    over all heads, with the forward's u E [B, T, D] and `whitened_mean_squares`). The forward
+    over all heads, with the forward's u E [B, T, D]). The forward
     (`head.split_heads`) normalised each head's query and key (where the family has a norm
     after the projection), rotated each row by its position and
     gave each head its key head's keys, so back: rotate by the transpose, sum the key gradients
@@ -390,6 +375,7 @@ def _whitened_gradient(
     eps, norm_term = weights.query_key_norm_eps, 0.0
     if space.query_energy is not None:
         # u E [B, T, D] is ½ dm/du of the queries, u - u E that of the keys
+        mean_squares = whitened_mean_squares(whitened, space, query_side)  # [B, T] each
         gradients = []
         for gradient, rows, weight, square, half_slope in (
             (query_gradient, queries, weights.query_norm, mean_squares[0], query_side),
