@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 INTERRUPTED_EXIT_CODE = 130  # what shells report for a command stopped by Ctrl-C (128 + SIGINT)
 # Errors that mean "this place cannot be written": a read-only or foreign folder, a file where a
@@ -105,7 +106,7 @@ def caused_by_interrupt(error: BaseException) -> bool:
     return False
 
 
-def _exit_interrupted(script: str, resume: str) -> None:
+def _exit_interrupted(script: str, resume: str) -> NoReturn:
     print(f"\n{script}: interrupted; finished work is saved, {resume}", file=sys.stderr)
     sys.exit(INTERRUPTED_EXIT_CODE)
 

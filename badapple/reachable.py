@@ -309,17 +309,25 @@ def whitened_projections(whitened: torch.Tensor, space: ReachableSpace) -> torch
     return whitened @ space.basis + space.offset
 
 
+def whitened_query_side(whitened: torch.Tensor, space: ReachableSpace) -> torch.Tensor | None:
+    """Under a norm over all heads, u E [B, T, D]: half the slope of the queries' mean square
+    (`whitened_mean_squares`), which the solver's gradient needs too; else None."""
+    if space.query_energy is None:
+        return None
+    return whitened @ space.query_energy
+
+
 def whitened_mean_squares(
     whitened: torch.Tensor, space: ReachableSpace, query_side: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Under a norm over all heads, what it divides by (`head.joint_mean_squares`) for
     whitened rows: u E uᵀ and ‖u‖² - u E uᵀ, [B, T, D] -> 2 x [B, T]; else None.
-    `query_side`: u E [B, T, D] where the caller has it already (the solver's gradient needs
-    it too: one [D, D] product a step, not two)."""
+    `query_side`: `whitened_query_side` where the caller has it already (one [D, D] product
+    a solver step, not two)."""
     if space.query_energy is None:
         return None
     if query_side is None:
-        query_side = whitened @ space.query_energy
+        query_side = whitened_query_side(whitened, space)
     query_squares = (query_side * whitened).sum(dim=-1)
     # the key energy is the rest of ‖u‖² (clamped: rounding must not make it negative)
     return query_squares, (whitened.square().sum(dim=-1) - query_squares).clamp(min=0)

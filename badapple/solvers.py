@@ -40,6 +40,7 @@ from badapple.reachable import (
     whiten_embeddings,
     whitened_mean_squares,
     whitened_projections,
+    whitened_query_side,
 )
 from badapple.targets import ShownRange, Target, causal_mask, fit_loss
 
@@ -240,7 +241,7 @@ def _whitened_losses(
         causal_count = torch.arange(1, tokens + 1, device=whitened.device)[:, None]  # [T, 1]
         entries = tokens * (tokens + 1) / 2
         projected = whitened_projections(whitened, space)  # qk [B, T, D]
-        query_side = None if space.query_energy is None else whitened @ space.query_energy
+        query_side = whitened_query_side(whitened, space)  # u E, under a norm over all heads
         mean_squares = whitened_mean_squares(whitened, space, query_side)  # norm over all heads
         queries, keys = split_heads(projected, weights, mean_squares)  # 2 x [B, H, T, hd]
         residual = (queries @ keys.transpose(-1, -2)).mul_(scale)  # S [B, H, T, T]
@@ -296,7 +297,7 @@ def _whitened_shown_losses(
         tokens = whitened.shape[1]
         pixels = (tokens - 1) * tokens / 2
         projected = whitened_projections(whitened, space)  # qk [B, T, D]
-        query_side = None if space.query_energy is None else whitened @ space.query_energy
+        query_side = whitened_query_side(whitened, space)  # u E, under a norm over all heads
         mean_squares = whitened_mean_squares(whitened, space, query_side)  # norm over all heads
         queries, keys = split_heads(projected, weights, mean_squares)  # 2 x [B, H, T, hd]
         if cap is None:
